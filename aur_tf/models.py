@@ -1,0 +1,107 @@
+"""The mask net M (DiscoGAN generator) and the discriminator D (DC-GAN), Sec. 4 of the paper.
+
+Both use 4x4 stride-2 convolutions with 'same' padding (PyTorch's k=4, s=2, p=1) and the DC-GAN
+initialisation N(0, 0.02). Under a mixed precision policy the hidden layers compute in float16 or
+bfloat16 while the mask's sigmoid and the discriminator's score stay float32, so the losses and the
+masks written at export never see reduced precision.
+"""
+import math
+
+import keras
+
+from aur_tf.config import CHANNEL_COUNTS, IMAGE_SIZES
+
+_KERNEL = 4
+_DOWN_STEPS = 4  # DiscoGAN: 32x32 -> 2x2 and 64x64 -> 4x4 bottleneck.
+_LEAK = 0.2
+# PyTorch-style running averages (keras momentum 0.9 == torch momentum 0.1) so the inference-mode
+# statistics used at evaluation follow the quickly moving GAN features closely.
+_BN_MOMENTUM = 0.9
+_BN_EPSILON = 1e-5
+
+
+def _check_shape(image_size, channels):
+    if image_size not in IMAGE_SIZES or channels not in CHANNEL_COUNTS:
+        raise ValueError(f"image_size must be one of {IMAGE_SIZES} and channels one of "
+                         f"{CHANNEL_COUNTS}, got {image_size} and {channels}")
+
+
+def _conv(filters, dtype, name, strides=2, padding="same"):
+    return keras.layers.Conv2D(
+        filters, _KERNEL, strides=strides, padding=padding, use_bias=False,
+        kernel_initializer=keras.initializers.RandomNormal(stddev=0.02), dtype=dtype, name=name)
+
+
+def _conv_transpose(filters, dtype, name):
+    return keras.layers.Conv2DTranspose(
+        filters, _KERNEL, strides=2, padding="same", use_bias=False,
+        kernel_initializer=keras.initializers.RandomNormal(stddev=0.02), dtype=dtype, name=name)
+
+
+def _batch_norm(dtype, name):
+    return keras.layers.BatchNormalization(
+        momentum=_BN_MOMENTUM, epsilon=_BN_EPSILON,
+        gamma_initializer=keras.initializers.RandomNormal(mean=1.0, stddev=0.02), dtype=dtype,
+        name=name)
+
+
+def build_mask_net(image_size=32, channels=1, width=64, dtype="float32"):
+    """DiscoGAN encoder-decoder that predicts a per-pixel mask.
+
+    `width` channels sit at the layer before last; each layer toward the bottleneck has twice as
+    many (64, 128, 256, 512 for the paper's width 64).
+
+    Args:
+      image_size: 32 or 64.
+      channels: 1 (grayscale) or 3 (RGB).
+      width: channels of the outermost hidden layers.
+      dtype: a Keras dtype policy name, e.g. "float32" or "mixed_float16".
+
+    Returns:
+      A `keras.Model` mapping mixtures `[batch, image_size, image_size, channels]` in [0, 1] to
+      masks M(y) of the same shape in (0, 1), float32.
+    """
+    _check_shape(image_size, channels)
+    widths = [width * 2 ** i for i in range(_DOWN_STEPS)]
+    layers = [keras.Input((image_size, image_size, channels), name="mixture")]
+    for i, filters in enumerate(widths):
+        layers.append(_conv(filters, dtype, f"down{i}_conv"))
+        if i > 0:  # DiscoGAN leaves the first layer unnormalised, as DC-GAN does.
+            layers.append(_batch_norm(dtype, f"down{i}_bn"))
+        layers.append(keras.layers.LeakyReLU(_LEAK, dtype=dtype, name=f"down{i}_lrelu"))
+    for i, filters in enumerate(reversed(widths[:-1])):
+        layers.append(_conv_transpose(filters, dtype, f"up{i}_convt"))
+        layers.append(_batch_norm(dtype, f"up{i}_bn"))
+        layers.append(keras.layers.ReLU(dtype=dtype, name=f"up{i}_relu"))
+    layers.append(_conv_transpose(channels, dtype, f"up{_DOWN_STEPS - 1}_convt"))
+    layers.append(keras.layers.Activation("sigmoid", dtype="float32", name="mask"))
+    return keras.Sequential(layers, name="mask_net")
+
+
+def build_discriminator(image_size=32, channels=1, width=64, dtype="float32"):
+    """DC-GAN discriminator without the final sigmoid (LS-GAN scores, Eq. 4-5).
+
+    Strided convolutions halve the image down to 4x4 (width, 2 width, ... channels); a final
+    4x4 'valid' convolution gives one score per image.
+
+    Args:
+      image_size: 32 or 64.
+      channels: 1 or 3.
+      width: channels of the first layer.
+      dtype: a Keras dtype policy name.
+
+    Returns:
+      A `keras.Model` mapping `[batch, image_size, image_size, channels]` in [0, 1] to raw scores
+      `[batch, 1]`, float32.
+    """
+    _check_shape(image_size, channels)
+    layers = [keras.Input((image_size, image_size, channels), name="image")]
+    for i in range(int(math.log2(image_size // _KERNEL))):
+        layers.append(_conv(width * 2 ** i, dtype, f"down{i}_conv"))
+        if i > 0:
+            layers.append(_batch_norm(dtype, f"down{i}_bn"))
+        layers.append(keras.layers.LeakyReLU(_LEAK, dtype=dtype, name=f"down{i}_lrelu"))
+    layers.append(_conv(1, dtype, "score_conv", strides=1, padding="valid"))
+    layers.append(keras.layers.Flatten(dtype=dtype, name="flatten"))
+    layers.append(keras.layers.Activation("linear", dtype="float32", name="score"))
+    return keras.Sequential(layers, name="discriminator")
