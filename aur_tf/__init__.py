@@ -1,0 +1,1 @@
+"""Unsupervised image source separation (Hoshen, ICASSP 2019) in TensorFlow."""
