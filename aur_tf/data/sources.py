@@ -1,0 +1,417 @@
+"""Sources: sets of clean images named by a spec string, loaded as float32 [N, H, W, C] in [0, 1].
+
+Spec syntax: `KIND:LOCATION[?labels=L]`
+
+- `tfds:NAME`     a TFDS image dataset, read with `tfds.load(NAME, as_supervised=True)` from
+                  `CACHE_DIR/tfds` (splits 'train' and 'test'; images must have a fixed size).
+- `npz:PATH`      a keras.datasets-style archive with arrays x_train, x_test (images [N,H,W] or
+                  [N,H,W,C], uint8 0..255 or float in [0, 1]) and y_train, y_test (integer
+                  labels [N] or [N, 1]; needed only with a labels filter).
+- `folder:PATH`   a directory of PNG/JPEG files, see `_load_folder`.
+- `mnist`         the built-in offline MNIST (50 000 train / 10 000 test), see `mnist_offline`.
+
+`L` is a comma list of labels and inclusive ranges, e.g. `0-4`, `1,3,5`, `0-2,7`; labels are
+integers 0..99999. `?` cannot appear in a location (it always starts the labels option).
+Images keep their native size and channel count; gray images get a channel axis of size 1.
+"""
+
+import dataclasses
+import hashlib
+import os
+import re
+import zipfile
+import zlib
+
+import numpy as np
+from PIL import Image
+
+from aur_tf.data import mnist_offline
+from aur_tf.errors import UserError
+
+_KINDS = ("tfds", "npz", "folder", "mnist")
+_KIND_HELP = "use tfds:NAME, npz:PATH, folder:PATH or mnist"
+# Caps the size of a label set so a typo such as 0-999999999 cannot exhaust memory.
+_MAX_LABEL = 99_999
+# Images with more channels than this are almost always channels-first arrays read as
+# channels-last, which would silently produce nonsense images.
+_MAX_CHANNELS = 4
+# Float images may overshoot [0, 1] by rounding error only.
+_RANGE_TOLERANCE = 1e-6
+_IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+# Without train/ and test/ subfolders, a file goes to test iff the sha256 of its path relative
+# to the folder (with '/' separators), read as a big-endian integer from its first 8 bytes, is
+# divisible by this: about 20% test, the same on every machine, and adding or removing files
+# never moves other files between the splits.
+_TEST_ONE_IN = 5
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceSpec:
+    """A parsed source spec.
+
+    kind: one of 'tfds', 'npz', 'folder', 'mnist'.
+    location: dataset name or path as written ('' for mnist).
+    labels: the integer labels to keep, or None to keep every image.
+    """
+
+    kind: str
+    location: str
+    labels: frozenset[int] | None
+
+    @classmethod
+    def parse(cls, text: str) -> "SourceSpec":
+        """Parse `KIND:LOCATION[?labels=L]`; UserError with a readable message on bad syntax."""
+        stripped = text.strip()
+        if not stripped:
+            raise UserError(f"empty source spec: {_KIND_HELP}")
+        head, has_query, query = stripped.partition("?")
+        kind, _, location = head.partition(":")
+        if kind not in _KINDS:
+            raise UserError(f"unknown source kind {kind!r} in {text!r}: {_KIND_HELP}")
+        if kind == "mnist" and location:
+            raise UserError(f"the built-in mnist source takes no location, got {text!r}: "
+                            f"write mnist or mnist?labels=L")
+        if kind != "mnist" and not location:
+            raise UserError(f"source {text!r} has no location: write {kind}:"
+                            f"{'NAME' if kind == 'tfds' else 'PATH'}")
+        labels = _parse_labels_option(query, text) if has_query else None
+        return cls(kind=kind, location=location, labels=labels)
+
+    def __str__(self) -> str:
+        text = f"{self.kind}:{self.location}" if self.location else self.kind
+        if self.labels is not None:
+            text += f"?labels={_format_labels(self.labels)}"
+        return text
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceImages:
+    """Clean images of one source.
+
+    train: [N, H, W, C] float32 in [0, 1].
+    test: [M, H, W, C] float32 in [0, 1], same H, W, C as train.
+    name: the spec text, for messages.
+    """
+
+    train: np.ndarray
+    test: np.ndarray
+    name: str
+
+
+def load_source(spec: str | SourceSpec, *, cache_dir: str) -> SourceImages:
+    """Load, label-filter and validate the train and test images of a source.
+
+    Args:
+        spec: a spec string or parsed SourceSpec.
+        cache_dir: directory for downloads and caches (TFDS data under `cache_dir/tfds`, the
+            offline MNIST wheel and its decoded .npz directly in it).
+
+    Returns:
+        SourceImages with train [N, H, W, C] and test [M, H, W, C] float32 in [0, 1], C >= 1.
+
+    Raises:
+        UserError: bad spec, missing or corrupt files, images of the wrong rank, dtype or range,
+            NaN/Inf, empty splits, or a labels filter that selects nothing.
+    """
+    if isinstance(spec, SourceSpec):
+        name = str(spec)
+    else:
+        name = spec
+        spec = SourceSpec.parse(spec)
+    # Each loader returns the raw (x_train, y_train, x_test, y_test); y is None without labels.
+    loader = {"tfds": _load_tfds, "npz": _load_npz, "folder": _load_folder,
+              "mnist": _load_mnist}[spec.kind]
+    x_train, y_train, x_test, y_test = loader(spec, name, cache_dir)
+    train = _finish_split(x_train, y_train, spec.labels, name, "train")
+    test = _finish_split(x_test, y_test, spec.labels, name, "test")
+    if train.shape[1:] != test.shape[1:]:
+        raise UserError(f"source {name!r}: train images are {train.shape[1:]} but test images are "
+                        f"{test.shape[1:]} (H, W, C): make both splits the same size")
+    return SourceImages(train=train, test=test, name=name)
+
+
+def _parse_labels_option(query: str, text: str) -> frozenset[int]:
+    option, has_value, value = query.partition("=")
+    if option != "labels" or not has_value:
+        raise UserError(f"unknown option {query!r} in source {text!r}: the only option is "
+                        f"?labels=L, e.g. ?labels=0-4 or ?labels=1,3,5")
+    if not value.strip():
+        raise UserError(f"empty label list in source {text!r}: write e.g. ?labels=0-4 or "
+                        f"?labels=1,3,5")
+    labels = set()
+    for item in value.split(","):
+        low_text, is_range, high_text = item.strip().partition("-")
+        low = _parse_label(low_text, item, text)
+        high = _parse_label(high_text, item, text) if is_range else low
+        if high < low:
+            raise UserError(f"label range {item.strip()!r} in source {text!r} is backwards: "
+                            f"write {high}-{low}")
+        labels.update(range(low, high + 1))
+    return frozenset(labels)
+
+
+def _parse_label(token: str, item: str, text: str) -> int:
+    token = token.strip()
+    # ASCII digits only: int() would also accept '1_0', '+3' and non-Latin digits.
+    if not re.fullmatch(r"[0-9]+", token, flags=re.ASCII):
+        raise UserError(f"bad label {item.strip()!r} in source {text!r}: labels are integers "
+                        f"or ranges such as 0-4, separated by commas")
+    # Checking the digit count first keeps int() away from huge strings.
+    if len(token.lstrip("0")) > len(str(_MAX_LABEL)) or int(token) > _MAX_LABEL:
+        raise UserError(f"label {token} in source {text!r} is too large: labels are 0.."
+                        f"{_MAX_LABEL}")
+    return int(token)
+
+
+def _format_labels(labels) -> str:
+    """Compact text for a set of integer labels, e.g. {0,1,2,7} -> '0-2,7'."""
+    ordered = sorted(int(label) for label in labels)
+    runs = []
+    for label in ordered:
+        if runs and label == runs[-1][1] + 1:
+            runs[-1][1] = label
+        else:
+            runs.append([label, label])
+    return ",".join(str(low) if low == high else f"{low}-{high}" for low, high in runs)
+
+
+def _finish_split(x, y, labels, name: str, split: str) -> np.ndarray:
+    """Validate one split, apply the labels filter and convert to float32 [N, H, W, C] in [0, 1]."""
+    x = np.asarray(x)
+    if x.ndim == 3:
+        x = x[..., np.newaxis]
+    if x.ndim != 4:
+        raise UserError(f"{split} images of source {name!r} have shape {x.shape}: expected "
+                        f"[N, H, W] or [N, H, W, C]")
+    if x.shape[-1] > _MAX_CHANNELS:
+        raise UserError(f"{split} images of source {name!r} have shape {x.shape}, i.e. "
+                        f"{x.shape[-1]} channels: expected channels-last [N, H, W, C] with C <= "
+                        f"{_MAX_CHANNELS} (transpose channels-first data)")
+    if 0 in x.shape:
+        raise UserError(f"source {name!r} has no {split} images (shape {x.shape}): add images "
+                        f"to its {split} split")
+    if labels is not None:
+        x = x[_label_mask(y, len(x), labels, name, split)]
+    return _to_unit_float(x, name, split)
+
+
+def _label_mask(y, count: int, labels: frozenset[int], name: str, split: str) -> np.ndarray:
+    if y is None:
+        raise UserError(f"source {name!r} has no {split} labels, so ?labels cannot select "
+                        f"images: remove the ?labels option or provide labels")
+    y = np.asarray(y)
+    # keras.datasets stores some label arrays as [N, 1] (e.g. CIFAR-10).
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.dtype.kind not in "iu" or y.shape != (count,):
+        raise UserError(f"{split} labels of source {name!r} are {y.dtype} {y.shape}: expected "
+                        f"integers of shape [{count}] matching the images")
+    mask = np.isin(y, np.fromiter(labels, dtype=np.int64))
+    if not mask.any():
+        raise UserError(f"?labels={_format_labels(labels)} selects no {split} images of source "
+                        f"{name!r}: its {split} labels are {_format_labels(np.unique(y))}")
+    return mask
+
+
+def _to_unit_float(x: np.ndarray, name: str, split: str) -> np.ndarray:
+    if x.dtype == np.uint8:
+        return x.astype(np.float32) / np.float32(255)
+    if x.dtype.kind != "f":
+        raise UserError(f"{split} images of source {name!r} are {x.dtype}: store uint8 0..255 or "
+                        f"float in [0, 1]")
+    if not np.isfinite(x).all():
+        raise UserError(f"{split} images of source {name!r} contain NaN or Inf: fix or drop "
+                        f"those images")
+    low, high = float(x.min()), float(x.max())
+    if low < -_RANGE_TOLERANCE or high > 1 + _RANGE_TOLERANCE:
+        raise UserError(f"float {split} images of source {name!r} span [{low:g}, {high:g}], not "
+                        f"[0, 1]: rescale them (e.g. divide 0..255 data by 255)")
+    return np.clip(x, 0, 1).astype(np.float32)
+
+
+def _load_mnist(spec: SourceSpec, name: str, cache_dir: str):
+    return mnist_offline.load_mnist(cache_dir)
+
+
+def _load_npz(spec: SourceSpec, name: str, cache_dir: str):
+    path = os.path.expanduser(spec.location)
+    if not os.path.isfile(path):
+        raise UserError(f"npz file {path!r} of source {name!r} does not exist: check the path")
+    fix = "re-create it with np.savez(path, x_train=..., y_train=..., x_test=..., y_test=...)"
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise UserError(f"{path!r} of source {name!r} holds a single array, not an .npz "
+                            f"archive: {fix}")
+        with loaded:
+            missing = [key for key in ("x_train", "x_test") if key not in loaded.files]
+            if missing:
+                raise UserError(f"{path!r} of source {name!r} lacks {', '.join(missing)} (it "
+                                f"has {', '.join(loaded.files) or 'no arrays'}): {fix}")
+            return tuple(loaded[key] if key in loaded.files else None
+                         for key in ("x_train", "y_train", "x_test", "y_test"))
+    # np.load reports unreadable input through all of these, depending on where it breaks.
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+        raise UserError(f"cannot read npz file {path!r} of source {name!r} ({error}): the file "
+                        f"is corrupt or not an .npz; {fix}") from error
+
+
+def _load_tfds(spec: SourceSpec, name: str, cache_dir: str):
+    # Imported here: TFDS is slow to import and only this kind needs it.
+    import tensorflow_datasets as tfds
+
+    data_dir = os.path.join(cache_dir, "tfds")
+    arrays = []
+    for split in ("train", "test"):
+        # TFDS signals a missing dataset, a missing split or a failed download through many
+        # unrelated exception types; each one means the same to the user, so all are reported.
+        try:
+            dataset = tfds.load(spec.location, split=split, as_supervised=True, data_dir=data_dir)
+        except Exception as error:
+            detail = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+            raise UserError(f"cannot load TFDS dataset {spec.location!r} split {split!r} for "
+                            f"source {name!r} ({detail}): check the name, or prepare it with "
+                            f"tfds.builder(NAME, data_dir={data_dir!r}).download_and_prepare() "
+                            f"on a machine with network") from error
+        if not (isinstance(dataset.element_spec, tuple) and len(dataset.element_spec) == 2):
+            raise UserError(f"TFDS dataset {spec.location!r} of source {name!r} has no (image, "
+                            f"label) supervised keys: use a supervised image dataset")
+        image_shape = dataset.element_spec[0].shape
+        if not image_shape.is_fully_defined():
+            raise UserError(f"TFDS dataset {spec.location!r} of source {name!r} has images of "
+                            f"varying size {image_shape}: use a fixed-size dataset or export it "
+                            f"as a folder: source")
+        images, labels = [], []
+        for image_batch, label_batch in tfds.as_numpy(dataset.batch(1024)):
+            images.append(image_batch)
+            labels.append(label_batch)
+        if not images:
+            raise UserError(f"TFDS dataset {spec.location!r} split {split!r} of source {name!r} "
+                            f"is empty: use a dataset with images in both splits")
+        arrays += [np.concatenate(images), np.concatenate(labels)]
+    return tuple(arrays)
+
+
+def _load_folder(spec: SourceSpec, name: str, cache_dir: str):
+    """Images from a directory tree of PNG/JPEG files.
+
+    Layout: if the folder has both `train/` and `test/`, those are the splits; otherwise every
+    image under the folder is split by a hash of its relative path (see `_TEST_ONE_IN`, about
+    80/20). Within a split, if every immediate subfolder is named by an integer and no image sits
+    directly in the split folder, the subfolder names are the labels (`train/3/x.png` has label
+    3); otherwise there are no labels. Order is fixed: within each folder, its files by name, then
+    its subfolders by name. Files and folders whose name starts with '.' (e.g.
+    .ipynb_checkpoints) and files with other extensions are skipped.
+
+    Pixels: 8-bit gray -> /255 with C = 1, 16-bit gray PNG -> /65535 with C = 1, RGB -> /255 with
+    C = 3; alpha is dropped (RGBA -> RGB, LA -> L: transparent pixels keep their stored colour);
+    palette images are converted to RGB. Every image must have the same H, W and C.
+
+    Symlinks are never followed out of the folder: one that resolves outside it is an error, and
+    symlinked folders inside it are not descended into (their targets are already walked).
+    """
+    root = os.path.realpath(os.path.expanduser(spec.location))
+    if not os.path.isdir(root):
+        raise UserError(f"image folder {spec.location!r} of source {name!r} does not exist or is "
+                        f"not a directory: check the path")
+    has_train = os.path.isdir(os.path.join(root, "train"))
+    has_test = os.path.isdir(os.path.join(root, "test"))
+    if has_train != has_test:
+        raise UserError(f"image folder {root!r} of source {name!r} has a "
+                        f"{'train' if has_train else 'test'}/ subfolder but no "
+                        f"{'test' if has_train else 'train'}/ one: add it, or move all images out "
+                        f"of it for an automatic split")
+    if has_train:
+        train_files = _list_images(root, os.path.join(root, "train"), name)
+        test_files = _list_images(root, os.path.join(root, "test"), name)
+    else:
+        train_files, test_files = [], []
+        for path, label in _list_images(root, root, name):
+            (test_files if _goes_to_test(root, path) else train_files).append((path, label))
+    arrays = []
+    for split, split_files in (("train", train_files), ("test", test_files)):
+        if not split_files:
+            raise UserError(f"image folder {root!r} of source {name!r} has no {split} images "
+                            f"(.png, .jpg, .jpeg): add images, or use train/ and test/ subfolders")
+        labels = [label for _, label in split_files]
+        arrays += [_stack_images([path for path, _ in split_files], name),
+                   None if None in labels else np.array(labels, dtype=np.int64)]
+    return tuple(arrays)
+
+
+def _goes_to_test(root: str, path: str) -> bool:
+    relative = os.path.relpath(path, root).replace(os.sep, "/")
+    digest = hashlib.sha256(relative.encode("utf-8", "surrogateescape")).digest()
+    return int.from_bytes(digest[:8], "big") % _TEST_ONE_IN == 0
+
+
+def _list_images(root: str, top: str, name: str) -> list[tuple[str, int | None]]:
+    """(path, label or None) of the image files under top (a split folder inside root)."""
+    _check_inside(root, top, name)
+    entries = sorted(entry for entry in os.listdir(top) if not entry.startswith("."))
+    subfolders = [entry for entry in entries if os.path.isdir(os.path.join(top, entry))]
+    labelled = (bool(subfolders)
+                and all(entry.isascii() and entry.isdigit() for entry in subfolders)
+                and not any(_is_image_name(entry) for entry in entries if entry not in subfolders))
+    found = []
+    for directory, dirnames, filenames in os.walk(top, followlinks=False):
+        # Sorting in place fixes os.walk's descent order; pruning hides dot-folders from it.
+        dirnames[:] = sorted(entry for entry in dirnames if not entry.startswith("."))
+        for entry in dirnames + filenames:
+            if os.path.islink(os.path.join(directory, entry)):
+                _check_inside(root, os.path.join(directory, entry), name)
+        for entry in sorted(filenames):
+            if entry.startswith(".") or not _is_image_name(entry):
+                continue
+            path = os.path.join(directory, entry)
+            label = int(os.path.relpath(path, top).split(os.sep)[0]) if labelled else None
+            found.append((path, label))
+    return found
+
+
+def _is_image_name(entry: str) -> bool:
+    return entry.lower().endswith(_IMAGE_EXTENSIONS)
+
+
+def _check_inside(root: str, path: str, name: str) -> None:
+    target = os.path.realpath(path)
+    if os.path.commonpath([root, target]) != root:
+        raise UserError(f"{path!r} in the image folder of source {name!r} links to {target!r}, "
+                        f"outside the folder: copy the file into the folder instead of linking")
+
+
+def _stack_images(paths: list[str], name: str) -> np.ndarray:
+    images = [_read_image(path, name) for path in paths]
+    for path, image in zip(paths, images):
+        if image.shape != images[0].shape:
+            raise UserError(f"images of source {name!r} differ in size: {paths[0]!r} is "
+                            f"{images[0].shape} but {path!r} is {image.shape} (H, W, C): resize "
+                            f"them to one size and use one colour mode")
+    return np.stack(images)
+
+
+def _read_image(path: str, name: str) -> np.ndarray:
+    """One image as float32 [H, W, C] in [0, 1] (C = 1 for gray, 3 for colour)."""
+    try:
+        # Only the PNG and JPEG decoders may run, whatever the file's extension claims.
+        with Image.open(path, formats=["PNG", "JPEG"]) as image:
+            image.load()
+            return _pixels(image)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        raise UserError(f"cannot decode image {path!r} of source {name!r} ({error}): replace or "
+                        f"delete the file") from error
+
+
+def _pixels(image: Image.Image) -> np.ndarray:
+    # Pillow opens 16-bit grayscale PNGs as mode 'I;16' (or 'I' in some variants).
+    if image.mode == "I" or image.mode.startswith("I;16"):
+        values = np.asarray(image).astype(np.int64)
+        if values.min() < 0 or values.max() > 65535:
+            raise ValueError(f"{image.mode} pixels outside 0..65535")
+        return (values / 65535.0).astype(np.float32)[..., np.newaxis]
+    if image.mode in ("1", "L", "LA"):
+        return np.asarray(image.convert("L"), dtype=np.float32)[..., np.newaxis] / 255
+    if image.mode in ("P", "PA"):
+        # Through RGBA so a palette with transparency converts without Pillow's warning.
+        image = image.convert("RGBA")
+    return np.asarray(image.convert("RGB"), dtype=np.float32) / 255

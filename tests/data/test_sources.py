@@ -1,0 +1,481 @@
+"""Tests for aur_tf.data.sources: spec parsing and the npz, folder, tfds and mnist loaders."""
+
+import hashlib
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from aur_tf.data import mnist_offline, sources
+from aur_tf.data.sources import SourceImages, SourceSpec, load_source
+from aur_tf.errors import UserError
+
+
+# --- spec parsing ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text, kind, location, labels", [
+    ("mnist", "mnist", "", None),
+    ("mnist:", "mnist", "", None),
+    ("  mnist?labels=5-9 ", "mnist", "", frozenset(range(5, 10))),
+    ("tfds:mnist?labels=0-4", "tfds", "mnist", frozenset(range(5))),
+    ("tfds:mnist:3.*.*", "tfds", "mnist:3.*.*", None),
+    ("npz:/data/x.npz", "npz", "/data/x.npz", None),
+    ("npz:rel/x.npz?labels=1,3,5", "npz", "rel/x.npz", frozenset({1, 3, 5})),
+    ("folder:~/imgs?labels=0-2,7", "folder", "~/imgs", frozenset({0, 1, 2, 7})),
+    ("folder:imgs?labels= 4 , 06-7", "folder", "imgs", frozenset({4, 6, 7})),
+    ("npz:x?labels=3-3", "npz", "x", frozenset({3})),
+])
+def test_parse_good_specs(text, kind, location, labels):
+    spec = SourceSpec.parse(text)
+    assert spec == SourceSpec(kind=kind, location=location, labels=labels)
+    # str() is the canonical text and parses back to the same spec.
+    assert SourceSpec.parse(str(spec)) == spec
+
+
+def test_str_compresses_label_ranges():
+    assert str(SourceSpec.parse("npz:a.npz?labels=7,0,1,2,9")) == "npz:a.npz?labels=0-2,7,9"
+    assert str(SourceSpec.parse("mnist")) == "mnist"
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("foo:x", "unknown source kind 'foo' in 'foo:x': use tfds:NAME, npz:PATH, folder:PATH or "
+              "mnist"),
+    ("", "empty source spec"),
+    ("   ", "empty source spec"),
+    ("MNIST", "unknown source kind 'MNIST'"),
+    ("npz:", "has no location: write npz:PATH"),
+    ("npz", "has no location: write npz:PATH"),
+    ("folder:", "has no location: write folder:PATH"),
+    ("tfds:?labels=1", "has no location: write tfds:NAME"),
+    ("mnist:/some/path", "takes no location"),
+    ("npz:x.npz?labels=a-b", "bad label 'a-b'"),
+    ("npz:x.npz?labels=5-2", "is backwards: write 2-5"),
+    ("npz:x.npz?labels=", "empty label list"),
+    ("npz:x.npz?labels=  ", "empty label list"),
+    ("npz:x.npz?labels=1,,2", "bad label ''"),
+    ("npz:x.npz?labels=-1", "bad label '-1'"),
+    ("npz:x.npz?labels=1-2-3", "bad label '1-2-3'"),
+    ("npz:x.npz?labels=+3", "bad label '+3'"),
+    ("npz:x.npz?labels=1_0", "bad label '1_0'"),
+    ("npz:x.npz?labels=\u0663", "bad label"),  # Arabic-Indic digit three
+    ("npz:x.npz?labels=100000", "too large"),
+    ("npz:x.npz?labels=0-999999999999", "too large"),
+    ("npz:x.npz?labels=" + "9" * 5000, "too large"),
+    ("npz:x.npz?label=1", "unknown option 'label=1'"),
+    ("npz:x.npz?labels", "unknown option 'labels'"),
+    ("npz:x.npz?", "unknown option ''"),
+    ("npz:a?b.npz", "unknown option 'b.npz'"),
+    ("mnist?labels=1?labels=2", "bad label '1?labels=2'"),
+])
+def test_parse_bad_specs(text, expected):
+    with pytest.raises(UserError) as caught:
+        SourceSpec.parse(text)
+    message = str(caught.value)
+    assert expected in message
+    assert "\n" not in message
+
+
+def test_parse_never_raises_anything_but_user_error():
+    hypothesis = pytest.importorskip("hypothesis")
+    strategies = hypothesis.strategies
+
+    # Arbitrary text, plus text shaped like a spec so the label parser is exercised too.
+    spec_like = strategies.builds(
+        lambda kind, location, query: f"{kind}{location}{query}",
+        strategies.sampled_from(["mnist", "tfds:", "npz:", "folder:", "", "x:"]),
+        strategies.text(max_size=8),
+        strategies.one_of(strategies.just(""), strategies.builds(
+            lambda labels: "?labels=" + labels,
+            strategies.text(alphabet="0123456789-, ?=a\u0663", max_size=20))),
+    )
+
+    @hypothesis.settings(max_examples=400, deadline=None)
+    @hypothesis.given(strategies.one_of(strategies.text(), spec_like))
+    def check(text):
+        try:
+            spec = SourceSpec.parse(text)
+        except UserError as error:
+            assert str(error) and "\n" not in str(error)
+        else:
+            assert spec.kind in ("tfds", "npz", "folder", "mnist")
+            assert SourceSpec.parse(str(spec)) == spec
+
+    check()
+
+
+# --- npz ------------------------------------------------------------------------------------
+
+def _write_npz(path, **arrays):
+    np.savez(path, **arrays)
+    return f"npz:{path}"
+
+
+def test_npz_uint8_gray(tmp_path):
+    rng = np.random.default_rng(0)
+    x_train = rng.integers(0, 256, (6, 4, 5), dtype=np.uint8)
+    x_test = rng.integers(0, 256, (2, 4, 5), dtype=np.uint8)
+    spec = _write_npz(tmp_path / "d.npz", x_train=x_train, x_test=x_test)
+
+    images = load_source(spec, cache_dir=str(tmp_path))
+
+    assert isinstance(images, SourceImages) and images.name == spec
+    assert images.train.shape == (6, 4, 5, 1) and images.test.shape == (2, 4, 5, 1)
+    assert images.train.dtype == np.float32 and images.test.dtype == np.float32
+    np.testing.assert_array_equal(images.train[..., 0], x_train.astype(np.float32) / 255)
+    np.testing.assert_array_equal(images.test[..., 0], x_test.astype(np.float32) / 255)
+
+
+def test_npz_float_colour_with_labels(tmp_path):
+    rng = np.random.default_rng(1)
+    x_train = rng.random((6, 3, 3, 3), dtype=np.float32)
+    x_test = rng.random((4, 3, 3, 3), dtype=np.float32)
+    y_train = np.array([0, 1, 2, 0, 1, 2], dtype=np.uint8)
+    y_test = np.array([[2], [0], [1], [2]], dtype=np.int64)  # [N, 1] as in keras CIFAR-10
+    spec = _write_npz(tmp_path / "d.npz", x_train=x_train, y_train=y_train, x_test=x_test,
+                      y_test=y_test)
+
+    images = load_source(spec + "?labels=0,2", cache_dir=str(tmp_path))
+
+    np.testing.assert_array_equal(images.train, x_train[[0, 2, 3, 5]])
+    np.testing.assert_array_equal(images.test, x_test[[0, 1, 3]])
+
+
+def test_npz_accepts_rounding_overshoot_and_clips(tmp_path):
+    x = np.full((2, 2, 2), 1 + 1e-7, dtype=np.float32)
+    images = load_source(_write_npz(tmp_path / "d.npz", x_train=x, x_test=-x + 1),
+                         cache_dir=str(tmp_path))
+    assert images.train.max() == 1.0 and images.test.min() >= 0.0
+
+
+def test_spec_object_is_named_by_its_canonical_text(tmp_path):
+    x = np.zeros((2, 3, 3), dtype=np.uint8)
+    y = np.array([4, 5])
+    path = tmp_path / "d.npz"
+    np.savez(path, x_train=x, y_train=y, x_test=x, y_test=y)
+    images = load_source(SourceSpec("npz", str(path), frozenset({5, 4})), cache_dir=str(tmp_path))
+    assert images.name == f"npz:{path}?labels=4-5" and len(images.train) == 2
+
+
+def _valid_npz_arrays():
+    x = np.zeros((3, 4, 4), dtype=np.uint8)
+    return dict(x_train=x, y_train=np.array([0, 1, 2]), x_test=x, y_test=np.array([0, 1, 1]))
+
+
+@pytest.mark.parametrize("suffix, changes, expected", [
+    ("?labels=7", {}, "?labels=7 selects no train images of source 'npz:"),
+    ("?labels=2", {}, "selects no test images"),
+    ("?labels=1", {"y_train": None}, "has no train labels"),
+    ("?labels=1", {"y_train": np.array([0.0, 1.0, 2.0])}, "expected integers of shape [3]"),
+    ("?labels=1", {"y_train": np.array([0, 1])}, "expected integers of shape [3]"),
+    ("", {"x_train": np.full((3, 4, 4), np.nan, np.float32)}, "contain NaN or Inf"),
+    ("", {"x_test": np.full((3, 4, 4), np.inf, np.float32)}, "contain NaN or Inf"),
+    ("", {"x_train": np.full((3, 4, 4), 255.0)}, "span [255, 255], not [0, 1]"),
+    ("", {"x_train": np.full((3, 4, 4), -0.5)}, "span [-0.5, -0.5], not [0, 1]"),
+    ("", {"x_train": np.zeros((3, 4, 4), np.int64)}, "are int64: store uint8"),
+    ("", {"x_train": np.zeros((3, 16), np.uint8)}, "expected [N, H, W] or [N, H, W, C]"),
+    ("", {"x_train": np.zeros((3, 1, 4, 4, 1), np.uint8)}, "expected [N, H, W] or"),
+    ("", {"x_train": np.zeros((3, 1, 8, 8), np.uint8)}, "transpose channels-first"),
+    ("", {"x_train": np.zeros((0, 4, 4), np.uint8)}, "has no train images"),
+    ("", {"x_test": np.zeros((3, 5, 4), np.uint8)}, "train images are (4, 4, 1) but test"),
+    ("", {"x_test": None}, "lacks x_test (it has x_train, y_train, y_test)"),
+])
+def test_npz_bad_content(tmp_path, suffix, changes, expected):
+    arrays = _valid_npz_arrays()
+    arrays.update(changes)
+    spec = _write_npz(tmp_path / "d.npz", **{k: v for k, v in arrays.items() if v is not None})
+    with pytest.raises(UserError) as caught:
+        load_source(spec + suffix, cache_dir=str(tmp_path))
+    assert expected in str(caught.value)
+
+
+def test_npz_missing_file(tmp_path):
+    with pytest.raises(UserError, match="does not exist: check the path"):
+        load_source(f"npz:{tmp_path}/nope.npz", cache_dir=str(tmp_path))
+
+
+@pytest.mark.parametrize("content", [
+    b"definitely not a zip archive",
+    b"PK\x03\x04" + b"\x00" * 40,
+])
+def test_npz_corrupt_file(tmp_path, content):
+    path = tmp_path / "bad.npz"
+    path.write_bytes(content)
+    with pytest.raises(UserError, match=f"cannot read npz file '{path}'.*corrupt"):
+        load_source(f"npz:{path}", cache_dir=str(tmp_path))
+
+
+def test_npz_truncated_file(tmp_path):
+    path = tmp_path / "cut.npz"
+    np.savez_compressed(path, **_valid_npz_arrays())
+    path.write_bytes(path.read_bytes()[:-60])
+    with pytest.raises(UserError, match="cannot read npz file"):
+        load_source(f"npz:{path}", cache_dir=str(tmp_path))
+
+
+def test_npz_single_array_file_is_refused(tmp_path):
+    path = tmp_path / "one.npy"
+    np.save(path, np.zeros((2, 3, 3), np.uint8))
+    with pytest.raises(UserError, match="single array, not an .npz"):
+        load_source(f"npz:{path}", cache_dir=str(tmp_path))
+
+
+# --- folder ---------------------------------------------------------------------------------
+
+def _save(path, array, mode=None):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array, mode).save(path)
+    return array
+
+
+def _gray(value, shape=(4, 5)):
+    return np.full(shape, value, dtype=np.uint8)
+
+
+def test_folder_with_train_test_subfolders(tmp_path):
+    root = tmp_path / "imgs"
+    b = _save(root / "train" / "b.png", _gray(20))
+    a = _save(root / "train" / "a.png", _gray(10))
+    c = _save(root / "test" / "c.png", _gray(30))
+    (root / "train" / "README.txt").write_text("not an image")
+    # Dot-files and dot-folders (e.g. .ipynb_checkpoints) are skipped, even when mis-sized.
+    _save(root / "train" / ".hidden.png", _gray(99))
+    _save(root / "train" / ".ipynb_checkpoints" / "a.png", _gray(99, (2, 2)))
+
+    images = load_source(f"folder:{root}", cache_dir=str(tmp_path))
+
+    assert images.train.shape == (2, 4, 5, 1) and images.test.shape == (1, 4, 5, 1)
+    # Sorted file order: a.png before b.png.
+    np.testing.assert_array_equal(images.train[..., 0], np.stack([a, b]) / np.float32(255))
+    np.testing.assert_array_equal(images.test[..., 0], c[None] / np.float32(255))
+
+
+def test_folder_label_subfolders(tmp_path):
+    root = tmp_path / "imgs"
+    for split, base in (("train", 0), ("test", 100)):
+        for label in (3, 4, 12):
+            _save(root / split / str(label) / "x.png", _gray(base + label))
+
+    images = load_source(f"folder:{root}?labels=4,12", cache_dir=str(tmp_path))
+    np.testing.assert_array_equal(np.unique(images.train * 255), [4, 12])
+    np.testing.assert_array_equal(np.unique(images.test * 255), [104, 112])
+
+    with pytest.raises(UserError, match="selects no train images.*labels are 3-4,12"):
+        load_source(f"folder:{root}?labels=5", cache_dir=str(tmp_path))
+
+
+def test_folder_without_label_subfolders_has_no_labels(tmp_path):
+    root = tmp_path / "imgs"
+    _save(root / "train" / "cats" / "x.png", _gray(1))
+    _save(root / "test" / "x.png", _gray(2))
+    assert len(load_source(f"folder:{root}", cache_dir=str(tmp_path)).train) == 1
+    with pytest.raises(UserError, match="has no train labels"):
+        load_source(f"folder:{root}?labels=1", cache_dir=str(tmp_path))
+
+
+def test_folder_reads_nested_folders_in_sorted_order(tmp_path):
+    root = tmp_path / "imgs"
+    # Created in reverse so creation order cannot stand in for sorting.
+    for index, relative in reversed(list(enumerate(["a/z.png", "b/a.png", "b/c/a.png", "c.png"]))):
+        _save(root / "train" / relative, _gray(index))
+    _save(root / "test" / "x.png", _gray(0))
+    images = load_source(f"folder:{root}", cache_dir=str(tmp_path))
+    # os.walk order: a folder's files come before its subfolders' files.
+    np.testing.assert_array_equal(np.round(images.train[:, 0, 0, 0] * 255), [3, 0, 1, 2])
+
+
+def test_folder_hash_split_is_the_documented_rule(tmp_path):
+    root = tmp_path / "flat"
+    for index in range(40):
+        _save(root / f"f{index:02d}.png", _gray(index))
+
+    first = load_source(f"folder:{root}", cache_dir=str(tmp_path))
+    second = load_source(f"folder:{root}", cache_dir=str(tmp_path))
+
+    # Each image is identified by its constant pixel value = its index.
+    train_ids = sorted(np.round(first.train[:, 0, 0, 0] * 255).astype(int))
+    test_ids = sorted(np.round(first.test[:, 0, 0, 0] * 255).astype(int))
+    expected_test = [index for index in range(40) if int.from_bytes(
+        hashlib.sha256(f"f{index:02d}.png".encode()).digest()[:8], "big") % 5 == 0]
+    assert test_ids == expected_test and 0 < len(test_ids) < 20
+    assert sorted(train_ids + test_ids) == list(range(40))
+    np.testing.assert_array_equal(first.train, second.train)
+    np.testing.assert_array_equal(first.test, second.test)
+
+
+def test_folder_hash_split_keeps_labels(tmp_path):
+    root = tmp_path / "flat"
+    for label in (0, 1):
+        for index in range(15):
+            _save(root / str(label) / f"{index}.png", _gray(label * 100 + index))
+    images = load_source(f"folder:{root}?labels=1", cache_dir=str(tmp_path))
+    assert len(images.train) + len(images.test) == 15
+    assert images.train.min() * 255 >= 100 - 1e-4 and images.test.min() * 255 >= 100 - 1e-4
+
+
+def test_folder_rgba_drops_alpha(tmp_path):
+    root = tmp_path / "imgs"
+    rgba = np.random.default_rng(2).integers(0, 256, (3, 4, 4), dtype=np.uint8)
+    rgba[..., 3] = np.arange(12, dtype=np.uint8).reshape(3, 4) * 20
+    _save(root / "train" / "a.png", rgba, "RGBA")
+    _save(root / "test" / "a.png", rgba, "RGBA")
+    images = load_source(f"folder:{root}", cache_dir=str(tmp_path))
+    assert images.train.shape == (1, 3, 4, 3)
+    np.testing.assert_array_equal(images.train[0], rgba[..., :3] / np.float32(255))
+
+
+def test_folder_16_bit_png(tmp_path):
+    root = tmp_path / "imgs"
+    deep = np.array([[0, 1, 1000], [30000, 65534, 65535]], dtype=np.uint16)
+    _save(root / "train" / "a.png", deep)
+    _save(root / "test" / "a.png", deep)
+    assert Image.open(root / "train" / "a.png").mode == "I;16"
+    images = load_source(f"folder:{root}", cache_dir=str(tmp_path))
+    assert images.train.shape == (1, 2, 3, 1) and images.train.dtype == np.float32
+    np.testing.assert_allclose(images.train[0, ..., 0], deep / 65535.0, rtol=1e-7, atol=0)
+
+
+def test_folder_palette_and_jpeg_become_rgb(tmp_path):
+    root = tmp_path / "imgs"
+    palette = Image.fromarray(np.array([[0, 1], [2, 1]], dtype=np.uint8), "P")
+    palette.putpalette([0, 0, 0, 255, 0, 0, 0, 0, 255] + [0] * 759)
+    (root / "train").mkdir(parents=True)
+    palette.save(root / "train" / "p.png")
+    _save(root / "test" / "j.jpg", np.full((2, 2, 3), 200, dtype=np.uint8))
+    images = load_source(f"folder:{root}", cache_dir=str(tmp_path))
+    np.testing.assert_array_equal(images.train[0] * 255,
+                                  [[[0, 0, 0], [255, 0, 0]], [[0, 0, 255], [255, 0, 0]]])
+    assert images.test.shape == (1, 2, 2, 3)
+    np.testing.assert_allclose(images.test * 255, 200, atol=3)  # JPEG is lossy
+
+
+@pytest.mark.parametrize("content", [
+    b"\x89PNG\r\n\x1a\n" + b"garbage" * 10,
+    b"not an image at all",
+])
+def test_folder_corrupt_png(tmp_path, content):
+    root = tmp_path / "imgs"
+    _save(root / "train" / "good.png", _gray(1))
+    _save(root / "test" / "good.png", _gray(1))
+    (root / "train" / "bad.png").write_bytes(content)
+    with pytest.raises(UserError, match="cannot decode image .*bad.png.*replace or delete"):
+        load_source(f"folder:{root}", cache_dir=str(tmp_path))
+
+
+def test_folder_truncated_png(tmp_path):
+    root = tmp_path / "imgs"
+    _save(root / "train" / "cut.png", np.random.default_rng(3).integers(0, 256, (64, 64),
+                                                                          dtype=np.uint8))
+    _save(root / "test" / "good.png", _gray(1, (64, 64)))
+    cut = root / "train" / "cut.png"
+    cut.write_bytes(cut.read_bytes()[:200])
+    with pytest.raises(UserError, match="cannot decode image .*cut.png"):
+        load_source(f"folder:{root}", cache_dir=str(tmp_path))
+
+
+def test_folder_refuses_symlink_to_file_outside(tmp_path):
+    root = tmp_path / "imgs"
+    _save(root / "train" / "a.png", _gray(1))
+    _save(root / "test" / "a.png", _gray(1))
+    _save(tmp_path / "outside" / "secret.png", _gray(7))
+    os.symlink(tmp_path / "outside" / "secret.png", root / "train" / "b.png")
+    with pytest.raises(UserError, match="b.png.*links to .*secret.png.*outside the folder"):
+        load_source(f"folder:{root}", cache_dir=str(tmp_path))
+
+
+@pytest.mark.parametrize("link", ["train/ext", "train"])
+def test_folder_refuses_symlinked_folder_outside(tmp_path, link):
+    root = tmp_path / "imgs"
+    _save(tmp_path / "outside" / "secret.png", _gray(7))
+    _save(root / "test" / "a.png", _gray(1))
+    if link == "train/ext":
+        _save(root / "train" / "a.png", _gray(1))
+    os.symlink(tmp_path / "outside", root / link)
+    with pytest.raises(UserError, match="outside the folder"):
+        load_source(f"folder:{root}", cache_dir=str(tmp_path))
+
+
+def test_folder_follows_symlink_inside(tmp_path):
+    root = tmp_path / "imgs"
+    _save(root / "train" / "a.png", _gray(5))
+    _save(root / "test" / "a.png", _gray(1))
+    os.symlink(root / "train" / "a.png", root / "train" / "b.png")
+    images = load_source(f"folder:{root}", cache_dir=str(tmp_path))
+    np.testing.assert_array_equal(images.train * 255, np.full((2, 4, 5, 1), 5))
+
+
+@pytest.mark.parametrize("layout, expected", [
+    ({"train/a.png": (4, 5)}, "has a train/ subfolder but no test/ one"),
+    ({"train/a.png": (4, 5), "train/b.png": (5, 4), "test/a.png": (4, 5)}, "differ in size"),
+    ({"train/a.txt": (4, 5), "test/a.png": (4, 5)}, "has no train images"),
+])
+def test_folder_bad_layouts(tmp_path, layout, expected):
+    root = tmp_path / "imgs"
+    for relative, shape in layout.items():
+        if relative.endswith(".png"):
+            _save(root / relative, _gray(1, shape))
+        else:
+            (root / relative).parent.mkdir(parents=True, exist_ok=True)
+            (root / relative).write_text("x")
+    with pytest.raises(UserError, match=expected):
+        load_source(f"folder:{root}", cache_dir=str(tmp_path))
+
+
+def test_folder_hash_split_with_too_few_files(tmp_path):
+    root = tmp_path / "imgs"
+    _save(root / "only.png", _gray(1))
+    empty_split = "train" if sources._goes_to_test(str(root), str(root / "only.png")) else "test"
+    with pytest.raises(UserError, match=f"has no {empty_split} images.*train/ and test/"):
+        load_source(f"folder:{root}", cache_dir=str(tmp_path))
+
+
+def test_folder_missing(tmp_path):
+    with pytest.raises(UserError, match="does not exist or is not a directory"):
+        load_source(f"folder:{tmp_path}/nothing", cache_dir=str(tmp_path))
+
+
+# --- tfds -----------------------------------------------------------------------------------
+
+def test_tfds_source_with_mocked_mnist(tmp_path):
+    tfds = pytest.importorskip("tensorflow_datasets")
+    with tfds.testing.mock_data(num_examples=12):
+        images = load_source("tfds:mnist", cache_dir=str(tmp_path))
+        raw_labels, raw_test_labels = (np.array([label for _, label in tfds.as_numpy(
+            tfds.load("mnist", split=split, as_supervised=True, data_dir=str(tmp_path)))])
+            for split in ("train", "test"))
+        chosen = sorted(set(raw_labels.tolist()) & set(raw_test_labels.tolist()))[:2]
+        filtered = load_source(f"tfds:mnist?labels={chosen[0]},{chosen[1]}",
+                               cache_dir=str(tmp_path))
+        absent = min(set(range(10)) - set(raw_labels.tolist()) or {10})
+        with pytest.raises(UserError, match="selects no train images"):
+            load_source(f"tfds:mnist?labels={absent}", cache_dir=str(tmp_path))
+
+    assert images.train.shape == (12, 28, 28, 1) and images.test.shape == (12, 28, 28, 1)
+    assert images.train.dtype == np.float32
+    assert 0 <= images.train.min() and images.train.max() <= 1
+    np.testing.assert_array_equal(filtered.train, images.train[np.isin(raw_labels, chosen)])
+    np.testing.assert_array_equal(filtered.test, images.test[np.isin(raw_test_labels, chosen)])
+
+
+def test_tfds_unknown_dataset(tmp_path):
+    pytest.importorskip("tensorflow_datasets")
+    with pytest.raises(UserError, match="cannot load TFDS dataset 'no_such_dataset_xyz'"):
+        load_source("tfds:no_such_dataset_xyz", cache_dir=str(tmp_path))
+
+
+# --- built-in mnist -------------------------------------------------------------------------
+
+def test_mnist_source_filters_labels(tmp_path, monkeypatch):
+    x_train = np.arange(6, dtype=np.float32).reshape(6, 1, 1) / 256
+    y_train = np.array([0, 5, 6, 4, 9, 1])
+    calls = []
+
+    def fake_load_mnist(cache_dir):
+        calls.append(cache_dir)
+        return x_train, y_train, x_train[:3], y_train[:3]
+
+    monkeypatch.setattr(mnist_offline, "load_mnist", fake_load_mnist)
+    images = load_source("mnist?labels=5-9", cache_dir=str(tmp_path))
+    assert calls == [str(tmp_path)]
+    np.testing.assert_array_equal(images.train[:, 0, 0, 0], x_train[[1, 2, 4], 0, 0])
+    np.testing.assert_array_equal(images.test[:, 0, 0, 0], x_train[[1, 2], 0, 0])
