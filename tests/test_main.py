@@ -1,0 +1,79 @@
+"""The command line: flags -> Config -> train, and one-line errors with exit status 2."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_main(*args, cwd=ROOT):
+    return subprocess.run([sys.executable, os.path.join(ROOT, "main.py"), *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=600)
+
+
+def _assert_one_line_error(result, expected):
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, result.stderr
+    assert expected in errors[0]
+
+
+@pytest.fixture(scope="module")
+def npz_source(tmp_path_factory):
+    """A keras.datasets-style npz of 28x28 digit-like blobs with labels 0-9."""
+    rng = np.random.default_rng(0)
+    path = tmp_path_factory.mktemp("npz") / "blobs.npz"
+    arrays = {}
+    for split, count in (("train", 120), ("test", 40)):
+        arrays[f"x_{split}"] = (rng.random((count, 28, 28)) > 0.8).astype(np.uint8) * 255
+        arrays[f"y_{split}"] = np.arange(count) % 10
+    np.savez(path, **arrays)
+    return str(path)
+
+
+def test_flagfile_run_writes_eval_json(tmp_path, npz_source):
+    flagfile = tmp_path / "tiny.cfg"
+    flagfile.write_text("\n".join([
+        f"--source_a=npz:{npz_source}?labels=0-4", f"--source_b=npz:{npz_source}?labels=5-9",
+        "--train_mixtures=60", "--test_mixtures=20", "--mask_width=4", "--disc_width=4",
+        "--batch_pairs=4", "--train_steps=4", "--eval_every=2", "--checkpoint_every=2",
+        "--log_every=2"]))
+    workdir = tmp_path / "run"
+    result = run_main(f"--flagfile={flagfile}", f"--workdir={workdir}")
+    assert result.returncode == 0, result.stderr
+    assert "step 4/4" in result.stdout and "steps/s" in result.stdout and "ETA" in result.stdout
+    assert "done: step 4" in result.stdout
+    with open(workdir / "eval.json") as f:
+        assert json.load(f)["step"] == 4
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--no_such_flag=1"], "no_such_flag"),
+    (["--train_steps=many"], "train_steps"),
+    (["--image_size=48"], "--image_size=48 is not one of: 32, 64"),
+    (["--energy=sum"], "--energy=sum"),
+    (["--batch_pairs=100", "--train_mixtures=50"], "--batch_pairs=100"),
+    (["stray_argument"], "unexpected arguments"),
+    (["--source_a=oops:thing"], "unknown source kind 'oops'"),
+])
+def test_bad_flags_are_one_line_errors(tmp_path, args, expected):
+    _assert_one_line_error(run_main(f"--workdir={tmp_path / 'run'}", *args), expected)
+
+
+def test_label_filter_selecting_nothing_is_a_one_line_error(tmp_path, npz_source):
+    result = run_main(f"--workdir={tmp_path / 'run'}", f"--source_a=npz:{npz_source}?labels=42",
+                      f"--source_b=npz:{npz_source}?labels=5-9", "--train_mixtures=60",
+                      "--test_mixtures=20", "--batch_pairs=4")
+    _assert_one_line_error(result, "42")
+
+
+def test_wrong_channel_count_is_a_one_line_error(tmp_path, npz_source):
+    result = run_main(f"--workdir={tmp_path / 'run'}", f"--source_a=npz:{npz_source}?labels=0-4",
+                      f"--source_b=npz:{npz_source}?labels=5-9", "--channels=3",
+                      "--train_mixtures=60", "--test_mixtures=20", "--batch_pairs=4")
+    _assert_one_line_error(result, "--channels=3")

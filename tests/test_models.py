@@ -1,0 +1,65 @@
+import keras
+import numpy as np
+import pytest
+
+from aur_tf import models
+
+
+@pytest.mark.parametrize("image_size", [32, 64])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_mask_net_maps_mixtures_to_masks_of_the_same_shape(image_size, channels):
+    net = models.build_mask_net(image_size, channels, width=4)
+    mixtures = np.random.default_rng(0).random((3, image_size, image_size, channels), np.float32)
+    masks = np.asarray(net(mixtures, training=False))
+    assert masks.shape == mixtures.shape
+    assert masks.dtype == np.float32
+    assert masks.min() > 0.0 and masks.max() < 1.0
+
+
+@pytest.mark.parametrize("image_size", [32, 64])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_discriminator_scores_each_image(image_size, channels):
+    net = models.build_discriminator(image_size, channels, width=4)
+    scores = np.asarray(net(np.zeros((5, image_size, image_size, channels), np.float32)))
+    assert scores.shape == (5, 1)
+
+
+def test_mask_net_widths_double_toward_the_bottleneck():
+    net = models.build_mask_net(32, 1, width=8)
+    conv_filters = [layer.filters for layer in net.layers if hasattr(layer, "filters")]
+    assert conv_filters == [8, 16, 32, 64, 32, 16, 8, 1]
+    assert net.get_layer("down3_conv").output.shape[1:3] == (2, 2)
+
+
+def test_discriminator_has_no_final_sigmoid():
+    net = models.build_discriminator(32, 1, width=4)
+    scores = np.asarray(net(np.ones((2, 32, 32, 1), np.float32) * 50))
+    assert net.layers[-1].get_config()["activation"] == "linear"
+    assert np.isfinite(scores).all()
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision_keeps_float32_outputs_and_variables(policy):
+    mask_net = models.build_mask_net(32, 1, width=4, dtype=policy)
+    discriminator = models.build_discriminator(32, 1, width=4, dtype=policy)
+    x = np.full((2, 32, 32, 1), 0.5, np.float32)
+    assert mask_net(x).dtype == "float32" and discriminator(x).dtype == "float32"
+    assert mask_net.get_layer("down1_conv").compute_dtype == policy.split("_")[1]
+    assert all(v.dtype == "float32" for v in mask_net.weights)
+
+
+@pytest.mark.parametrize("image_size, channels", [(48, 1), (32, 2)])
+def test_unsupported_shapes_are_refused(image_size, channels):
+    with pytest.raises(ValueError, match="image_size"):
+        models.build_mask_net(image_size, channels)
+    with pytest.raises(ValueError, match="image_size"):
+        models.build_discriminator(image_size, channels)
+
+
+def test_batch_norm_uses_running_statistics_at_inference():
+    net = models.build_mask_net(32, 1, width=4)
+    x = np.random.default_rng(1).random((4, 32, 32, 1), np.float32)
+    np.testing.assert_array_equal(np.asarray(net(x[:1], training=False)),
+                                  np.asarray(net(x, training=False))[:1])
+    assert not np.allclose(np.asarray(net(x[:1], training=True)), np.asarray(net(x, training=True))[:1])
+    keras.backend.clear_session()

@@ -1,0 +1,109 @@
+import dataclasses
+import json
+import os
+
+import numpy as np
+import pytest
+
+from aur_tf import train_lib
+from aur_tf.data.mixtures import MixtureDataset, MixtureSplit
+from aur_tf.errors import UserError
+
+EVAL_FIELDS = {"psnr_db", "ssim", "half_mask_psnr_db", "half_mask_ssim", "step", "train_seconds",
+               "config", "permutation", "energy_share", "collapsed", "history",
+               "seconds_to_psnr_db", "skipped_steps"}
+
+
+def _final_weights(config):
+    import tensorflow as tf
+    from aur_tf import models
+    net = models.build_mask_net(config.image_size, config.channels, config.mask_width)
+    tf.train.Checkpoint(mask_net=net).restore(
+        tf.train.latest_checkpoint(os.path.join(config.workdir, "checkpoints"))).expect_partial()
+    return net.get_weights()
+
+
+def test_train_writes_eval_json_checkpoints_and_tensorboard(make_config, stroke_data):
+    config = make_config()
+    results = train_lib.train(config, data=stroke_data)
+    with open(os.path.join(config.workdir, "eval.json")) as f:
+        written = json.load(f)
+    assert EVAL_FIELDS <= set(written)
+    assert written["step"] == results["step"] == 6
+    assert written["config"]["mask_width"] == 4
+    assert [h["step"] for h in written["history"]] == [3, 6]
+    assert sorted(os.listdir(os.path.join(config.workdir, "checkpoints"))) == [
+        "checkpoint", "ckpt-3.data-00000-of-00001", "ckpt-3.index",
+        "ckpt-6.data-00000-of-00001", "ckpt-6.index"]
+    assert os.listdir(os.path.join(config.workdir, "tensorboard"))
+
+
+def test_unsupervised_training_never_reads_the_ground_truth(make_config, stroke_data):
+    """Replacing every clean source by garbage changes the scores, never the trained weights."""
+    garbage = np.random.default_rng(9).random(stroke_data.train.sources_a.shape, np.float32)
+
+    def corrupt(split):
+        return MixtureSplit(split.mixtures, garbage[:len(split.mixtures)],
+                            garbage[::-1][:len(split.mixtures)])
+
+    honest_config = make_config("honest")
+    blind_config = make_config("blind")
+    honest = train_lib.train(honest_config, data=stroke_data)
+    blind = train_lib.train(blind_config, data=MixtureDataset(corrupt(stroke_data.train),
+                                                              corrupt(stroke_data.test)))
+    for a, b in zip(_final_weights(honest_config), _final_weights(blind_config)):
+        np.testing.assert_array_equal(a, b)
+    assert honest["psnr_db"] != blind["psnr_db"]
+
+
+def test_resume_continues_the_same_step_count_and_result(make_config, stroke_data):
+    straight = make_config("straight")
+    train_lib.train(straight, data=stroke_data)
+    interrupted = make_config("interrupted", train_steps=3)
+    train_lib.train(interrupted, data=stroke_data)
+    resumed = train_lib.train(dataclasses.replace(interrupted, train_steps=6), data=stroke_data)
+    assert resumed["step"] == 6
+    assert [h["step"] for h in resumed["history"]] == [3, 6]
+    for a, b in zip(_final_weights(straight), _final_weights(interrupted)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_finished_run_is_not_trained_again(make_config, stroke_data):
+    config = make_config()
+    first = train_lib.train(config, data=stroke_data)
+    again = train_lib.train(config, data=stroke_data)
+    assert again["step"] == first["step"]
+    assert again["psnr_db"] == pytest.approx(first["psnr_db"])
+
+
+def test_resume_with_other_model_settings_is_refused(make_config, stroke_data):
+    config = make_config()
+    train_lib.train(config, data=stroke_data)
+    with pytest.raises(UserError, match="mask_width=4"):
+        train_lib.train(dataclasses.replace(config, mask_width=8), data=stroke_data)
+
+
+def test_unwritable_workdir_is_a_user_error(make_config, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(UserError, match="--workdir"):
+        train_lib.train(make_config(workdir=str(blocker / "run")))
+
+
+def test_supervised_mode_trains_from_clean_sources(make_config, stroke_data):
+    results = train_lib.train(make_config(mode="supervised"), data=stroke_data)
+    assert results["step"] == 6 and np.isfinite(results["psnr_db"])
+
+
+@pytest.mark.parametrize("precision", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision_runs_train(make_config, stroke_data, precision):
+    results = train_lib.train(make_config(mixed_precision=precision, train_steps=3), data=stroke_data)
+    assert np.isfinite(results["psnr_db"])
+
+
+def test_divergence_stops_with_the_loss_and_step(make_config, stroke_data):
+    nan_data = MixtureDataset(
+        MixtureSplit(np.full_like(stroke_data.train.mixtures, np.nan),
+                     stroke_data.train.sources_a, stroke_data.train.sources_b), stroke_data.test)
+    with pytest.raises(train_lib.TrainingDiverged, match="at step 1"):
+        train_lib.train(make_config(), data=nan_data)
