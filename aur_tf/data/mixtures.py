@@ -12,7 +12,7 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
-from aur_tf.data.sources import SourceImages, load_source
+from aur_tf.data.sources import load_source
 from aur_tf.errors import UserError
 
 
