@@ -118,7 +118,8 @@ class TrainingMonitor(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         step = self.state.step
-        values = {k: float(v) for k, v in logs.items()}
+        # Each value has shape [1] (see trainer._StepCountingModel._report).
+        values = {k: np.asarray(v).item() for k, v in logs.items()}
         for name, value in values.items():
             if not math.isfinite(value):
                 self.model.stop_training = True
