@@ -60,6 +60,22 @@ def is_chief(strategy):
     return strategy.extended.should_checkpoint
 
 
+def check_same_step(strategy, step, workdir):
+    """Raises a UserError unless every worker restored the same step.
+
+    Workers restore from their own view of `WORKDIR/checkpoints`; if that is not one shared
+    directory, they would silently train different weights in lockstep.
+    """
+    @tf.function  # Run eagerly, a MirroredStrategy warns of its overhead.
+    def every_workers_step():
+        return strategy.gather(strategy.run(lambda: tf.constant([step], tf.int64)), axis=0)
+
+    restored = sorted(set(every_workers_step().numpy().tolist()))
+    if len(restored) > 1:
+        raise UserError(f"the workers resumed from different steps {restored} of "
+                        f"--workdir={workdir}: it must be one directory that every worker sees")
+
+
 def checkpoint_write_dir(run_directory, chief):
     """Where this worker saves checkpoints: `run_directory` on the chief, a new scratch directory
     elsewhere, which the caller removes when training ends.

@@ -245,6 +245,7 @@ def train(config: Config, data=None):
                                      train_seconds=state.train_seconds, **trackables)
     checkpoint_dir = os.path.join(config.workdir, "checkpoints")
     restored = restore_latest(checkpoint, checkpoint_dir)
+    distribute.check_same_step(strategy, state.step, config.workdir)
     if restored:
         log.info("resumed from %s at step %d", restored, state.step)
     eval_path = os.path.join(config.workdir, "eval.json")
