@@ -14,6 +14,7 @@ ENERGY_TERMS = ("batch", "pixel", "none")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 IMAGE_SIZES = (32, 64)
 CHANNEL_COUNTS = (1, 3)
+STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 
 
 def _default_cache_dir():
@@ -65,6 +66,10 @@ class Config:
     mixed_precision: str = _setting("float32", "float32, mixed_float16 (GPUs; with dynamic loss "
                                     "scaling) or mixed_bfloat16.")
     jit_compile: bool = _setting(False, "Compile the train step with XLA.")
+    strategy: str = _setting("default", "tf.distribute strategy: default (one device), mirrored (every "
+                             "local GPU, else every logical CPU), multi_worker (one process per machine, "
+                             "cluster from $TF_CONFIG) or tpu (untested). --batch_pairs is the global "
+                             "batch and must divide by the number of replicas.")
     # Bookkeeping.
     checkpoint_every: int = _setting(500, "Steps between checkpoints.")
     keep_checkpoints: int = _setting(3, "Checkpoints kept on disk.")
@@ -77,6 +82,7 @@ class Config:
         self._check_choice("mixed_precision", PRECISIONS)
         self._check_choice("image_size", IMAGE_SIZES)
         self._check_choice("channels", CHANNEL_COUNTS)
+        self._check_choice("strategy", STRATEGIES)
         for name in ("train_mixtures", "test_mixtures", "train_steps", "batch_pairs", "mask_width",
                      "disc_width", "mask_steps_per_disc_step", "checkpoint_every", "keep_checkpoints",
                      "eval_every", "log_every"):

@@ -49,6 +49,29 @@ def energy_equity_loss_eq6(x_tilde, b_tilde):
     return tf.reduce_mean(tf.square(_f32(x_tilde)) + tf.square(_f32(b_tilde)))
 
 
+def mean_energies(x_tilde, b_tilde):
+    """(E|x~|^2, E|b~|^2): per-image energies averaged over the global batch.
+
+    Under a multi-replica `tf.distribute` strategy the means are all-reduced across replicas
+    (differentiably: the gradient of an all-reduce is an all-reduce), so every replica gets the
+    means of the whole global batch, as one device would; with equal per-replica batches the mean
+    of the replicas' means is the global mean.
+
+    Args:
+      x_tilde: `[batch, H, W, C]` first source estimates y * M(y), in [0, 1].
+      b_tilde: `[batch, H, W, C]` second source estimates y - x_tilde, in [0, 1].
+
+    Returns:
+      Two float32 scalars >= 0.
+    """
+    energies = [tf.reduce_mean(tf.reduce_sum(tf.square(_f32(t)), axis=[1, 2, 3]))
+                for t in (x_tilde, b_tilde)]
+    replica = tf.distribute.get_replica_context()
+    if replica is not None and replica.num_replicas_in_sync > 1:
+        energies = replica.all_reduce(tf.distribute.ReduceOp.MEAN, energies)
+    return tuple(energies)
+
+
 def energy_equity_loss_batch(x_tilde, b_tilde):
     """Batch-level energy equity, the working form of Eq. 6's intent (`--energy=batch`).
 
@@ -57,13 +80,14 @@ def energy_equity_loss_batch(x_tilde, b_tilde):
     separation nearly does (MNIST digits 0-4 and 5-9 differ by ~1% in mean energy), and it is 1 at
     the trivial solution x~ = y, b~ = 0 that the adversarial loss alone admits. Normalising by the
     total makes it scale-free. A per-image version would be biased: single digits differ in energy.
+    The batch is the global one on every replica (see `mean_energies`): a ratio of per-replica
+    means would be a different, noisier term for every device count.
 
     Args:
       x_tilde: `[batch, H, W, C]` first source estimates y * M(y), in [0, 1].
       b_tilde: `[batch, H, W, C]` second source estimates y - x_tilde, in [0, 1].
     """
-    energy_x = tf.reduce_mean(tf.reduce_sum(tf.square(_f32(x_tilde)), axis=[1, 2, 3]))
-    energy_b = tf.reduce_mean(tf.reduce_sum(tf.square(_f32(b_tilde)), axis=[1, 2, 3]))
+    energy_x, energy_b = mean_energies(x_tilde, b_tilde)
     return tf.square((energy_x - energy_b) / (energy_x + energy_b + _EPSILON))
 
 

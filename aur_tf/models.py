@@ -38,14 +38,14 @@ def _conv_transpose(filters, dtype, name):
         kernel_initializer=keras.initializers.RandomNormal(stddev=0.02), dtype=dtype, name=name)
 
 
-def _batch_norm(dtype, name):
+def _batch_norm(dtype, name, synchronized):
     return keras.layers.BatchNormalization(
         momentum=_BN_MOMENTUM, epsilon=_BN_EPSILON,
         gamma_initializer=keras.initializers.RandomNormal(mean=1.0, stddev=0.02), dtype=dtype,
-        name=name)
+        synchronized=synchronized, name=name)
 
 
-def build_mask_net(image_size=32, channels=1, width=64, dtype="float32"):
+def build_mask_net(image_size=32, channels=1, width=64, dtype="float32", synchronized_bn=False):
     """DiscoGAN encoder-decoder that predicts a per-pixel mask.
 
     `width` channels sit at the layer before last; each layer toward the bottleneck has twice as
@@ -56,6 +56,8 @@ def build_mask_net(image_size=32, channels=1, width=64, dtype="float32"):
       channels: 1 (grayscale) or 3 (RGB).
       width: channels of the outermost hidden layers.
       dtype: a Keras dtype policy name, e.g. "float32" or "mixed_float16".
+      synchronized_bn: BatchNorm statistics over the global batch of every replica rather than
+        each replica's share (for multi-replica training; one device does not need it).
 
     Returns:
       A `keras.Model` mapping mixtures `[batch, image_size, image_size, channels]` in [0, 1] to
@@ -67,18 +69,19 @@ def build_mask_net(image_size=32, channels=1, width=64, dtype="float32"):
     for i, filters in enumerate(widths):
         layers.append(_conv(filters, dtype, f"down{i}_conv"))
         if i > 0:  # DiscoGAN leaves the first layer unnormalised, as DC-GAN does.
-            layers.append(_batch_norm(dtype, f"down{i}_bn"))
+            layers.append(_batch_norm(dtype, f"down{i}_bn", synchronized_bn))
         layers.append(keras.layers.LeakyReLU(_LEAK, dtype=dtype, name=f"down{i}_lrelu"))
     for i, filters in enumerate(reversed(widths[:-1])):
         layers.append(_conv_transpose(filters, dtype, f"up{i}_convt"))
-        layers.append(_batch_norm(dtype, f"up{i}_bn"))
+        layers.append(_batch_norm(dtype, f"up{i}_bn", synchronized_bn))
         layers.append(keras.layers.ReLU(dtype=dtype, name=f"up{i}_relu"))
     layers.append(_conv_transpose(channels, dtype, f"up{_DOWN_STEPS - 1}_convt"))
     layers.append(keras.layers.Activation("sigmoid", dtype="float32", name="mask"))
     return keras.Sequential(layers, name="mask_net")
 
 
-def build_discriminator(image_size=32, channels=1, width=64, dtype="float32"):
+def build_discriminator(image_size=32, channels=1, width=64, dtype="float32",
+                        synchronized_bn=False):
     """DC-GAN discriminator without the final sigmoid (LS-GAN scores, Eq. 4-5).
 
     Strided convolutions halve the image down to 4x4 (width, 2 width, ... channels); a final
@@ -89,6 +92,7 @@ def build_discriminator(image_size=32, channels=1, width=64, dtype="float32"):
       channels: 1 or 3.
       width: channels of the first layer.
       dtype: a Keras dtype policy name.
+      synchronized_bn: as for `build_mask_net`.
 
     Returns:
       A `keras.Model` mapping `[batch, image_size, image_size, channels]` in [0, 1] to raw scores
@@ -99,7 +103,7 @@ def build_discriminator(image_size=32, channels=1, width=64, dtype="float32"):
     for i in range(int(math.log2(image_size // _KERNEL))):
         layers.append(_conv(width * 2 ** i, dtype, f"down{i}_conv"))
         if i > 0:
-            layers.append(_batch_norm(dtype, f"down{i}_bn"))
+            layers.append(_batch_norm(dtype, f"down{i}_bn", synchronized_bn))
         layers.append(keras.layers.LeakyReLU(_LEAK, dtype=dtype, name=f"down{i}_lrelu"))
     layers.append(_conv(1, dtype, "score_conv", strides=1, padding="valid"))
     layers.append(keras.layers.Flatten(dtype=dtype, name="flatten"))

@@ -11,13 +11,14 @@ import json
 import logging
 import math
 import os
+import shutil
 import time
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from aur_tf import evaluation, models, trainer as trainer_lib
+from aur_tf import distribute, evaluation, models, trainer as trainer_lib
 from aur_tf.config import Config
 from aur_tf.data import pipeline
 from aur_tf.data.mixtures import load_mixture_dataset
@@ -49,7 +50,11 @@ def write_json_atomically(path, payload):
     os.replace(temporary, path)
 
 
-def _prepare_workdir(config):
+def _prepare_workdir(config, chief):
+    """Checks that `config` may resume the run in its workdir; the chief also claims it."""
+    if not chief:
+        # The chief writes config.json; the other workers read it (a shared workdir) or nothing.
+        return _check_run_identity(config)
     try:
         os.makedirs(config.workdir, exist_ok=True)
         probe = os.path.join(config.workdir, ".write_test")
@@ -59,6 +64,11 @@ def _prepare_workdir(config):
     except OSError as e:
         raise UserError(f"cannot write to --workdir={config.workdir} ({e.strerror}): "
                         "choose a writable directory") from None
+    _check_run_identity(config)
+    write_json_atomically(os.path.join(config.workdir, "config.json"), config.to_dict())
+
+
+def _check_run_identity(config):
     config_path = os.path.join(config.workdir, "config.json")
     if os.path.exists(config_path):
         with open(config_path) as f:
@@ -68,7 +78,6 @@ def _prepare_workdir(config):
             was = ", ".join(f"--{k}={saved[k]}" for k in changed)
             raise UserError(f"--workdir={config.workdir} holds a run made with {was}: resume it with "
                             "the same settings or start a new run in another --workdir")
-    write_json_atomically(config_path, config.to_dict())
 
 
 def _image_grid(split, masks):
@@ -118,7 +127,8 @@ class TrainingMonitor(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         step = self.state.step
-        values = {k: float(v) for k, v in logs.items()}
+        # Each value has shape [1] (see trainer._StepCountingModel._report).
+        values = {k: np.asarray(v).item() for k, v in logs.items()}
         for name, value in values.items():
             if not math.isfinite(value):
                 self.model.stop_training = True
@@ -160,16 +170,17 @@ class TrainingMonitor(keras.callbacks.Callback):
         self.model.reset_metrics()
 
 
-def _build_trainer(config):
+def _build_trainer(config, synchronized_bn=False):
     dtype = config.mixed_precision
-    mask_net = models.build_mask_net(config.image_size, config.channels, config.mask_width, dtype)
+    mask_net = models.build_mask_net(config.image_size, config.channels, config.mask_width, dtype,
+                                     synchronized_bn)
     mask_optimizer = trainer_lib.make_optimizer(config.mask_learning_rate, config.adam_beta1, dtype)
     if config.mode == "supervised":
         model = trainer_lib.SupervisedTrainer(mask_net)
         model.compile(mask_optimizer, jit_compile=config.jit_compile)
         return model, {"mask_net": mask_net, "mask_optimizer": mask_optimizer}
     discriminator = models.build_discriminator(config.image_size, config.channels,
-                                               config.disc_width, dtype)
+                                               config.disc_width, dtype, synchronized_bn)
     disc_optimizer = trainer_lib.make_optimizer(config.disc_learning_rate, config.adam_beta1, dtype)
     model = trainer_lib.UnmixRemixTrainer(
         mask_net, discriminator, alpha=config.alpha, beta=config.beta, energy=config.energy,
@@ -179,12 +190,17 @@ def _build_trainer(config):
                    "mask_optimizer": mask_optimizer, "disc_optimizer": disc_optimizer}
 
 
-def _training_batches(config, data, step):
-    if config.mode == "supervised":
-        return pipeline.supervised_batches(data.train.mixtures, data.train.sources_a,
-                                           2 * config.batch_pairs, config.seed, step)
-    # Unsupervised training is handed the mixtures and nothing else.
-    return pipeline.pair_batches(data.train.mixtures, config.batch_pairs, config.seed, step)
+def _training_batches(config, data, step, strategy):
+    """Each worker's input pipeline yields its replicas' shares of the one-device global batch."""
+    def replica_batches(input_context):
+        if config.mode == "supervised":
+            return pipeline.supervised_batches(data.train.mixtures, data.train.sources_a,
+                                               2 * config.batch_pairs, config.seed, step,
+                                               input_context)
+        # Unsupervised training is handed the mixtures and nothing else.
+        return pipeline.pair_batches(data.train.mixtures, config.batch_pairs, config.seed, step,
+                                     input_context)
+    return strategy.distribute_datasets_from_function(replica_batches)
 
 
 def restore_latest(checkpoint, directory):
@@ -210,18 +226,26 @@ def train(config: Config, data=None):
     Returns:
       The dict written to `WORKDIR/eval.json`.
     """
-    _prepare_workdir(config)
+    strategy = distribute.make_strategy(config.strategy)  # First: it may configure the runtime.
+    replicas = strategy.num_replicas_in_sync
+    if config.batch_pairs % replicas:
+        raise UserError(f"--batch_pairs={config.batch_pairs} is the global batch and must divide "
+                        f"by the {replicas} replicas of --strategy={config.strategy}")
+    chief = distribute.is_chief(strategy)
+    _prepare_workdir(config, chief)
     keras.utils.set_random_seed(config.seed)
     if data is None:
         data = load_mixture_dataset(config)
-    model, trackables = _build_trainer(config)
+    with strategy.scope():
+        # Each replica sees 2B/R mixtures; BatchNorm over those alone would make the step (and D's
+        # real-vs-remix statistics) depend on the device count.
+        model, trackables = _build_trainer(config, synchronized_bn=replicas > 1)
     state = _RunState(model)
     checkpoint = tf.train.Checkpoint(step=model.step_counter, skipped_steps=model.skipped_steps,
                                      train_seconds=state.train_seconds, **trackables)
     checkpoint_dir = os.path.join(config.workdir, "checkpoints")
-    manager = tf.train.CheckpointManager(checkpoint, checkpoint_dir,
-                                         max_to_keep=config.keep_checkpoints)
     restored = restore_latest(checkpoint, checkpoint_dir)
+    distribute.check_same_step(strategy, state.step, config.workdir)
     if restored:
         log.info("resumed from %s at step %d", restored, state.step)
     eval_path = os.path.join(config.workdir, "eval.json")
@@ -229,7 +253,8 @@ def train(config: Config, data=None):
     if restored and os.path.exists(eval_path):
         with open(eval_path) as f:
             history = [h for h in json.load(f).get("history", []) if h["step"] <= state.step]
-    writer = tf.summary.create_file_writer(os.path.join(config.workdir, "tensorboard"))
+    writer = (tf.summary.create_file_writer(os.path.join(config.workdir, "tensorboard")) if chief
+              else tf.summary.create_noop_writer())
     baseline = evaluation.half_mask_baseline(data.test)
     log.info("half-mask baseline on %d test mixtures: %.2f dB PSNR, %.3f SSIM",
              len(data.test.mixtures), baseline["half_mask_psnr_db"], baseline["half_mask_ssim"])
@@ -244,7 +269,8 @@ def train(config: Config, data=None):
         results.update(scores, **baseline, step=step, train_seconds=history[-1]["train_seconds"],
                        skipped_steps=int(model.skipped_steps.numpy()), config=config.to_dict(),
                        history=history, seconds_to_psnr_db=_seconds_to_marks(history))
-        write_json_atomically(eval_path, results)
+        if chief:  # Every worker evaluates, so all reach the next training step together.
+            write_json_atomically(eval_path, results)
         log.info("eval at step %d: %.2f dB PSNR, %.3f SSIM (half mask %.2f dB, %.3f)%s", step,
                  scores["psnr_db"], scores["ssim"], baseline["half_mask_psnr_db"],
                  baseline["half_mask_ssim"], " | COLLAPSED: one output takes nearly all energy"
@@ -260,11 +286,18 @@ def train(config: Config, data=None):
 
     remaining = config.train_steps - state.step
     if remaining > 0:
+        write_dir = distribute.checkpoint_write_dir(checkpoint_dir, chief)
+        manager = tf.train.CheckpointManager(checkpoint, write_dir,
+                                             max_to_keep=config.keep_checkpoints)
         monitor = TrainingMonitor(config, state, manager, data.test, writer, evaluate_and_record)
-        log.info("training %s from step %d to %d in %s", config.mode, state.step,
-                 config.train_steps, config.workdir)
-        model.fit(_training_batches(config, data, state.step), epochs=1, steps_per_epoch=remaining,
-                  verbose=0, shuffle=False, callbacks=[monitor])
+        log.info("training %s from step %d to %d in %s on %d replica(s)", config.mode, state.step,
+                 config.train_steps, config.workdir, replicas)
+        try:
+            model.fit(_training_batches(config, data, state.step, strategy), epochs=1,
+                      steps_per_epoch=remaining, verbose=0, shuffle=False, callbacks=[monitor])
+        finally:
+            if write_dir != checkpoint_dir:
+                shutil.rmtree(write_dir, ignore_errors=True)
     if not results or results["step"] != state.step:
         evaluate_and_record()
     return results

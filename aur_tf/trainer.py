@@ -1,8 +1,11 @@
 """Keras models whose `train_step` is one step of Adversarial Pair Unmix-and-Remix (Sec. 3-4).
 
 `UnmixRemixTrainer` sees mixtures only: its training data is a batch of 2B mixtures, read as B
-pairs (y1, y2) = (first half, second half). `SupervisedTrainer` is the comparison upper bound and
-is the only trainer that is ever given clean sources.
+pairs (y1, y2) = (first half, second half). Under a tf.distribute strategy with R replicas each
+replica's batch is 2B/R mixtures, paired the same way within it, and the step is the one-device
+step on the global batch (see `_replica_share`, `_cond_on_every_replica`, `_apply_gradients`).
+`SupervisedTrainer` is the comparison upper bound and is the only trainer that is ever given clean
+sources.
 """
 import keras
 import tensorflow as tf
@@ -29,19 +32,62 @@ def _swap_halves(tensor):
     return tf.roll(tensor, shift=tf.shape(tensor)[0] // 2, axis=0)
 
 
+def _replica_share(loss):
+    """The part of a loss that this replica differentiates: loss / R on R replicas in sync.
+
+    Every loss here is a mean over the replica's batch, and Keras 3's `optimizer.apply` all-reduces
+    gradients with SUM (`TFOptimizer._all_reduce_sum_gradients`), so scaling by 1/R makes the
+    applied gradient the gradient of the mean over the global batch: what one device computes on
+    the whole batch. Identity on one device.
+    """
+    return loss / tf.distribute.get_replica_context().num_replicas_in_sync
+
+
 def _apply_gradients(optimizer, tape, scaled_loss, variables):
     """One optimizer update; returns 1 if loss scaling skipped it for non-finite gradients.
 
-    `scaled_loss` must be `optimizer.scale_loss(loss)` computed inside `tape`, so that float16
-    gradients are taken of the scaled loss; `apply` unscales them.
+    `scaled_loss` must be `optimizer.scale_loss(_replica_share(loss))` computed inside `tape`, so
+    that float16 gradients are taken of the scaled loss; `apply` unscales and all-reduces them.
     """
     gradients = tape.gradient(scaled_loss, variables)
-    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
-        finite = optimizer.check_finite(gradients)
-    else:
-        finite = tf.constant(True)
+    if not isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        optimizer.apply(gradients, variables)
+        return tf.constant(0, tf.int64)
+    finite = optimizer.check_finite(gradients)
+    replica = tf.distribute.get_replica_context()
+    if replica.num_replicas_in_sync > 1:
+        # LossScaleOptimizer decides to skip from the first local replica's gradients before they
+        # are summed: an overflow on another replica would reach the weights through the sum, and
+        # workers deciding differently would deadlock in the all-reduce. Poisoning every
+        # replica's gradients when any overflowed makes all replicas decide alike.
+        overflows = replica.all_reduce(tf.distribute.ReduceOp.SUM,
+                                       1.0 - tf.cast(finite, tf.float32))
+        finite = tf.equal(overflows, 0.0)
+        poison = tf.where(finite, 0.0, float("nan"))
+        gradients = [g + tf.cast(poison, g.dtype) for g in gradients]
     optimizer.apply(gradients, variables)
     return 1 - tf.cast(finite, tf.int64)
+
+
+def _cond_on_every_replica(pred, true_fn, false_fn, args):
+    """`tf.cond(pred, true_fn(*args), false_fn(*args))` whose branches may all-reduce.
+
+    tf.distribute cannot build a branch that synchronizes replicas (an optimizer update, a
+    synchronized BatchNorm) inside replica context: it raises "`merge_call` called while defining
+    a new graph". So, as Keras's LossScaleOptimizer does, the branch is chosen in cross-replica
+    context and then run on every replica. `pred` must be equal on all replicas; `args` are
+    per-replica tensors, and so are the results.
+    """
+    if tf.__internal__.distribute.strategy_supports_no_merge_call():
+        return tf.cond(pred, lambda: true_fn(*args), lambda: false_fn(*args))
+
+    def choose_in_cross_replica_context(strategy, pred, *args):
+        run = strategy.extended.call_for_each_replica
+        return tf.cond(strategy.experimental_local_results(pred)[0],
+                       lambda: run(true_fn, args=args), lambda: run(false_fn, args=args))
+
+    return tf.distribute.get_replica_context().merge_call(choose_in_cross_replica_context,
+                                                          args=(pred, *args))
 
 
 class _StepCountingModel(keras.Model):
@@ -50,8 +96,12 @@ class _StepCountingModel(keras.Model):
     def __init__(self, mask_net, tracker_names, **kwargs):
         super().__init__(**kwargs)
         self.mask_net = mask_net
-        self.step_counter = keras.Variable(0, dtype="int64", trainable=False, name="global_step")
-        self.skipped_steps = keras.Variable(0, dtype="int64", trainable=False, name="skipped_steps")
+        # Every replica counts the same steps (skips are agreed across replicas, see
+        # `_apply_gradients`), so one replica's increment is the update.
+        self.step_counter = keras.Variable(0, dtype="int64", trainable=False, name="global_step",
+                                           aggregation="only_first_replica")
+        self.skipped_steps = keras.Variable(0, dtype="int64", trainable=False,
+                                            name="skipped_steps", aggregation="only_first_replica")
         self._trackers = {name: keras.metrics.Mean(name=name) for name in tracker_names}
 
     @property
@@ -65,10 +115,17 @@ class _StepCountingModel(keras.Model):
         return self.mask_net(mixtures, training=training)
 
     def _report(self, values):
+        """Tracks one step's scalars and counts the step; returns every tracker's mean, `[1]` each.
+
+        Keras averages the returned values over replicas; every value is a mean over the replica's
+        batch, and the batches are equal, so that average is the global batch's value, as on one
+        device. The unit axis is there because under MultiWorkerMirroredStrategy Keras averages with
+        `strategy.reduce(MEAN, axis=0)`, which fails on scalars (tensorflow/tensorflow#72388).
+        """
         for name, value in values.items():
             self._trackers[name].update_state(value)
         self.step_counter.assign_add(1)
-        return {name: tracker.result() for name, tracker in self._trackers.items()}
+        return {name: tf.reshape(tracker.result(), [1]) for name, tracker in self._trackers.items()}
 
 
 class UnmixRemixTrainer(_StepCountingModel):
@@ -104,7 +161,7 @@ class UnmixRemixTrainer(_StepCountingModel):
         with tf.GradientTape() as tape:
             loss = losses.discriminator_loss_eq4(self.discriminator(mixtures, training=True),
                                                  self.discriminator(remixes, training=True))
-            scaled_loss = self.disc_optimizer.scale_loss(loss)
+            scaled_loss = self.disc_optimizer.scale_loss(_replica_share(loss))
         skipped = _apply_gradients(self.disc_optimizer, tape, scaled_loss,
                                    self.discriminator.trainable_variables)
         return loss, skipped
@@ -118,10 +175,10 @@ class UnmixRemixTrainer(_StepCountingModel):
 
             # D learns from this step's remixes but must not backpropagate into M.
             disc_step = tf.equal(self.step_counter % self.mask_steps_per_disc_step, 0)
-            disc_loss, disc_skipped = tf.cond(
-                disc_step,
-                lambda: self._disc_update(mixtures, tf.stop_gradient(remixes)),
-                lambda: (tf.constant(0.0), tf.constant(0, tf.int64)))
+            disc_loss, disc_skipped = _cond_on_every_replica(
+                disc_step, self._disc_update,
+                lambda *_: (tf.constant(0.0), tf.constant(0, tf.int64)),
+                args=(mixtures, tf.stop_gradient(remixes)))
 
             x_bar = remixes * self.mask_net(remixes, training=True)
             b_bar = remixes - x_bar
@@ -131,19 +188,19 @@ class UnmixRemixTrainer(_StepCountingModel):
             adversarial = losses.mask_adversarial_loss_eq5(self.discriminator(remixes, training=True))
             energy = self.energy_loss(x_tilde, b_tilde)
             total = cycle + self.alpha * adversarial + self.beta * energy
-            scaled_total = self.mask_optimizer.scale_loss(total)
+            scaled_total = self.mask_optimizer.scale_loss(_replica_share(total))
         mask_skipped = _apply_gradients(self.mask_optimizer, tape, scaled_total,
                                         self.mask_net.trainable_variables)
         self.skipped_steps.assign_add(mask_skipped + disc_skipped)
 
         # L_D exists only on discriminator steps; the others must not pull its mean to zero.
         self._trackers["loss_disc"].update_state(disc_loss, sample_weight=tf.cast(disc_step, tf.float32))
-        energy_x = tf.reduce_sum(tf.square(x_tilde))
+        energy_x, energy_b = losses.mean_energies(x_tilde, b_tilde)
         return self._report({
             "loss_total": total, "loss_cycle": cycle, "loss_adversarial": adversarial,
             "loss_energy": energy, "mask_mean": tf.reduce_mean(masks),
             # Near 0 or 1 means one output takes (almost) everything: the trivial separation.
-            "energy_share": energy_x / (energy_x + tf.reduce_sum(tf.square(b_tilde)) + 1e-12)})
+            "energy_share": energy_x / (energy_x + energy_b + 1e-12)})
 
 
 class SupervisedTrainer(_StepCountingModel):
@@ -164,7 +221,7 @@ class SupervisedTrainer(_StepCountingModel):
         with tf.GradientTape() as tape:
             loss = losses.supervised_loss(2.0 * mixtures * self.mask_net(mixtures, training=True),
                                           sources_a)
-            scaled_loss = self.mask_optimizer.scale_loss(loss)
+            scaled_loss = self.mask_optimizer.scale_loss(_replica_share(loss))
         skipped = _apply_gradients(self.mask_optimizer, tape, scaled_loss,
                                    self.mask_net.trainable_variables)
         self.skipped_steps.assign_add(skipped)
