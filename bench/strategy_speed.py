@@ -1,6 +1,6 @@
 """Steps/s of `train_lib.train` on one device and on N logical devices, same global batch.
 
-  python tools/bench_strategies.py --devices=2 --mask_width=16 --batch_pairs=32 --steps=20
+  python bench/strategy_speed.py --devices=2 --mask_width=16 --batch_pairs=32 --steps=20
 
 Splits the host CPU (or uses the GPUs, if any) into `--devices` logical devices, then trains the
 same run twice: `--strategy=default` (one device) and `--strategy=mirrored` (all of them), and
