@@ -20,9 +20,16 @@ def _default_cache_dir():
     return os.environ.get("AUR_TF_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "aur_tf"))
 
 
-def _setting(default, help_text):
-    """A config field with its command-line help, so flags are generated from one definition."""
+def setting(default, help_text):
+    """A settings field with its command-line help, so flags are generated from one definition.
+
+    Any frozen dataclass built from these fields (Config, the baselines' settings) gets its
+    command-line flags from `aur_tf.cli.define_flags`.
+    """
     return dataclasses.field(default=default, metadata={"help": help_text})
+
+
+_setting = setting  # the short name Config's fields below are written with
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,11 +107,6 @@ class Config:
         if getattr(self, name) not in choices:
             allowed = ", ".join(str(c) for c in choices)
             raise UserError(f"--{name}={getattr(self, name)} is not one of: {allowed}")
-
-    @classmethod
-    def fields(cls):
-        """(name, default, help) of every setting, in declaration order."""
-        return [(f.name, f.default, f.metadata["help"]) for f in dataclasses.fields(cls)]
 
     def to_dict(self):
         return dataclasses.asdict(self)
