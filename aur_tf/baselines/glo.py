@@ -132,14 +132,15 @@ class Glo:
         code_optimizer = keras.optimizers.Adam(settings.glo_code_learning_rate)
         generator_variables = ([v for g in self.generators for v in g.trainable_variables]
                                if train_generators else [])
-        generator_optimizer = keras.optimizers.Adam(settings.glo_learning_rate, beta_1=0.5)
+        generator_optimizer = (keras.optimizers.Adam(settings.glo_learning_rate, beta_1=0.5)
+                               if train_generators else None)
 
         @tf.function
         def step(indices):
             with tf.GradientTape() as tape:
                 z = tf.gather(codes, indices)
                 a, b = (g(z, training=train_generators) for g in self.generators)
-                # L1, as in GLO: it keeps strokes sharper than L2 would.
+                # L1 (GLO's own loss is an L1 over a Laplacian pyramid): sharper strokes than L2.
                 loss = tf.reduce_mean(tf.abs((a + b) / 2.0 - tf.gather(targets, indices)))
             gradients = tape.gradient(loss, [codes] + generator_variables)
             code_optimizer.apply(gradients[:1], [codes])
