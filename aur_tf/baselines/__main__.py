@@ -1,9 +1,9 @@
-"""Run a baseline: `python -m aur_tf.baselines --method=rpca --workdir=runs/rpca --flagfile=configs/mnist.cfg`.
+"""Run a baseline: `python -m aur_tf.baselines --flagfile=configs/mnist.cfg --method=rpca --workdir=runs/rpca`.
 
 The data flags are main.py's (every `Config` field, so its flagfiles work; those that only concern
-the mask net are ignored), plus `--method` and the `--rpca_*` / `--glo_*` settings. Results go to
-WORKDIR/eval.json and WORKDIR/samples.npz. Bad input ends the run with one line on stderr and exit
-status 2.
+the mask net are ignored), plus `--method` and the `--rpca_*` / `--glo_*` settings. Later flags
+override a flagfile's, so `--workdir` goes after it. Results go to WORKDIR/eval.json and
+WORKDIR/samples.npz. Bad input ends the run with one line on stderr and exit status 2.
 """
 import os
 
