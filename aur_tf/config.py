@@ -21,8 +21,12 @@ def _default_cache_dir():
     return os.environ.get("AUR_TF_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "aur_tf"))
 
 
-def _setting(default, help_text):
-    """A config field with its command-line help, so flags are generated from one definition."""
+def setting(default, help_text):
+    """A settings field with its command-line help, so flags are generated from one definition.
+
+    Any frozen dataclass built from these fields (Config, the baselines' settings) gets its
+    command-line flags from `aur_tf.cli.define_flags`.
+    """
     return dataclasses.field(default=default, metadata={"help": help_text})
 
 
@@ -30,51 +34,51 @@ def _setting(default, help_text):
 class Config:
     """Every setting of a training run; defaults are the paper's MNIST setup (Sec. 4-5)."""
 
-    workdir: str = _setting("runs/mnist", "Directory for checkpoints, TensorBoard logs and eval.json; "
+    workdir: str = setting("runs/mnist", "Directory for checkpoints, TensorBoard logs and eval.json; "
                             "running again with the same workdir resumes.")
-    mode: str = _setting("unsupervised", "unsupervised (the paper's method, mixtures only) or "
+    mode: str = setting("unsupervised", "unsupervised (the paper's method, mixtures only) or "
                          "supervised (upper bound: the same mask net trained on clean sources).")
     # Data: two clean-image sources, mixed as y = (x + b) / 2.
-    source_a: str = _setting("mnist?labels=0-4", "First source, KIND:LOCATION[?labels=L] with KIND "
+    source_a: str = setting("mnist?labels=0-4", "First source, KIND:LOCATION[?labels=L] with KIND "
                              "tfds, npz, folder or mnist (built-in offline MNIST).")
-    source_b: str = _setting("mnist?labels=5-9", "Second source, same syntax as --source_a.")
-    image_size: int = _setting(32, "Height and width of the mixtures: 32 or 64 (smaller images are "
+    source_b: str = setting("mnist?labels=5-9", "Second source, same syntax as --source_a.")
+    image_size: int = setting(32, "Height and width of the mixtures: 32 or 64 (smaller images are "
                                "zero-padded, larger ones resized).")
-    channels: int = _setting(1, "1 (grayscale) or 3 (RGB).")
-    invert: bool = _setting(False, "Use 1 - image, so that backgrounds are 0 (the paper does this for "
+    channels: int = setting(1, "1 (grayscale) or 3 (RGB).")
+    invert: bool = setting(False, "Use 1 - image, so that backgrounds are 0 (the paper does this for "
                             "Shoes and Bags: masking works best on a zero background).")
-    train_mixtures: int = _setting(25_000, "Number of training mixtures.")
-    test_mixtures: int = _setting(5_000, "Number of held-out test mixtures.")
-    cache_dir: str = _setting(_default_cache_dir(), "Where downloaded and decoded datasets are kept "
+    train_mixtures: int = setting(25_000, "Number of training mixtures.")
+    test_mixtures: int = setting(5_000, "Number of held-out test mixtures.")
+    cache_dir: str = setting(_default_cache_dir(), "Where downloaded and decoded datasets are kept "
                               "(default: $AUR_TF_CACHE or ~/.cache/aur_tf).")
-    seed: int = _setting(0, "Seed of the mixtures, the pairing, and the initial weights.")
+    seed: int = setting(0, "Seed of the mixtures, the pairing, and the initial weights.")
     # Models (Sec. 4).
-    mask_width: int = _setting(64, "Mask net channels at the layer before last; doubling toward the "
+    mask_width: int = setting(64, "Mask net channels at the layer before last; doubling toward the "
                                "bottleneck.")
-    disc_width: int = _setting(64, "Discriminator channels at its first layer.")
+    disc_width: int = setting(64, "Discriminator channels at its first layer.")
     # Optimisation (Eq. 10 and Sec. 4).
-    train_steps: int = _setting(25_000, "Total mask-net steps.")
-    batch_pairs: int = _setting(64, "Pairs (y1, y2) per step; each step reads twice as many mixtures.")
-    mask_learning_rate: float = _setting(1e-4, "Adam learning rate of the mask net.")
-    disc_learning_rate: float = _setting(1e-4, "Adam learning rate of the discriminator.")
-    adam_beta1: float = _setting(0.5, "Adam beta_1 of both optimizers.")
-    alpha: float = _setting(5.0, "Weight of the adversarial loss L_M (Eq. 10).")
-    beta: float = _setting(5.0, "Weight of the energy-equity loss L_E (Eq. 10).")
-    energy: str = _setting("batch", "Energy-equity term: batch (batch-level equity, default), pixel "
+    train_steps: int = setting(25_000, "Total mask-net steps.")
+    batch_pairs: int = setting(64, "Pairs (y1, y2) per step; each step reads twice as many mixtures.")
+    mask_learning_rate: float = setting(1e-4, "Adam learning rate of the mask net.")
+    disc_learning_rate: float = setting(1e-4, "Adam learning rate of the discriminator.")
+    adam_beta1: float = setting(0.5, "Adam beta_1 of both optimizers.")
+    alpha: float = setting(5.0, "Weight of the adversarial loss L_M (Eq. 10).")
+    beta: float = setting(5.0, "Weight of the energy-equity loss L_E (Eq. 10).")
+    energy: str = setting("batch", "Energy-equity term: batch (batch-level equity, default), pixel "
                            "(Eq. 6 as printed; collapses on MNIST) or none (ablation).")
-    mask_steps_per_disc_step: int = _setting(4, "Mask-net updates per discriminator update.")
-    mixed_precision: str = _setting("float32", "float32, mixed_float16 (GPUs; with dynamic loss "
+    mask_steps_per_disc_step: int = setting(4, "Mask-net updates per discriminator update.")
+    mixed_precision: str = setting("float32", "float32, mixed_float16 (GPUs; with dynamic loss "
                                     "scaling) or mixed_bfloat16.")
-    jit_compile: bool = _setting(False, "Compile the train step with XLA.")
-    strategy: str = _setting("default", "tf.distribute strategy: default (one device), mirrored (every "
+    jit_compile: bool = setting(False, "Compile the train step with XLA.")
+    strategy: str = setting("default", "tf.distribute strategy: default (one device), mirrored (every "
                              "local GPU, else every logical CPU), multi_worker (one process per machine, "
                              "cluster from $TF_CONFIG) or tpu (untested). --batch_pairs is the global "
                              "batch and must divide by the number of replicas.")
     # Bookkeeping.
-    checkpoint_every: int = _setting(500, "Steps between checkpoints.")
-    keep_checkpoints: int = _setting(3, "Checkpoints kept on disk.")
-    eval_every: int = _setting(1000, "Steps between evaluations on the test mixtures.")
-    log_every: int = _setting(50, "Steps between progress lines and TensorBoard scalars.")
+    checkpoint_every: int = setting(500, "Steps between checkpoints.")
+    keep_checkpoints: int = setting(3, "Checkpoints kept on disk.")
+    eval_every: int = setting(1000, "Steps between evaluations on the test mixtures.")
+    log_every: int = setting(50, "Steps between progress lines and TensorBoard scalars.")
 
     def __post_init__(self):
         self._check_choice("mode", MODES)
@@ -106,11 +110,6 @@ class Config:
         if getattr(self, name) not in choices:
             allowed = ", ".join(str(c) for c in choices)
             raise UserError(f"--{name}={getattr(self, name)} is not one of: {allowed}")
-
-    @classmethod
-    def fields(cls):
-        """(name, default, help) of every setting, in declaration order."""
-        return [(f.name, f.default, f.metadata["help"]) for f in dataclasses.fields(cls)]
 
     def to_dict(self):
         return dataclasses.asdict(self)

@@ -1,4 +1,6 @@
-"""Scores a mask net against the held-out clean sources: the only place ground truth is used."""
+"""Scores separations against the held-out clean sources: the only place ground truth is used."""
+import os
+
 import numpy as np
 
 from aur_tf import metrics
@@ -26,15 +28,63 @@ def is_collapsed(energy_share):
     return not 1 - COLLAPSE_ENERGY_SHARE < energy_share < COLLAPSE_ENERGY_SHARE
 
 
-def evaluate(mask_net, split):
-    """Permutation-invariant PSNR/SSIM of the mask net on a `MixtureSplit`, plus collapse flag."""
-    scores = metrics.score_mask(split.mixtures, predict_masks(mask_net, split.mixtures),
-                                split.sources_a, split.sources_b).as_dict()
+def score_estimates(split, estimate_0, estimate_1):
+    """Permutation-invariant PSNR/SSIM of any method's two estimates, plus the collapse flag.
+
+    Args:
+      split: the `MixtureSplit` the estimates were made from.
+      estimate_0, estimate_1: `[N, H, W, C]` estimates on the clean scale, nominally in [0, 1].
+
+    Returns:
+      `SeparationScores.as_dict()` with `collapsed` added.
+    """
+    scores = metrics.score_separation(estimate_0, estimate_1, split.sources_a,
+                                      split.sources_b).as_dict()
     scores["collapsed"] = is_collapsed(scores["energy_share"])
     return scores
+
+
+def evaluate(mask_net, split):
+    """Permutation-invariant PSNR/SSIM of the mask net on a `MixtureSplit`, plus collapse flag."""
+    return score_estimates(split, *metrics.estimates_from_mask(
+        split.mixtures, predict_masks(mask_net, split.mixtures)))
 
 
 def half_mask_baseline(split):
     """The trivial M = 1/2 that any method must beat: `{"half_mask_psnr_db", "half_mask_ssim"}`."""
     scores = metrics.half_mask_scores(split.mixtures, split.sources_a, split.sources_b)
     return {"half_mask_psnr_db": scores.psnr_db, "half_mask_ssim": scores.ssim}
+
+
+SAMPLES_FILE = "samples.npz"
+SAMPLE_COUNT = 8
+
+
+def write_samples(workdir, split, estimate_0, estimate_1, permutation):
+    """Saves `WORKDIR/samples.npz` for side-by-side figures (`aur_tf.report`).
+
+    It holds the first `SAMPLE_COUNT` test mixtures, their clean sources and the method's two
+    estimates, ordered by the scored permutation so that `estimates_a` is the output that was
+    matched to source a. All arrays are `[SAMPLE_COUNT, H, W, C]` float32; `mixtures` and the
+    sources are in [0, 1], the estimates on the clean scale as the method produced them.
+
+    Args:
+      workdir: the run's directory.
+      split: the test `MixtureSplit` the estimates were made from.
+      estimate_0, estimate_1: estimates of at least the first `SAMPLE_COUNT` test mixtures.
+      permutation: `(0, 1)` or `(1, 0)`, as in the run's scores.
+    """
+    ordered = (estimate_0, estimate_1) if tuple(permutation) == (0, 1) else (estimate_1, estimate_0)
+    arrays = {"mixtures": split.mixtures, "sources_a": split.sources_a,
+              "sources_b": split.sources_b, "estimates_a": ordered[0], "estimates_b": ordered[1]}
+    path = os.path.join(workdir, SAMPLES_FILE)
+    # Written whole to a temporary name and renamed, so a reader never sees a torn file.
+    with open(f"{path}.tmp", "wb") as f:
+        np.savez(f, **{k: np.asarray(v[:SAMPLE_COUNT], np.float32) for k, v in arrays.items()})
+    os.replace(f"{path}.tmp", path)
+
+
+def write_mask_samples(workdir, split, masks, permutation):
+    """`write_samples` for a mask net, from its masks `[n, H, W, C]` of the first test mixtures."""
+    write_samples(workdir, split, *metrics.estimates_from_mask(split.mixtures[:len(masks)], masks),
+                  permutation)

@@ -5,6 +5,7 @@ A workdir holds everything a run produces:
   checkpoints/      tf.train checkpoints: both nets, both optimizers, step, training seconds
   tensorboard/      scalars (losses, learning rates, steps/s, PSNR/SSIM) and image grids
   eval.json         the latest evaluation, with its history and the time to reach quality marks
+  samples.npz       the first test mixtures and their estimates at the latest evaluation (figures)
 Running the same command again resumes from the latest checkpoint.
 """
 import json
@@ -276,6 +277,7 @@ def train(config: Config, data=None):
                  baseline["half_mask_ssim"], " | COLLAPSED: one output takes nearly all energy"
                  if scores["collapsed"] else "")
         masks = evaluation.predict_masks(model.mask_net, data.test.mixtures[:_GRID_IMAGES])
+        evaluation.write_mask_samples(config.workdir, data.test, masks, scores["permutation"])
         with writer.as_default(step=step):
             tf.summary.scalar("eval/psnr_db", scores["psnr_db"])
             tf.summary.scalar("eval/ssim", scores["ssim"])

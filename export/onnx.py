@@ -47,13 +47,12 @@ import tf2onnx  # noqa: E402
 from absl import app, flags  # noqa: E402
 from absl import logging as absl_logging  # noqa: E402
 
-from aur_tf import models  # noqa: E402
+from aur_tf import cli, models  # noqa: E402
 from aur_tf.config import Config  # noqa: E402
 from aur_tf.data.mixtures import load_mixture_dataset  # noqa: E402
 from aur_tf.errors import UserError  # noqa: E402
 from aur_tf.separator import (OUTPUT_NAMES, SAVED_MODEL_METADATA, Separator,  # noqa: E402
                               separation_function)
-from export import fail, parse_flags  # noqa: E402
 
 SAVED_MODEL = "saved_model"
 ONNX_FILE = "separator.onnx"
@@ -395,8 +394,7 @@ def _define_flags():
 
 
 def main(argv):
-    if argv:
-        fail(f"unexpected arguments {argv}: every setting is a --flag=value")
+    del argv
     # Keep the output to this command's own lines and aur_tf's (e.g. a dataset download):
     # TensorFlow's and tf2onnx's INFO logs (assets written, optimizer passes) are noise here.
     absl_logging.set_verbosity(absl_logging.WARNING)
@@ -405,14 +403,14 @@ def main(argv):
     try:
         export_run(values.workdir, values.out, fp16=values.fp16, opset=values.opset)
     except UserError as e:
-        fail(e)
+        cli.fail(e)
     except ParityError as e:
-        fail(e, code=PARITY_EXIT_CODE)
+        cli.fail(e, code=PARITY_EXIT_CODE)
 
 
 def run():
     _define_flags()
-    app.run(main, flags_parser=parse_flags)
+    app.run(main, flags_parser=cli.parse_flags)
 
 
 if __name__ == "__main__":

@@ -39,9 +39,9 @@ from absl import app, flags
 from absl import logging as absl_logging
 from PIL import Image
 
+from aur_tf import cli
 from aur_tf.errors import UserError
 from aur_tf.separator import ONNX_PROVIDERS, PROVIDER_CHOICES, Separator
-from export import fail, parse_flags
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 ARRAY_KEY = "mixtures"
@@ -295,7 +295,7 @@ def _define_flags():
 
 def main(inputs):
     if not inputs:
-        fail("no INPUT given: name image files, folders, .npy or .npz files after the flags")
+        cli.fail("no INPUT given: name image files, folders, .npy or .npz files after the flags")
     absl_logging.set_verbosity(absl_logging.WARNING)  # TensorFlow's INFO logs, for SavedModels
     logging.getLogger("aur_tf").setLevel(logging.INFO)
     values = flags.FLAGS
@@ -304,23 +304,23 @@ def main(inputs):
         if not os.access(values.out, os.W_OK):
             raise PermissionError(13, "Permission denied")
     except OSError as e:
-        fail(f"cannot write to --out={values.out} ({e.strerror}): choose a writable directory")
+        cli.fail(f"cannot write to --out={values.out} ({e.strerror}): choose a writable directory")
     try:
         separator = Separator.load(values.model, provider=values.provider)
     except UserError as e:
-        fail(e)
+        cli.fail(e)
     print(provider_line(separator))
     summary = separate_inputs(separator, inputs, values.out, values.batch_size, values.grid)
     print(f"separated {summary.separated} mixtures into {values.out}")
     if summary.failures:
-        fail(f"{len(summary.failures)} input(s) failed (see above)",
+        cli.fail(f"{len(summary.failures)} input(s) failed (see above)",
              code=FAILED_INPUTS_EXIT_CODE)
 
 
 def run():
     """Console-script entry point (`aur-tf-separate`)."""
     _define_flags()
-    app.run(main, flags_parser=parse_flags)
+    app.run(main, flags_parser=cli.parse_flags_and_inputs)
 
 
 if __name__ == "__main__":

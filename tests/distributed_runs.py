@@ -20,7 +20,7 @@ sys.path[:0] = [_TESTS, os.path.dirname(_TESTS)]
 
 import tensorflow as tf  # noqa: E402
 
-from conftest import stroke_dataset, tiny_config  # noqa: E402
+from synthetic import stroke_dataset, tiny_config  # noqa: E402
 
 # Steps 1 and 5 update the discriminator (every 4th step), the others only the mask net.
 TRAIN_STEPS = 5

@@ -1,0 +1,110 @@
+"""`run_baseline(method, config)`: a baseline on the mask net's data, scored and saved the same way.
+
+A baseline's workdir holds
+  eval.json     the scores under the fields train_lib writes where they apply (psnr_db, ssim, per
+                source, permutation, energy_share, collapsed, half_mask_*, step, train_seconds,
+                config), plus method, method_settings, method_details and test_seconds
+  samples.npz   the first test mixtures and their estimates, for `aur_tf.report` figures
+"""
+import dataclasses
+import json
+import logging
+import os
+import time
+
+import keras
+import numpy as np
+
+from aur_tf import evaluation, metrics
+from aur_tf.baselines import METHODS, glo, rpca
+from aur_tf.data.mixtures import load_mixture_dataset
+from aur_tf.errors import UserError
+from aur_tf.train_lib import write_json_atomically
+
+log = logging.getLogger("aur_tf")
+
+# The Config fields a baseline reads; only these go into its eval.json, so that settings of the
+# mask net it never used cannot make two runs of one baseline look different in a report.
+DATA_FIELDS = ("workdir", "source_a", "source_b", "image_size", "channels", "invert",
+               "train_mixtures", "test_mixtures", "cache_dir", "seed")
+
+
+def _check_workdir(workdir, method):
+    """Creates `workdir`; refuses one that holds a mask-net run or another method's results."""
+    try:
+        os.makedirs(workdir, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create --workdir={workdir} ({e.strerror}): choose a writable "
+                        "directory") from None
+    if os.path.exists(os.path.join(workdir, "checkpoints")):
+        raise UserError(f"--workdir={workdir} holds a mask-net training run: give the baseline "
+                        "a directory of its own")
+    eval_path = os.path.join(workdir, "eval.json")
+    if os.path.exists(eval_path):
+        with open(eval_path) as f:
+            previous = json.load(f).get("method")
+        if previous != method:
+            raise UserError(f"--workdir={workdir} holds results of {previous or 'another run'}: "
+                            f"give --method={method} a directory of its own")
+
+
+def _separate(method, data, rpca_settings, glo_settings, seed):
+    """The method's two test estimates `[N, H, W, C]`, its training steps, seconds and details."""
+    mixtures = data.test.mixtures
+    if method == "identity":  # M = 1: everything in one output, x_hat = 2y, b_hat = 0
+        return (*metrics.estimates_from_mask(mixtures, np.ones_like(mixtures)), 0, 0.0, {})
+    if method == "half_mask":  # M = 1/2: both outputs are the mixture
+        return (*metrics.estimates_from_mask(mixtures, np.full_like(mixtures, 0.5)), 0, 0.0, {})
+    if method == "rpca":
+        low_rank, sparse, iterations = rpca.separate(mixtures, rpca_settings)
+        return low_rank, sparse, 0, 0.0, {"iterations": iterations}
+    keras.utils.set_random_seed(seed)
+    model = glo.Glo(glo_settings, mixtures.shape[1], mixtures.shape[3])
+    start = time.monotonic()
+    train_losses = model.fit(data.train.mixtures, seed)
+    train_seconds = time.monotonic() - start
+    # Test codes get their own seed so they never start where a training code did.
+    estimates_a, estimates_b, test_losses = model.separate(mixtures, seed + 1)
+    return (estimates_a, estimates_b, glo_settings.glo_train_steps, train_seconds,
+            {"train_l1": train_losses, "test_l1": test_losses})
+
+
+def run_baseline(method, config, rpca_settings=rpca.RpcaSettings(),
+                 glo_settings=glo.GloSettings(), data=None):
+    """Runs one baseline on `config`'s test mixtures and writes its workdir.
+
+    Args:
+      method: one of `METHODS`.
+      config: a `Config`; only its `DATA_FIELDS` are used.
+      rpca_settings: used when `method` is "rpca".
+      glo_settings: used when `method` is "glo".
+      data: a `MixtureDataset`; loaded from the config when None. GLO trains on
+        `data.train.mixtures`; the other methods see only the test mixtures.
+
+    Returns:
+      The dict written to `WORKDIR/eval.json`.
+    """
+    if method not in METHODS:
+        raise UserError(f"--method={method} is not one of: {', '.join(METHODS)}")
+    _check_workdir(config.workdir, method)
+    if data is None:
+        data = load_mixture_dataset(config)
+    start = time.monotonic()
+    estimate_0, estimate_1, step, train_seconds, details = _separate(
+        method, data, rpca_settings, glo_settings, config.seed)
+    test_seconds = time.monotonic() - start - train_seconds
+    scores = evaluation.score_estimates(data.test, estimate_0, estimate_1)
+    settings = {"rpca": rpca_settings, "glo": glo_settings}.get(method)
+    results = dict(
+        scores, **evaluation.half_mask_baseline(data.test), method=method,
+        method_settings=dataclasses.asdict(settings) if settings else {},
+        method_details=details, step=step, train_seconds=train_seconds,
+        test_seconds=test_seconds, config={k: getattr(config, k) for k in DATA_FIELDS})
+    write_json_atomically(os.path.join(config.workdir, "eval.json"), results)
+    evaluation.write_samples(config.workdir, data.test, estimate_0, estimate_1,
+                             scores["permutation"])
+    log.info("%s on %d test mixtures: %.2f dB PSNR, %.3f SSIM (half mask %.2f dB, %.3f); "
+             "%.0f s training, %.0f s on the test mixtures", method, len(data.test.mixtures),
+             results["psnr_db"], results["ssim"], results["half_mask_psnr_db"],
+             results["half_mask_ssim"], train_seconds, test_seconds)
+    return results

@@ -1,0 +1,287 @@
+"""Results of finished runs side by side: a Markdown table beside the paper's and a Fig. 2 image.
+
+A run is a workdir with an `eval.json` (from `train_lib.train` or `aur_tf.baselines`). Runs are
+grouped by method (a baseline's `method`, else the mask net's `mode`) plus every setting that
+differs between runs of that method, except seeds and bookkeeping; a group with several seeds
+shows mean ± sample standard deviation. The figure shows the first test mixtures of each group's
+first run, from its `samples.npz`, laid out like the paper's Fig. 2.
+"""
+import dataclasses
+import glob
+import json
+import logging
+import os
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from aur_tf.errors import UserError
+from aur_tf.evaluation import SAMPLES_FILE
+
+log = logging.getLogger("aur_tf")
+
+TABLE_FILE = "results.md"
+FIGURE_FILE = "separations.png"
+# Table 1 (PSNR, dB) and Table 2 (SSIM) of the paper, MNIST digits 0-4 vs 5-9.
+PAPER_MNIST = {"rpca": (11.5, 0.36), "glo": (13.0, 0.74), "unsupervised": (20.4, 0.90),
+               "supervised": (24.4, 0.96)}
+_PAPER_MNIST_SOURCES = {"mnist?labels=0-4", "mnist?labels=5-9"}
+# Table rows come in this order; methods not listed follow alphabetically.
+_METHOD_ORDER = ("identity", "half_mask", "rpca", "glo", "unsupervised", "supervised")
+# Settings that never make two runs different methods: seeds and where or how often things are
+# written.
+_NOT_DISTINGUISHING = {"workdir", "cache_dir", "seed", "eval_every", "log_every",
+                       "checkpoint_every", "keep_checkpoints"}
+_FIGURE_SCALE = 3  # pixels per image pixel, so 32x32 digits are readable
+_GAP = 4
+_FONT_SIZE = 10
+_LINE_HEIGHT = 12
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """One workdir's `eval.json` (`results`)."""
+
+    workdir: str
+    results: dict
+
+    @property
+    def method(self):
+        return self.results.get("method") or self.results["config"]["mode"]
+
+    @property
+    def settings(self):
+        """Every setting that could tell two runs of one method apart."""
+        merged = {**self.results["config"], **self.results.get("method_settings", {})}
+        return {k: v for k, v in merged.items() if k not in _NOT_DISTINGUISHING}
+
+    @property
+    def seed(self):
+        return self.results["config"]["seed"]
+
+    @property
+    def unfinished(self):
+        """A mask-net run whose last evaluation came before its last training step."""
+        planned = self.results["config"].get("train_steps")
+        return "method" not in self.results and planned is not None and self.results["step"] < planned
+
+
+@dataclasses.dataclass(frozen=True)
+class Group:
+    """Runs of one method with equal settings (seeds aside), sorted by seed."""
+
+    name: str
+    method: str
+    runs: tuple
+
+
+def find_runs(patterns):
+    """Runs in the directories matching each glob pattern, in sorted order.
+
+    Args:
+      patterns: directory paths or glob patterns (`runs/glo_seed*`).
+
+    Raises:
+      UserError: a pattern matches no directory with an eval.json, or an eval.json is unreadable.
+    """
+    runs = []
+    for pattern in patterns:
+        workdirs = [d for d in sorted(glob.glob(pattern))
+                    if os.path.isfile(os.path.join(d, "eval.json"))]
+        if not workdirs:
+            raise UserError(f"--runs: '{pattern}' matches no directory with an eval.json")
+        for workdir in workdirs:
+            try:
+                with open(os.path.join(workdir, "eval.json")) as f:
+                    runs.append(Run(workdir, json.load(f)))
+            except (OSError, ValueError) as e:
+                raise UserError(f"cannot read {workdir}/eval.json ({e})") from None
+    return runs
+
+
+def _method_rank(method):
+    return (_METHOD_ORDER.index(method), "") if method in _METHOD_ORDER else (len(_METHOD_ORDER),
+                                                                            method)
+
+
+def _format_setting(value):
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def group_runs(runs):
+    """Groups runs by method and the settings that vary between that method's runs.
+
+    Returns:
+      `Group`s in table order; a name is the method, followed by the varying settings in
+      parentheses (`unsupervised (energy=pixel)`) when there are any.
+    """
+    by_method = {}
+    for run in runs:
+        by_method.setdefault(run.method, []).append(run)
+    groups = []
+    for method in sorted(by_method, key=_method_rank):
+        method_runs = by_method[method]
+        keys = sorted({k for run in method_runs for k in run.settings})
+        varying = [k for k in keys if len({json.dumps(run.settings.get(k)) for run in method_runs}) > 1]
+        by_settings = {}
+        for run in method_runs:
+            label = ", ".join(f"{k}={_format_setting(run.settings.get(k))}" for k in varying)
+            by_settings.setdefault(label, []).append(run)
+        for label in sorted(by_settings):
+            name = f"{method} ({label})" if label else method
+            members = tuple(sorted(by_settings[label], key=lambda r: (r.seed, r.workdir)))
+            groups.append(Group(name, method, members))
+    return groups
+
+
+def _mean_std(values, digits):
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{np.mean(values):.{digits}f} ± {np.std(values, ddof=1):.{digits}f}"
+
+
+def _duration(seconds):
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    minutes = seconds / 60
+    return f"{minutes:.1f} min" if minutes < 60 else f"{minutes / 60:.1f} h"
+
+
+def _is_paper_mnist(run):
+    config = run.results["config"]
+    return {config[k].removeprefix("tfds:") for k in ("source_a", "source_b")} == _PAPER_MNIST_SOURCES
+
+
+def _steps(group):
+    cells = []
+    for run in group.runs:
+        cells.append(f"{run.results['step']} of {run.results['config']['train_steps']} (unfinished)"
+                     if run.unfinished else str(run.results["step"]))
+    return ", ".join(dict.fromkeys(cells))
+
+
+def markdown_table(groups):
+    """The results table: one row per group, the paper's MNIST figures beside ours."""
+    lines = ["| method | PSNR (dB) | SSIM | paper PSNR / SSIM | seeds | steps | train time | "
+             "test time |", "|---|---|---|---|---|---|---|---|"]
+    for group in groups:
+        runs = group.runs
+        paper = PAPER_MNIST.get(group.method) if all(_is_paper_mnist(r) for r in runs) else None
+        test_seconds = [r.results["test_seconds"] for r in runs if "test_seconds" in r.results]
+        lines.append("| " + " | ".join([
+            group.name,
+            _mean_std([r.results["psnr_db"] for r in runs], 2),
+            _mean_std([r.results["ssim"] for r in runs], 3),
+            f"{paper[0]:.1f} / {paper[1]:.2f}" if paper else "—",
+            ", ".join(str(r.seed) for r in runs),
+            _steps(group),
+            _duration(np.mean([r.results["train_seconds"] for r in runs])),
+            _duration(np.mean(test_seconds)) if test_seconds else "—",
+        ]) + " |")
+    half_masks = {(round(r.results["half_mask_psnr_db"], 2), round(r.results["half_mask_ssim"], 3))
+                  for g in groups for r in g.runs}
+    if len(half_masks) == 1:
+        (psnr, ssim), = half_masks
+        lines += ["", f"Half mask (M = 1/2) on these test mixtures: {psnr:.2f} dB, {ssim:.3f} SSIM."]
+    return "\n".join(lines) + "\n"
+
+
+def _tile(image):
+    """`[H, W, C]` float image -> uint8 `[S*H, S*W, 3]`, clipped to [0, 1] for display."""
+    image = np.clip(image, 0.0, 1.0)
+    if image.shape[-1] == 1:
+        image = np.repeat(image, 3, axis=-1)
+    big = np.kron(image, np.ones((_FIGURE_SCALE, _FIGURE_SCALE, 1)))
+    return np.round(big * 255).astype(np.uint8)
+
+
+def _wrapped(text, width, font, draw):
+    """`text` broken at spaces into lines no wider than `width` pixels (long words stay whole)."""
+    lines = [""]
+    for word in text.split():
+        candidate = f"{lines[-1]} {word}".strip()
+        if draw.textlength(candidate, font=font) <= width or not lines[-1]:
+            lines[-1] = candidate
+        else:
+            lines.append(word)
+    return "\n".join(lines)
+
+
+def render_figure(groups, path, count=4):
+    """Writes the Fig. 2-style PNG: per mixture two rows (sources a, b); columns mixture | each
+    group's estimates | ground truth.
+
+    Only groups whose first run has a `samples.npz` appear; runs whose test mixtures differ from
+    the first such run's are left out with a warning.
+
+    Returns:
+      The names of the groups shown, in column order.
+    """
+    columns, names, reference = [], [], None
+    for group in groups:
+        sample_path = os.path.join(group.runs[0].workdir, SAMPLES_FILE)
+        if not os.path.exists(sample_path):
+            log.warning("%s: no %s, left out of the figure", group.runs[0].workdir, SAMPLES_FILE)
+            continue
+        with np.load(sample_path) as samples:
+            samples = dict(samples)
+        if reference is None:
+            reference = samples
+        elif not np.array_equal(samples["mixtures"], reference["mixtures"]):
+            log.warning("%s: other test mixtures than %s, left out of the figure",
+                        group.runs[0].workdir, columns[0][0])
+            continue
+        columns.append((group.runs[0].workdir, samples["estimates_a"], samples["estimates_b"]))
+        names.append(group.name)
+    if reference is None:
+        raise UserError("no run has a samples.npz to draw: run the methods again with this "
+                        "version, which writes one at every evaluation")
+    count = min(count, len(reference["mixtures"]))
+    cells = [("mixture", reference["mixtures"], None)]
+    cells += [(name, a, b) for name, (_, a, b) in zip(names, columns)]
+    cells.append(("ground truth", reference["sources_a"], reference["sources_b"]))
+    cell = reference["mixtures"].shape[1] * _FIGURE_SCALE
+    font = ImageFont.load_default(size=_FONT_SIZE)
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    labels = [_wrapped(name, cell, font, measure) for name, _, _ in cells]
+    header = _GAP + _LINE_HEIGHT * max(label.count("\n") + 1 for label in labels)
+    width = len(cells) * (cell + _GAP) + _GAP
+    height = header + count * (2 * cell + 3 * _GAP) + _GAP
+    canvas = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(canvas)
+    for column, ((_, first, second), label) in enumerate(zip(cells, labels)):
+        left = _GAP + column * (cell + _GAP)
+        draw.multiline_text((left, 2), label, fill="black", font=font,
+                            spacing=_LINE_HEIGHT - _FONT_SIZE)
+        for i in range(count):
+            top = header + i * (2 * cell + 3 * _GAP)
+            canvas.paste(Image.fromarray(_tile(first[i])), (left, top))
+            if second is not None:  # the mixture column has one image per pair of rows
+                canvas.paste(Image.fromarray(_tile(second[i])), (left, top + cell + _GAP))
+    canvas.save(path)
+    return names
+
+
+def write_report(patterns, out_dir, figure_mixtures=4):
+    """Reads the runs, writes `OUT/results.md` and `OUT/separations.png`; returns the table.
+
+    Args:
+      patterns: run directories or glob patterns.
+      out_dir: where the report goes (created if needed).
+      figure_mixtures: test mixtures shown in the figure (at most the 8 in samples.npz).
+    """
+    groups = group_runs(find_runs(patterns))
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create --out={out_dir} ({e.strerror})") from None
+    figure_path = os.path.join(out_dir, FIGURE_FILE)
+    shown = render_figure(groups, figure_path, figure_mixtures)
+    table = markdown_table(groups)
+    with open(os.path.join(out_dir, TABLE_FILE), "w") as f:
+        f.write("# Separation results\n\n" + table + "\n")
+        f.write(f"![Separations: mixture | {' | '.join(shown)} | ground truth]({FIGURE_FILE})\n\n")
+        f.write("Each mixture takes two rows of the figure: the estimate matched to source a, "
+                "then the one matched to source b. Estimates are clipped to [0, 1] for display "
+                "only; the scores use them as they are.\n")
+    return table

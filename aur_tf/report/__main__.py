@@ -1,0 +1,33 @@
+"""Tabulate finished runs: `python -m aur_tf.report --runs='runs/glo_seed*,runs/rpca' --out=report`.
+
+Writes OUT/results.md (Markdown table beside the paper's figures) and OUT/separations.png (a
+Fig. 2-style comparison), and prints the table. Bad input ends with one line on stderr and exit
+status 2.
+"""
+from absl import app, flags
+
+from aur_tf import cli
+from aur_tf.errors import UserError
+from aur_tf.evaluation import SAMPLE_COUNT
+from aur_tf.report import write_report
+
+flags.DEFINE_list("runs", None, "Run directories or glob patterns (quote them), comma-separated; "
+                  "each must hold an eval.json.")
+flags.DEFINE_string("out", "report", "Directory for results.md and separations.png.")
+flags.DEFINE_integer("figure_mixtures", 4, f"Test mixtures shown in the figure (1 to {SAMPLE_COUNT}).")
+flags.mark_flag_as_required("runs")
+flags.register_validator("figure_mixtures", lambda n: 1 <= n <= SAMPLE_COUNT,
+                         f"--figure_mixtures must be between 1 and {SAMPLE_COUNT}")
+
+
+def main(argv):
+    del argv
+    cli.configure_logging()
+    try:
+        print(write_report(flags.FLAGS.runs, flags.FLAGS.out, flags.FLAGS.figure_mixtures), end="")
+    except UserError as e:
+        cli.fail(e)
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=cli.parse_flags)

@@ -1,0 +1,117 @@
+"""The report: runs grouped by method and settings, mean ± std over seeds, the Fig. 2 image."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from aur_tf import evaluation, report, train_lib
+from aur_tf.data.mixtures import MixtureSplit
+from aur_tf.errors import UserError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_RNG = np.random.default_rng(0)
+SPLIT = MixtureSplit(*(_RNG.random((3, 8, 32, 32, 1), np.float32)))
+MNIST = {"source_a": "mnist?labels=0-4", "source_b": "mnist?labels=5-9"}
+
+
+def _fake_run(directory, psnr_db, ssim, seed, method=None, samples=True, **config):
+    """A workdir as train_lib (method None) or the baselines runner would leave it."""
+    os.makedirs(directory)
+    results = {"psnr_db": psnr_db, "ssim": ssim, "half_mask_psnr_db": 16.05,
+               "half_mask_ssim": 0.665, "permutation": [0, 1], "train_seconds": 90.0,
+               "config": {**MNIST, "workdir": str(directory), "seed": seed, **config}}
+    if method:
+        results.update(method=method, method_settings={}, step=0, test_seconds=30.0)
+    else:
+        results["config"] = {"mode": "unsupervised", "train_steps": 100, "energy": "batch",
+                             **results["config"]}
+        results["step"] = 100
+    with open(os.path.join(directory, "eval.json"), "w") as f:
+        json.dump(results, f)
+    if samples:
+        estimate = np.full_like(SPLIT.mixtures, psnr_db / 30)
+        evaluation.write_samples(str(directory), SPLIT, estimate, 1 - estimate, (1, 0))
+
+
+@pytest.fixture
+def runs(tmp_path):
+    _fake_run(tmp_path / "rpca", 11.0, 0.5, seed=0, method="rpca")
+    for seed, psnr in enumerate((13.0, 14.0, 15.0)):
+        _fake_run(tmp_path / f"glo_seed{seed}", psnr, 0.6, seed=seed, method="glo",
+                  samples=seed == 0)
+    _fake_run(tmp_path / "ours_seed0", 22.0, 0.91, seed=0)
+    _fake_run(tmp_path / "ours_seed1", 23.0, 0.93, seed=1)
+    _fake_run(tmp_path / "ours_pixel", 11.5, 0.5, seed=0, energy="pixel", samples=False)
+    return tmp_path
+
+
+def test_table_groups_seeds_and_settings_beside_the_paper(runs):
+    groups = report.group_runs(report.find_runs([str(runs / "*")]))
+    assert [g.name for g in groups] == ["rpca", "glo", "unsupervised (energy=batch)",
+                                        "unsupervised (energy=pixel)"]
+    table = report.markdown_table(groups)
+    rows = {line.split(" | ")[0].strip("| "): line for line in table.splitlines()}
+    # Sample standard deviation over seeds: 13, 14, 15 -> 14 ± 1.
+    assert "| 14.00 ± 1.00 | 0.600 ± 0.000 | 13.0 / 0.74 | 0, 1, 2 |" in rows["glo"]
+    assert "| 22.50 ± 0.71 | 0.920 ± 0.014 | 20.4 / 0.90 | 0, 1 | 100 |" in rows[
+        "unsupervised (energy=batch)"]
+    assert "| 11.00 | 0.500 | 11.5 / 0.36 | 0 | 0 | 1.5 min | 30 s |" in rows["rpca"]
+    assert "16.05 dB, 0.665 SSIM" in table
+
+
+def test_paper_figures_only_for_the_papers_data_and_unfinished_runs_marked(tmp_path):
+    _fake_run(tmp_path / "shoes", 19.0, 0.7, seed=0, source_a="folder:shoes",
+              source_b="folder:bags", train_steps=500)
+    _fake_run(tmp_path / "rpca", 9.0, 0.2, seed=0, method="rpca", source_a="folder:shoes",
+              source_b="folder:bags")
+    table = report.markdown_table(report.group_runs(report.find_runs([str(tmp_path / "*")])))
+    assert "paper" in table.splitlines()[0]
+    assert "| 9.00 | 0.200 | — |" in table
+    assert "100 of 500 (unfinished)" in table
+
+
+def test_figure_has_a_column_per_group_with_samples(runs):
+    report.write_report([str(runs / "rpca"), str(runs / "glo_seed*"), str(runs / "ours_*")],
+                        str(runs / "out"), figure_mixtures=3)
+    text = (runs / "out" / report.TABLE_FILE).read_text()
+    assert "mixture | rpca | glo | unsupervised (energy=batch) | ground truth" in text
+    image = Image.open(runs / "out" / report.FIGURE_FILE)
+    cell = 32 * report._FIGURE_SCALE
+    # Columns: mixture, three groups with samples (energy=pixel has none), ground truth.
+    assert image.width == 5 * (cell + report._GAP) + report._GAP
+    # Under the column labels, each of the 3 mixtures takes two rows of images.
+    assert image.height - 3 * (2 * cell + 3 * report._GAP) - report._GAP in range(10, 60)
+
+
+def test_mask_net_runs_write_samples_the_figure_can_use(make_config, stroke_data, tmp_path):
+    config = make_config(train_steps=2, eval_every=2, checkpoint_every=2, log_every=2)
+    results = train_lib.train(config, data=stroke_data)
+    with np.load(os.path.join(config.workdir, evaluation.SAMPLES_FILE)) as samples:
+        assert samples["estimates_a"].shape == (evaluation.SAMPLE_COUNT, 32, 32, 3)
+        np.testing.assert_allclose(samples["estimates_a"] + samples["estimates_b"],
+                                   2 * stroke_data.test.mixtures[:evaluation.SAMPLE_COUNT],
+                                   atol=1e-5)
+    table = report.write_report([config.workdir], str(tmp_path / "out"))
+    assert f"{results['psnr_db']:.2f}" in table
+
+
+def test_command_line(runs):
+    command = [sys.executable, "-m", "aur_tf.report", f"--out={runs / 'out'}"]
+    done = subprocess.run(command + [f"--runs={runs / 'glo_*'},{runs / 'rpca'}"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "| glo | 14.00 ± 1.00 |" in done.stdout
+    bad = subprocess.run(command + [f"--runs={runs / 'nothing_*'}"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines() == [
+        f"error: --runs: '{runs / 'nothing_*'}' matches no directory with an eval.json"]
+
+
+def test_a_pattern_without_runs_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="matches no directory"):
+        report.find_runs([str(tmp_path / "missing")])
