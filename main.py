@@ -20,6 +20,8 @@ for _name, _default, _help in Config.fields():
     _DEFINE_BY_TYPE[type(_default)](_name, _default, _help)
 FLAGS = flags.FLAGS
 USAGE_EXIT_CODE = 2
+# The shell's status for a run ended by Ctrl-C (128 + SIGINT).
+INTERRUPTED_EXIT_CODE = 130
 
 
 def fail(message):
@@ -58,8 +60,12 @@ def main(argv):
         config = config_from_flags()
         from aur_tf import train_lib  # TensorFlow loads only once the flags are known to be good.
         results = train_lib.train(config)
-    except UserError as e:
+    except UserError as e:  # including train_lib.TrainingDiverged
         fail(e)
+    except KeyboardInterrupt:
+        print("interrupted: run the same command to resume from the last checkpoint",
+              file=sys.stderr)
+        sys.exit(INTERRUPTED_EXIT_CODE)
     print(f"done: step {results['step']}, {results['psnr_db']:.2f} dB PSNR, {results['ssim']:.3f} SSIM "
           f"(half mask {results['half_mask_psnr_db']:.2f} dB, {results['half_mask_ssim']:.3f}); "
           f"results in {os.path.join(config.workdir, 'eval.json')}")
