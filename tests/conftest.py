@@ -1,6 +1,11 @@
-"""Shared fixtures: tiny synthetic sources and configs, so tests never need real datasets."""
+"""Shared fixtures: tiny synthetic sources and configs, so tests never need real datasets, and
+helpers that run the command line (in a subprocess, or in this process to save TensorFlow's start).
+"""
 import logging
 import os
+import re
+import subprocess
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -61,3 +66,65 @@ def make_config(tmp_path):
     def make(name="run", **overrides):
         return tiny_config(overrides.pop("workdir", tmp_path / name), **overrides)
     return make
+
+
+def write_npz_source(path, train_count=120, test_count=40, side=28, **changes):
+    """A keras.datasets-style npz: `[N, side, side]` uint8 blobs, labels 0..9 in turn.
+
+    `changes` replace arrays by name (x_train, y_train, x_test, y_test); None drops one.
+    """
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, count in (("train", train_count), ("test", test_count)):
+        arrays[f"x_{split}"] = (rng.random((count, side, side)) > 0.8).astype(np.uint8) * 255
+        arrays[f"y_{split}"] = np.arange(count) % 10
+    arrays.update(changes)
+    np.savez(path, **{key: value for key, value in arrays.items() if value is not None})
+
+
+@pytest.fixture(scope="session")
+def npz_source(tmp_path_factory):
+    """Path of a `write_npz_source` archive: 120 train / 40 test 28x28 blobs, labels 0-9."""
+    path = tmp_path_factory.mktemp("npz") / "blobs.npz"
+    write_npz_source(path)
+    return str(path)
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_main(*args, cwd=ROOT):
+    """`python main.py ARGS` in a subprocess; the `subprocess.CompletedProcess`."""
+    return subprocess.run([sys.executable, os.path.join(ROOT, "main.py"), *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=600)
+
+
+def assert_one_line_error(status, stderr, pattern):
+    """Exit status 2 and exactly one `error:` line, matching regex `pattern`, no traceback."""
+    assert "Traceback" not in stderr, stderr
+    assert status == 2, stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, stderr
+    assert re.search(pattern, errors[0]), errors[0]
+
+
+@pytest.fixture
+def run_cli(capsys, monkeypatch):
+    """`run_cli(*args)` -> (exit status, stdout, stderr) of main.py's flag parsing and `main`,
+    run in this process; log lines go to pytest's log capture (`caplog`)."""
+    import main
+
+    # main() would attach a handler to this test's captured stdout on every call.
+    monkeypatch.setattr(main, "configure_logging", lambda: None)
+
+    def run(*args):
+        main.FLAGS.unparse_flags()
+        try:
+            main.parse_flags(["main.py", *args])
+            main.main(["main.py"])
+            status = 0
+        except SystemExit as exit_:
+            status = exit_.code
+        out, err = capsys.readouterr()
+        return status, out, err
+    return run
