@@ -403,6 +403,7 @@ def train(config: Config, data=None):
     """
     _check_workdir(config)
     if config.deterministic:
+        # Process-wide, and TensorFlow offers no public way to turn it off again.
         tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(config.seed)
     if data is None:
