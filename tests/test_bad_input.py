@@ -8,6 +8,7 @@ byte-identical afterwards, and no `config.json` left in a fresh workdir (a corre
 not be refused as "a different run").
 """
 import errno
+import glob
 import io
 import json
 import os
@@ -24,7 +25,7 @@ from aur_tf import train_lib
 from aur_tf.data import mnist_offline
 from aur_tf.data.sources import SourceImages, load_source
 from aur_tf.errors import UserError
-from conftest import assert_one_line_error, write_npz_source
+from conftest import ROOT, assert_one_line_error, write_npz_source
 
 hypothesis = pytest.importorskip("hypothesis")
 st = hypothesis.strategies
@@ -423,12 +424,20 @@ def test_really_full_disk(finished_run, tiny_disk, run_cli, monkeypatch, leave_k
 
 # --- damaged checkpoints that still leave a good one ----------------------------------------
 
+def torn_newer_checkpoint(directory):
+    """What a crash while writing ckpt-3 can leave: the state file still names ckpt-2."""
+    (directory / "ckpt-3_temp").mkdir()
+    (directory / "ckpt-3.data-00000-of-00001").write_bytes(b"\0" * 100)
+    (directory / "ckpt-3.index").write_bytes(b"")
+
+
 @pytest.mark.parametrize("damage, resumed_step", [
+    (torn_newer_checkpoint, 2),
     (lambda directory: cut_half(directory / "ckpt-2.data-00000-of-00001"), 1),
     (lambda directory: flip_bytes(directory / "ckpt-2.index"), 1),
     (lambda directory: (directory / "checkpoint").write_bytes(b"\xff garbage"), 2),
     (lambda directory: os.remove(directory / "checkpoint"), 2),
-], ids=["newest-data-truncated", "newest-index-garbage", "state-file-garbage",
+], ids=["crash-while-writing", "newest-data-truncated", "newest-index-garbage", "state-file-garbage",
         "state-file-missing"])
 def test_damaged_checkpoint_falls_back_to_the_newest_good_one(case, run_cli, caplog, damage,
                                                               resumed_step):
@@ -553,3 +562,24 @@ def test_fuzzed_source_flags_through_the_command_line(case, run_cli):
         assert snapshot(case) == before
 
     check()
+
+
+# --- safe loading ---------------------------------------------------------------------------
+
+def test_no_shell_and_no_unpickling_of_data():
+    """Subprocesses get argument lists; archives are read with allow_pickle=False; the only
+    unpickler is mnist_offline's allow-list one."""
+    import ast
+    paths = [os.path.join(ROOT, "main.py")] + glob.glob(os.path.join(ROOT, "aur_tf", "**", "*.py"),
+                                                        recursive=True)
+    for path in paths:
+        with open(path) as f:
+            calls = [node for node in ast.walk(ast.parse(f.read())) if isinstance(node, ast.Call)]
+        for call in calls:
+            name = ast.unparse(call.func)
+            keywords = {k.arg: ast.unparse(k.value) for k in call.keywords}
+            assert keywords.get("shell", "False") == "False", (path, name)
+            assert name not in ("pickle.load", "pickle.loads", "os.system", "eval", "exec"), (path,
+                                                                                           name)
+            if name in ("np.load", "numpy.load"):
+                assert keywords.get("allow_pickle") == "False", (path, name)
