@@ -4,6 +4,7 @@ Every flag is a field of `aur_tf.config.Config` (see `--helpfull`). Bad input en
 line on stderr and exit status 2.
 """
 import os
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -14,6 +15,8 @@ from aur_tf.config import Config  # noqa: E402
 from aur_tf.errors import UserError  # noqa: E402
 
 cli.define_flags(Config)
+# The shell's status for a run ended by Ctrl-C (128 + SIGINT).
+INTERRUPTED_EXIT_CODE = 130
 
 
 def main(argv):
@@ -23,8 +26,12 @@ def main(argv):
         config = cli.settings_from_flags(Config)
         from aur_tf import train_lib  # TensorFlow loads only once the flags are known to be good.
         results = train_lib.train(config)
-    except UserError as e:
+    except UserError as e:  # including train_lib.TrainingDiverged
         cli.fail(e)
+    except KeyboardInterrupt:
+        print("interrupted: run the same command to resume from the last checkpoint",
+              file=sys.stderr)
+        sys.exit(INTERRUPTED_EXIT_CODE)
     print(f"done: step {results['step']}, {results['psnr_db']:.2f} dB PSNR, {results['ssim']:.3f} SSIM "
           f"(half mask {results['half_mask_psnr_db']:.2f} dB, {results['half_mask_ssim']:.3f}); "
           f"results in {os.path.join(config.workdir, 'eval.json')}")

@@ -5,6 +5,7 @@ from it, never from FLAGS, so the library can be driven from Python or tests dir
 """
 import dataclasses
 import json
+import math
 import os
 
 from aur_tf.errors import UserError
@@ -15,6 +16,8 @@ PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 IMAGE_SIZES = (32, 64)
 CHANNEL_COUNTS = (1, 3)
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
+# NumPy's legacy seeding, which Keras seeds too, takes 32-bit seeds only.
+MAX_SEED = 2**32 - 1
 
 
 def _default_cache_dir():
@@ -51,7 +54,10 @@ class Config:
     test_mixtures: int = setting(5_000, "Number of held-out test mixtures.")
     cache_dir: str = setting(_default_cache_dir(), "Where downloaded and decoded datasets are kept "
                               "(default: $AUR_TF_CACHE or ~/.cache/aur_tf).")
-    seed: int = setting(0, "Seed of the mixtures, the pairing, and the initial weights.")
+    seed: int = setting(0, f"Seed of the mixtures, the pairing, and the initial weights (0 .. "
+                         f"{MAX_SEED}).")
+    deterministic: bool = setting(False, "Make TensorFlow ops deterministic, so that two runs with "
+                                   "the same seed give identical losses and weights (slower on GPUs).")
     # Models (Sec. 4).
     mask_width: int = setting(64, "Mask net channels at the layer before last; doubling toward the "
                                "bottleneck.")
@@ -79,6 +85,10 @@ class Config:
     keep_checkpoints: int = setting(3, "Checkpoints kept on disk.")
     eval_every: int = setting(1000, "Steps between evaluations on the test mixtures.")
     log_every: int = setting(50, "Steps between progress lines and TensorBoard scalars.")
+    collapse_windows: int = setting(10, "Consecutive progress windows whose mean training "
+                                     "energy_share is outside [0.05, 0.95] that are reported as a "
+                                     "collapse to the trivial mask (collapse_detected_at_step in "
+                                     "eval.json).")
 
     def __post_init__(self):
         self._check_choice("mode", MODES)
@@ -89,16 +99,20 @@ class Config:
         self._check_choice("strategy", STRATEGIES)
         for name in ("train_mixtures", "test_mixtures", "train_steps", "batch_pairs", "mask_width",
                      "disc_width", "mask_steps_per_disc_step", "checkpoint_every", "keep_checkpoints",
-                     "eval_every", "log_every"):
+                     "eval_every", "log_every", "collapse_windows"):
             if getattr(self, name) < 1:
                 raise UserError(f"--{name}={getattr(self, name)} must be a positive integer")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise UserError(f"--seed={self.seed} must be in 0 .. {MAX_SEED}")
+        # NaN passes every comparison below unnoticed and would only surface as a NaN loss.
         for name in ("mask_learning_rate", "disc_learning_rate"):
-            if not getattr(self, name) > 0:
-                raise UserError(f"--{name}={getattr(self, name)} must be > 0")
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
+                raise UserError(f"--{name}={getattr(self, name)} must be finite and > 0")
         if not 0 <= self.adam_beta1 < 1:
             raise UserError(f"--adam_beta1={self.adam_beta1} must be in [0, 1)")
-        if self.alpha < 0 or self.beta < 0:
-            raise UserError(f"--alpha={self.alpha} and --beta={self.beta} must be >= 0")
+        for name in ("alpha", "beta"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
+                raise UserError(f"--{name}={getattr(self, name)} must be finite and >= 0")
         if 2 * self.batch_pairs > self.train_mixtures:
             raise UserError(
                 f"--batch_pairs={self.batch_pairs} needs {2 * self.batch_pairs} mixtures per step but "

@@ -7,11 +7,24 @@ A workdir holds everything a run produces:
   eval.json         the latest evaluation, with its history and the time to reach quality marks
   samples.npz       the first test mixtures and their estimates at the latest evaluation (figures)
 Running the same command again resumes from the latest checkpoint.
+
+Crash safety: the process may die at any moment (kill -9, out of memory, a full disk) and the
+same command resumes the run, losing at most one checkpoint interval. JSON files are replaced
+atomically. tf.train.CheckpointManager writes a checkpoint's data and index files first and only
+then, atomically, the `checkpoint` state file that names the latest, so a crash mid-write leaves
+the previous checkpoint as the latest. Should one still fail to load (damaged on disk), restoring
+falls back to the next older one, and to the checkpoint files themselves if the state file is
+lost. Nothing in the workdir is written until every input (settings, sources, checkpoint,
+eval.json) has been read and found good, so a refused command leaves the workdir as it was.
+Checkpoints are not fsynced: a power cut may lose more than the process dying does.
 """
+import contextlib
+import glob
 import json
 import logging
 import math
 import os
+import re
 import shutil
 import time
 
@@ -38,47 +51,111 @@ _GRID_IMAGES = 8
 
 
 class TrainingDiverged(UserError):
-    """A loss became NaN or infinite; the last good checkpoint is kept."""
+    """A loss or weight became NaN or infinite; no checkpoint is written after it."""
+
+
+# How a failed write shows up: OSError from Python; from TensorFlow's file system layer, a full
+# disk (ENOSPC, EDQUOT) as ResourceExhaustedError and EACCES/EROFS as PermissionDeniedError.
+_WRITE_ERRORS = (OSError, tf.errors.ResourceExhaustedError, tf.errors.PermissionDeniedError)
+
+
+def _reason(error):
+    """The OS's words for a failed file operation, e.g. 'No space left on device'."""
+    if isinstance(error, OSError):
+        return error.strerror or str(error)
+    # TensorFlow: "{{function_node ...}} PATH; No space left on device [Op:SaveV2]\n\t...".
+    first_line = (error.message.splitlines() or [type(error).__name__])[0]
+    return re.sub(r"\s*\[Op:\w+\]$", "", first_line.rpartition("; ")[2]).strip()
+
+
+@contextlib.contextmanager
+def _writes_to(what):
+    """Turns a failed write (full disk, lost permission) into a one-line UserError about `what`."""
+    try:
+        yield
+    except _WRITE_ERRORS as error:
+        raise UserError(f"cannot write {what} ({_reason(error)}): free disk space or fix the "
+                        "permissions, then run the same command to resume from the last "
+                        "checkpoint") from None
 
 
 def write_json_atomically(path, payload):
-    """Writes JSON so a crash leaves either the old file or the new one, never a torn one."""
+    """Writes JSON so a crash leaves either the old file or the new one, never a torn one.
+
+    Raises:
+      UserError: the write failed (e.g. disk full); the old file is left as it was.
+    """
     temporary = f"{path}.tmp"
-    with open(temporary, "w") as f:
-        json.dump(payload, f, indent=2, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(temporary, path)
+    with _writes_to(path):
+        try:
+            with open(temporary, "w") as f:
+                json.dump(payload, f, indent=2, sort_keys=True)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(temporary, path)
+        finally:
+            with contextlib.suppress(OSError):
+                os.remove(temporary)
 
 
-def _prepare_workdir(config, chief):
-    """Checks that `config` may resume the run in its workdir; the chief also claims it."""
-    if not chief:
-        # The chief writes config.json; the other workers read it (a shared workdir) or nothing.
-        return _check_run_identity(config)
+def _read_json_object(path, fix):
+    """The JSON object in `path`, or None if there is no such file; UserError if unreadable."""
+    if not os.path.exists(path):
+        return None
     try:
-        os.makedirs(config.workdir, exist_ok=True)
-        probe = os.path.join(config.workdir, ".write_test")
-        with open(probe, "w") as f:
-            f.write("ok")
-        os.remove(probe)
-    except OSError as e:
-        raise UserError(f"cannot write to --workdir={config.workdir} ({e.strerror}): "
-                        "choose a writable directory") from None
-    _check_run_identity(config)
-    write_json_atomically(os.path.join(config.workdir, "config.json"), config.to_dict())
+        with open(path) as f:
+            payload = json.load(f)
+    except (OSError, ValueError) as e:  # ValueError: bad JSON or bad UTF-8
+        raise UserError(f"{path} is not readable JSON ({e}): {fix}") from None
+    if not isinstance(payload, dict):
+        raise UserError(f"{path} is not readable JSON (it holds a {type(payload).__name__}, not an "
+                        f"object): {fix}")
+    return payload
 
 
-def _check_run_identity(config):
-    config_path = os.path.join(config.workdir, "config.json")
-    if os.path.exists(config_path):
-        with open(config_path) as f:
-            saved = json.load(f)
+def _check_workdir(config, chief):
+    """Refuses an unwritable workdir, or one that holds a run with other data or model settings.
+
+    The chief creates the workdir if needed and checks that it can write there, but writes
+    nothing that stays; other workers write nothing there and only check the settings.
+    """
+    if chief:
+        _check_writable(config.workdir)
+    saved = _read_json_object(os.path.join(config.workdir, "config.json"),
+                              "restore it, or delete it to resume without checking the settings")
+    if saved:
         changed = [k for k in _RUN_IDENTITY if k in saved and saved[k] != getattr(config, k)]
         if changed:
             was = ", ".join(f"--{k}={saved[k]}" for k in changed)
             raise UserError(f"--workdir={config.workdir} holds a run made with {was}: resume it with "
                             "the same settings or start a new run in another --workdir")
+
+
+def _check_writable(workdir):
+    """Creates `workdir` if needed and proves it writable, leaving nothing behind."""
+    probe = os.path.join(workdir, ".write_test")
+    try:
+        os.makedirs(workdir, exist_ok=True)
+        with open(probe, "w") as f:
+            f.write("ok")
+    except OSError as e:
+        raise UserError(f"cannot write to --workdir={workdir} ({_reason(e)}): free disk "
+                        "space or choose a writable directory") from None
+    finally:
+        with contextlib.suppress(OSError):
+            os.remove(probe)
+
+
+def _read_history(path, step):
+    """The evaluations up to `step` recorded in eval.json at `path` (none if it is missing)."""
+    fix = "move it away to resume without the evaluation history"
+    history = (_read_json_object(path, fix) or {}).get("history", [])
+    fields = ("step", "train_seconds", "psnr_db", "ssim")
+    if not (isinstance(history, list) and all(
+            isinstance(h, dict) and all(isinstance(h.get(k), (int, float)) for k in fields)
+            for h in history)):
+        raise UserError(f"{path} has a damaged history (entries need {', '.join(fields)}): {fix}")
+    return [h for h in history if h["step"] <= step]
 
 
 def _image_grid(split, masks):
@@ -93,15 +170,40 @@ def _image_grid(split, masks):
 
 
 class _RunState:
-    """Everything that is checkpointed besides the networks: step and training seconds."""
+    """Everything that is checkpointed besides the networks and optimizers.
+
+    step: the model's step counter. train_seconds: training time so far. collapse_streak: log
+    windows in a row whose mean training energy_share was outside the collapse bounds.
+    collapse_step: the step at which that streak first reached its limit, -1 if never.
+    """
 
     def __init__(self, model):
         self.model = model
         self.train_seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False)
+        self.collapse_streak = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self.collapse_step = tf.Variable(-1, dtype=tf.int64, trainable=False)
 
     @property
     def step(self):
         return int(self.model.step_counter.numpy())
+
+    @property
+    def collapse_detected_at_step(self):
+        step = int(self.collapse_step.numpy())
+        return None if step < 0 else step
+
+    def watch_collapse(self, step, energy_share, windows):
+        """Counts a log window's mean energy_share; True when `windows` in a row first collapsed."""
+        collapsed = evaluation.is_collapsed(energy_share)
+        self.collapse_streak.assign(int(self.collapse_streak.numpy()) + 1 if collapsed else 0)
+        if self.collapse_detected_at_step is None and int(self.collapse_streak.numpy()) >= windows:
+            self.collapse_step.assign(step)
+            return True
+        return False
+
+    def trackables(self):
+        return {"train_seconds": self.train_seconds, "collapse_streak": self.collapse_streak,
+                "collapse_step": self.collapse_step}
 
 
 class TrainingMonitor(keras.callbacks.Callback):
@@ -126,21 +228,33 @@ class TrainingMonitor(keras.callbacks.Callback):
         self.state.train_seconds.assign_add(now - self._clock)
         self._clock = now
 
+    def _diverged(self, what, step):
+        self.model.stop_training = True
+        kept = (f"the last checkpoint, {self.manager.latest_checkpoint}, is kept"
+                if self.manager.latest_checkpoint else "no checkpoint was written")
+        return TrainingDiverged(f"{what} at step {step}; {kept}: lower the learning rates or try "
+                                "--mixed_precision=float32")
+
     def on_train_batch_end(self, batch, logs=None):
         step = self.state.step
         # Each value has shape [1] (see trainer._StepCountingModel._report).
         values = {k: np.asarray(v).item() for k, v in logs.items()}
         for name, value in values.items():
             if not math.isfinite(value):
-                self.model.stop_training = True
-                raise TrainingDiverged(
-                    f"{name} became {value} at step {step}; the last good checkpoint is kept in "
-                    f"{self.manager.directory}: lower the learning rates or try --mixed_precision=float32")
+                raise self._diverged(f"{name} became {value}", step)
         if step % self.config.log_every == 0 or step == self.config.train_steps:
             self._log_progress(step, values)
         if step % self.config.checkpoint_every == 0 or step == self.config.train_steps:
+            # This step's update is not seen by any loss yet: a checkpoint must not keep it if
+            # it already overflowed.
+            bad = next((v.path for v in self.model.weights if not np.isfinite(v.numpy()).all()),
+                       None)
+            if bad:
+                raise self._diverged(f"weight {bad} became non-finite", step)
             self._tick()
-            self.manager.save(checkpoint_number=step)
+            prefix = os.path.join(self.manager.directory, f"ckpt-{step}")
+            with _writes_to(f"checkpoint {prefix}"):
+                self.manager.save(checkpoint_number=step)
         if step % self.config.eval_every == 0 or step == self.config.train_steps:
             self._tick()
             self.on_evaluation()
@@ -156,9 +270,19 @@ class TrainingMonitor(keras.callbacks.Callback):
         remaining = (self.config.train_steps - step) / rate if rate > 0 else float("inf")
         eta = time.strftime("%H:%M:%S", time.gmtime(remaining)) if math.isfinite(remaining) else "?"
         losses = " ".join(f"{k.replace('loss_', '')} {v:.4f}" for k, v in values.items())
+        skipped = int(self.model.skipped_steps.numpy())
+        # Only float16 loss scaling skips updates; elsewhere the count is always 0.
+        if self.config.mixed_precision == "mixed_float16":
+            losses += f" | skipped_steps {skipped}"
         log.info("step %d/%d | %.2f steps/s | ETA %s | %s", step, self.config.train_steps, rate,
                  eta, losses)
-        with self.writer.as_default(step=step):
+        if "energy_share" in values and self.state.watch_collapse(
+                step, values["energy_share"], self.config.collapse_windows):
+            log.warning("step %d: COLLAPSED: the training energy_share was outside [%.2f, %.2f] "
+                        "for %d progress windows in a row (one output takes nearly all energy)",
+                        step, 1 - evaluation.COLLAPSE_ENERGY_SHARE,
+                        evaluation.COLLAPSE_ENERGY_SHARE, self.config.collapse_windows)
+        with _writes_to(_tensorboard_dir(self.config)), self.writer.as_default(step=step):
             for name, value in values.items():
                 tf.summary.scalar(f"train/{name}", value)
             tf.summary.scalar("train/steps_per_second", rate)
@@ -167,7 +291,7 @@ class TrainingMonitor(keras.callbacks.Callback):
                 if optimizer is not None:
                     tf.summary.scalar(f"train/{name}_learning_rate",
                                       float(np.asarray(optimizer.learning_rate)))
-            tf.summary.scalar("train/skipped_steps", int(self.model.skipped_steps.numpy()))
+            tf.summary.scalar("train/skipped_steps", skipped)
         self.model.reset_metrics()
 
 
@@ -204,17 +328,79 @@ def _training_batches(config, data, step, strategy):
     return strategy.distribute_datasets_from_function(replica_batches)
 
 
-def restore_latest(checkpoint, directory):
-    """Restores the newest checkpoint in `directory`, if any; returns its path or None."""
-    latest = tf.train.latest_checkpoint(directory)
-    if latest is None:
-        return None
+_CHECKPOINT_NAME = re.compile(r"ckpt-(\d+)\.index")
+# What a checkpoint that does not load raises, depending on which of its files is damaged how.
+_RESTORE_ERRORS = (tf.errors.OpError, AssertionError, ValueError, IndexError)
+
+
+def _checkpoints_newest_first(directory):
+    """Checkpoint prefixes in `directory`, newest first, and whether the state file listed them.
+
+    The `checkpoint` state file is the authority; if it is missing or unreadable, the ckpt-N
+    files themselves are listed, so losing that small file never restarts a run from step 0.
+    """
     try:
-        checkpoint.restore(latest).assert_existing_objects_matched()
-    except (tf.errors.OpError, AssertionError, ValueError) as e:
-        raise UserError(f"cannot restore checkpoint {latest} ({type(e).__name__}): it does not "
-                        "match this run's settings or is damaged; use a new --workdir") from None
-    return latest
+        state = tf.train.get_checkpoint_state(directory)
+    except (ValueError, UnicodeDecodeError):  # garbage that TensorFlow does not catch itself
+        state = None
+    if state is not None:
+        return list(reversed(state.all_model_checkpoint_paths)), True
+    numbered = []
+    for path in glob.glob(os.path.join(glob.escape(directory), "ckpt-*.index")):
+        match = _CHECKPOINT_NAME.fullmatch(os.path.basename(path))
+        if match:
+            numbered.append((int(match.group(1)), path[:-len(".index")]))
+    return [prefix for _, prefix in sorted(numbered, reverse=True)], False
+
+
+def _rewrite_state_file(directory, newest_first):
+    """A fresh `checkpoint` state file listing `newest_first`, so the manager keeps numbering,
+    listing and deleting those checkpoints as if the state file had never been lost."""
+    oldest_first = newest_first[::-1]
+    times = [os.path.getmtime(f"{prefix}.index") for prefix in oldest_first]
+    with _writes_to(os.path.join(directory, "checkpoint")):
+        tf.compat.v1.train.update_checkpoint_state(
+            directory, oldest_first[-1], oldest_first, all_model_checkpoint_timestamps=times,
+            last_preserved_timestamp=min(times) - 1)
+
+
+def restore_newest_good(checkpoint, directory):
+    """Restores the newest checkpoint in `directory` that loads; returns its prefix, or None.
+
+    A checkpoint that fails to load (damaged on disk, or half-written by a crash and found
+    without the state file) is skipped with a log line naming the next one tried.
+
+    Raises:
+      UserError: checkpoints exist but none loads: all damaged, or made with other settings.
+    """
+    candidates, listed = _checkpoints_newest_first(directory)
+    first_failure = None
+    for index, prefix in enumerate(candidates):
+        try:
+            checkpoint.restore(prefix).assert_existing_objects_matched()
+        except _RESTORE_ERRORS as error:
+            reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+            first_failure = first_failure or (prefix, reason)
+            log.warning("checkpoint %s is unreadable (%s); trying %s", prefix, reason,
+                        candidates[index + 1] if index + 1 < len(candidates) else "no other")
+            continue
+        if not listed:
+            log.warning("the checkpoint state file in %s is missing or unreadable; rebuilt it "
+                        "from the checkpoint files", directory)
+            _rewrite_state_file(directory, candidates)
+        return prefix
+    if first_failure:
+        raise UserError(f"cannot restore any of the {len(candidates)} checkpoints in {directory} "
+                        f"(newest {first_failure[0]}: {first_failure[1]}): they are damaged or do "
+                        "not match this run's settings; use a new --workdir")
+    if os.path.exists(os.path.join(directory, "checkpoint")) and not listed:
+        raise UserError(f"{directory}/checkpoint is unreadable and there are no checkpoint files "
+                        "next to it: delete it to start the run from step 0")
+    return None
+
+
+def _tensorboard_dir(config):
+    return os.path.join(config.workdir, "tensorboard")
 
 
 def train(config: Config, data=None):
@@ -226,6 +412,10 @@ def train(config: Config, data=None):
 
     Returns:
       The dict written to `WORKDIR/eval.json`.
+
+    Raises:
+      UserError: bad settings, sources, workdir or checkpoints (then nothing in the workdir has
+        changed), a full disk, or divergence (`TrainingDiverged`).
     """
     strategy = distribute.make_strategy(config.strategy)  # First: it may configure the runtime.
     replicas = strategy.num_replicas_in_sync
@@ -233,7 +423,10 @@ def train(config: Config, data=None):
         raise UserError(f"--batch_pairs={config.batch_pairs} is the global batch and must divide "
                         f"by the {replicas} replicas of --strategy={config.strategy}")
     chief = distribute.is_chief(strategy)
-    _prepare_workdir(config, chief)
+    _check_workdir(config, chief)
+    if config.deterministic:
+        # Process-wide, and TensorFlow offers no public way to turn it off again.
+        tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(config.seed)
     if data is None:
         data = load_mixture_dataset(config)
@@ -243,19 +436,22 @@ def train(config: Config, data=None):
         model, trackables = _build_trainer(config, synchronized_bn=replicas > 1)
     state = _RunState(model)
     checkpoint = tf.train.Checkpoint(step=model.step_counter, skipped_steps=model.skipped_steps,
-                                     train_seconds=state.train_seconds, **trackables)
+                                     **state.trackables(), **trackables)
     checkpoint_dir = os.path.join(config.workdir, "checkpoints")
-    restored = restore_latest(checkpoint, checkpoint_dir)
+    restored = restore_newest_good(checkpoint, checkpoint_dir)
     distribute.check_same_step(strategy, state.step, config.workdir)
+    eval_path = os.path.join(config.workdir, "eval.json")
+    history = _read_history(eval_path, state.step) if restored else []
+    # Every input has been read and found good: from here on the run writes (the chief only).
+    if chief:
+        write_json_atomically(os.path.join(config.workdir, "config.json"), config.to_dict())
     if restored:
         log.info("resumed from %s at step %d", restored, state.step)
-    eval_path = os.path.join(config.workdir, "eval.json")
-    history = []
-    if restored and os.path.exists(eval_path):
-        with open(eval_path) as f:
-            history = [h for h in json.load(f).get("history", []) if h["step"] <= state.step]
-    writer = (tf.summary.create_file_writer(os.path.join(config.workdir, "tensorboard")) if chief
-              else tf.summary.create_noop_writer())
+    if chief:
+        with _writes_to(_tensorboard_dir(config)):
+            writer = tf.summary.create_file_writer(_tensorboard_dir(config))
+    else:
+        writer = tf.summary.create_noop_writer()
     baseline = evaluation.half_mask_baseline(data.test)
     log.info("half-mask baseline on %d test mixtures: %.2f dB PSNR, %.3f SSIM",
              len(data.test.mixtures), baseline["half_mask_psnr_db"], baseline["half_mask_ssim"])
@@ -264,12 +460,16 @@ def train(config: Config, data=None):
     def evaluate_and_record():
         scores = evaluation.evaluate(model.mask_net, data.test)
         step = state.step
+        # A finished run evaluated again replaces its own entry instead of repeating it.
+        history[:] = [h for h in history if h["step"] < step]
         history.append({"step": step, "train_seconds": float(state.train_seconds.numpy()),
                         "psnr_db": scores["psnr_db"], "ssim": scores["ssim"]})
         results.clear()
         results.update(scores, **baseline, step=step, train_seconds=history[-1]["train_seconds"],
-                       skipped_steps=int(model.skipped_steps.numpy()), config=config.to_dict(),
-                       history=history, seconds_to_psnr_db=_seconds_to_marks(history))
+                       skipped_steps=int(model.skipped_steps.numpy()),
+                       collapse_detected_at_step=state.collapse_detected_at_step,
+                       config=config.to_dict(), history=history,
+                       seconds_to_psnr_db=_seconds_to_marks(history))
         if chief:  # Every worker evaluates, so all reach the next training step together.
             write_json_atomically(eval_path, results)
         log.info("eval at step %d: %.2f dB PSNR, %.3f SSIM (half mask %.2f dB, %.3f)%s", step,
@@ -278,13 +478,14 @@ def train(config: Config, data=None):
                  if scores["collapsed"] else "")
         masks = evaluation.predict_masks(model.mask_net, data.test.mixtures[:_GRID_IMAGES])
         evaluation.write_mask_samples(config.workdir, data.test, masks, scores["permutation"])
-        with writer.as_default(step=step):
-            tf.summary.scalar("eval/psnr_db", scores["psnr_db"])
-            tf.summary.scalar("eval/ssim", scores["ssim"])
-            tf.summary.scalar("eval/energy_share", scores["energy_share"])
-            tf.summary.image("eval/mixture|estimate_a|estimate_b|true_a|true_b",
-                             _image_grid(data.test, masks))
-        writer.flush()
+        with _writes_to(_tensorboard_dir(config)):
+            with writer.as_default(step=step):
+                tf.summary.scalar("eval/psnr_db", scores["psnr_db"])
+                tf.summary.scalar("eval/ssim", scores["ssim"])
+                tf.summary.scalar("eval/energy_share", scores["energy_share"])
+                tf.summary.image("eval/mixture|estimate_a|estimate_b|true_a|true_b",
+                                 _image_grid(data.test, masks))
+            writer.flush()
 
     remaining = config.train_steps - state.step
     if remaining > 0:

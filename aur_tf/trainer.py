@@ -215,6 +215,9 @@ class SupervisedTrainer(_StepCountingModel):
     def compile(self, mask_optimizer, jit_compile=False):
         super().compile(optimizer=mask_optimizer, jit_compile=jit_compile)
         self.mask_optimizer = mask_optimizer
+        # Built now so that a checkpoint restores (and a damaged one fails) at restore time,
+        # not later at the first step, as with UnmixRemixTrainer.
+        mask_optimizer.build(self.mask_net.trainable_variables)
 
     def train_step(self, data):
         mixtures, sources_a = data

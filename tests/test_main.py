@@ -1,39 +1,14 @@
 """The command line: flags -> Config -> train, and one-line errors with exit status 2."""
 import json
-import os
-import subprocess
-import sys
+import re
 
-import numpy as np
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def run_main(*args, cwd=ROOT):
-    return subprocess.run([sys.executable, os.path.join(ROOT, "main.py"), *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=600)
+from cli_helpers import assert_one_line_error, run_main
 
 
 def _assert_one_line_error(result, expected):
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1, result.stderr
-    assert expected in errors[0]
-
-
-@pytest.fixture(scope="module")
-def npz_source(tmp_path_factory):
-    """A keras.datasets-style npz of 28x28 digit-like blobs with labels 0-9."""
-    rng = np.random.default_rng(0)
-    path = tmp_path_factory.mktemp("npz") / "blobs.npz"
-    arrays = {}
-    for split, count in (("train", 120), ("test", 40)):
-        arrays[f"x_{split}"] = (rng.random((count, 28, 28)) > 0.8).astype(np.uint8) * 255
-        arrays[f"y_{split}"] = np.arange(count) % 10
-    np.savez(path, **arrays)
-    return str(path)
+    assert_one_line_error(result.returncode, result.stderr, re.escape(expected))
 
 
 def test_flagfile_run_writes_eval_json(tmp_path, npz_source):
@@ -77,3 +52,15 @@ def test_wrong_channel_count_is_a_one_line_error(tmp_path, npz_source):
                       f"--source_b=npz:{npz_source}?labels=5-9", "--channels=3",
                       "--train_mixtures=60", "--test_mixtures=20", "--batch_pairs=4")
     _assert_one_line_error(result, "--channels=3")
+
+
+def test_ctrl_c_says_how_to_resume(run_cli, monkeypatch, tmp_path):
+    from aur_tf import train_lib
+
+    def interrupted(config):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_lib, "train", interrupted)
+    status, _, err = run_cli(f"--workdir={tmp_path / 'run'}")
+    assert status == 130
+    assert err == "interrupted: run the same command to resume from the last checkpoint\n"

@@ -1,6 +1,9 @@
 import dataclasses
+import glob
 import json
+import logging
 import os
+import re
 
 import numpy as np
 import pytest
@@ -11,7 +14,7 @@ from aur_tf.errors import UserError
 
 EVAL_FIELDS = {"psnr_db", "ssim", "half_mask_psnr_db", "half_mask_ssim", "step", "train_seconds",
                "config", "permutation", "energy_share", "collapsed", "history",
-               "seconds_to_psnr_db", "skipped_steps"}
+               "seconds_to_psnr_db", "skipped_steps", "collapse_detected_at_step"}
 
 
 def _final_weights(config):
@@ -32,6 +35,7 @@ def test_train_writes_eval_json_checkpoints_and_tensorboard(make_config, stroke_
     assert written["step"] == results["step"] == 6
     assert written["config"]["mask_width"] == 4
     assert [h["step"] for h in written["history"]] == [3, 6]
+    assert written["collapse_detected_at_step"] is None
     assert sorted(os.listdir(os.path.join(config.workdir, "checkpoints"))) == [
         "checkpoint", "ckpt-3.data-00000-of-00001", "ckpt-3.index",
         "ckpt-6.data-00000-of-00001", "ckpt-6.index"]
@@ -74,6 +78,7 @@ def test_finished_run_is_not_trained_again(make_config, stroke_data):
     again = train_lib.train(config, data=stroke_data)
     assert again["step"] == first["step"]
     assert again["psnr_db"] == pytest.approx(first["psnr_db"])
+    assert [h["step"] for h in again["history"]] == [3, 6]
 
 
 def test_resume_with_other_model_settings_is_refused(make_config, stroke_data):
@@ -96,14 +101,31 @@ def test_supervised_mode_trains_from_clean_sources(make_config, stroke_data):
 
 
 @pytest.mark.parametrize("precision", ["mixed_float16", "mixed_bfloat16"])
-def test_mixed_precision_runs_train(make_config, stroke_data, precision):
+def test_mixed_precision_runs_train(make_config, stroke_data, precision, caplog):
+    caplog.set_level(logging.INFO, logger="aur_tf")
     results = train_lib.train(make_config(mixed_precision=precision, train_steps=3), data=stroke_data)
     assert np.isfinite(results["psnr_db"])
+    # Loss scaling's skipped updates are counted, and shown wherever they can happen.
+    assert results["skipped_steps"] >= 0
+    shown = rf"step 3/3 .*\| skipped_steps {results['skipped_steps']}$"
+    assert any(re.search(shown, record.getMessage()) for record in caplog.records) == (
+        precision == "mixed_float16")
 
 
 def test_divergence_stops_with_the_loss_and_step(make_config, stroke_data):
     nan_data = MixtureDataset(
         MixtureSplit(np.full_like(stroke_data.train.mixtures, np.nan),
                      stroke_data.train.sources_a, stroke_data.train.sources_b), stroke_data.test)
-    with pytest.raises(train_lib.TrainingDiverged, match="at step 1"):
-        train_lib.train(make_config(), data=nan_data)
+    config = make_config()
+    with pytest.raises(train_lib.TrainingDiverged, match="became nan at step 1; no checkpoint"):
+        train_lib.train(config, data=nan_data)
+    assert not glob.glob(os.path.join(config.workdir, "checkpoints", "ckpt-*"))
+
+
+def test_sustained_training_collapse_is_detected_once():
+    state = train_lib._RunState(model=None)
+    shares = [0.5, 0.99, 0.99, 0.3, 0.01, 0.98, 0.97, 0.99, 0.5, 0.99, 0.99, 0.99]
+    detected = [step for step, share in enumerate(shares, start=1)
+                if state.watch_collapse(step, share, windows=3)]
+    # Steps 5-7 are the first three collapsed windows in a row (either output may take it all).
+    assert detected == [7] and state.collapse_detected_at_step == 7

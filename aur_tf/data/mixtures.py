@@ -98,9 +98,16 @@ def make_mixture_dataset(source_a, source_b, config):
             prepared[label, split] = fit_images(getattr(source, split), config.image_size,
                                                 config.channels, config.invert, source.name)
     rng = np.random.default_rng(config.seed)
-    return MixtureDataset(
-        train=mix_split(prepared["a", "train"], prepared["b", "train"], config.train_mixtures, rng),
-        test=mix_split(prepared["a", "test"], prepared["b", "test"], config.test_mixtures, rng))
+    try:
+        return MixtureDataset(
+            train=mix_split(prepared["a", "train"], prepared["b", "train"], config.train_mixtures,
+                            rng),
+            test=mix_split(prepared["a", "test"], prepared["b", "test"], config.test_mixtures, rng))
+    except MemoryError:
+        shape = "x".join(str(n) for n in prepared["a", "train"].shape[1:])
+        raise UserError(f"not enough memory for --train_mixtures={config.train_mixtures} and "
+                        f"--test_mixtures={config.test_mixtures} mixtures of {shape} (three float32 "
+                        f"copies each): lower them") from None
 
 
 def load_mixture_dataset(config):

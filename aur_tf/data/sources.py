@@ -64,6 +64,9 @@ class SourceSpec:
         stripped = text.strip()
         if not stripped:
             raise UserError(f"empty source spec: {_KIND_HELP}")
+        # No path may hold one, and the OS calls that would meet it raise ValueError, not OSError.
+        if "\0" in stripped:
+            raise UserError(f"source spec {text!r} contains a NUL character: remove it")
         head, has_query, query = stripped.partition("?")
         kind, _, location = head.partition(":")
         if kind not in _KINDS:
@@ -187,9 +190,12 @@ def _finish_split(x, y, labels, name: str, split: str) -> np.ndarray:
         raise UserError(f"{split} images of source {name!r} have shape {x.shape}, i.e. "
                         f"{x.shape[-1]} channels: expected channels-last [N, H, W, C] with C <= "
                         f"{_MAX_CHANNELS} (transpose channels-first data)")
-    if 0 in x.shape:
+    if len(x) == 0:
         raise UserError(f"source {name!r} has no {split} images (shape {x.shape}): add images "
                         f"to its {split} split")
+    if 0 in x.shape:
+        raise UserError(f"{split} images of source {name!r} are empty (shape {x.shape}): store "
+                        f"images of at least 1x1 pixel")
     if labels is not None:
         x = x[_label_mask(y, len(x), labels, name, split)]
     return _to_unit_float(x, name, split)
@@ -235,6 +241,9 @@ def _load_mnist(spec: SourceSpec, name: str, cache_dir: str):
 
 def _load_npz(spec: SourceSpec, name: str, cache_dir: str):
     path = os.path.expanduser(spec.location)
+    if os.path.isdir(path):
+        raise UserError(f"npz path {path!r} of source {name!r} is a directory, not a file: name "
+                        f"the .npz file, or use folder:{spec.location} for a folder of images")
     if not os.path.isfile(path):
         raise UserError(f"npz file {path!r} of source {name!r} does not exist: check the path")
     fix = "re-create it with np.savez(path, x_train=..., y_train=..., x_test=..., y_test=...)"
@@ -321,13 +330,18 @@ def _load_folder(spec: SourceSpec, name: str, cache_dir: str):
                         f"{'train' if has_train else 'test'}/ subfolder but no "
                         f"{'test' if has_train else 'train'}/ one: add it, or move all images out "
                         f"of it for an automatic split")
-    if has_train:
-        train_files = _list_images(root, os.path.join(root, "train"), name)
-        test_files = _list_images(root, os.path.join(root, "test"), name)
-    else:
-        train_files, test_files = [], []
-        for path, label in _list_images(root, root, name):
-            (test_files if _goes_to_test(root, path) else train_files).append((path, label))
+    try:
+        if has_train:
+            train_files = _list_images(root, os.path.join(root, "train"), name)
+            test_files = _list_images(root, os.path.join(root, "test"), name)
+        else:
+            train_files, test_files = [], []
+            for path, label in _list_images(root, root, name):
+                (test_files if _goes_to_test(root, path) else train_files).append((path, label))
+    # Unreadable folders, or links that cannot be resolved (e.g. into another user's /proc).
+    except OSError as error:
+        raise UserError(f"cannot list image folder {root!r} of source {name!r} ({error}): make "
+                        f"it readable, or remove what cannot be read") from error
     arrays = []
     for split, split_files in (("train", train_files), ("test", test_files)):
         if not split_files:

@@ -223,7 +223,7 @@ def render_figure(groups, path, count=4):
         if not os.path.exists(sample_path):
             log.warning("%s: no %s, left out of the figure", group.runs[0].workdir, SAMPLES_FILE)
             continue
-        with np.load(sample_path) as samples:
+        with np.load(sample_path, allow_pickle=False) as samples:
             samples = dict(samples)
         if reference is None:
             reference = samples
