@@ -9,6 +9,7 @@ import logging
 import sys
 
 from absl import flags
+from absl import logging as absl_logging
 
 USAGE_EXIT_CODE = 2
 _DEFINE_BY_TYPE = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer, float: flags.DEFINE_float,
@@ -54,6 +55,8 @@ def parse_flags(argv):
 
 
 def configure_logging():
+    """aur_tf's progress lines on stdout; TensorFlow's INFO lines (one per checkpoint) hidden."""
+    absl_logging.set_verbosity(absl_logging.WARNING)
     logger = logging.getLogger("aur_tf")
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
