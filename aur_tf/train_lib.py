@@ -295,7 +295,8 @@ class TrainingMonitor(keras.callbacks.Callback):
         self.model.reset_metrics()
 
 
-def _build_trainer(config, synchronized_bn=False):
+def build_trainer(config, synchronized_bn=False):
+    """The Keras trainer for `config`, compiled, and its checkpointable parts by name."""
     dtype = config.mixed_precision
     mask_net = models.build_mask_net(config.image_size, config.channels, config.mask_width, dtype,
                                      synchronized_bn)
@@ -433,7 +434,7 @@ def train(config: Config, data=None):
     with strategy.scope():
         # Each replica sees 2B/R mixtures; BatchNorm over those alone would make the step (and D's
         # real-vs-remix statistics) depend on the device count.
-        model, trackables = _build_trainer(config, synchronized_bn=replicas > 1)
+        model, trackables = build_trainer(config, synchronized_bn=replicas > 1)
     state = _RunState(model)
     checkpoint = tf.train.Checkpoint(step=model.step_counter, skipped_steps=model.skipped_steps,
                                      **state.trackables(), **trackables)

@@ -1,0 +1,162 @@
+"""Speed of the unsupervised train step: steps/s, mixtures/s, FLOPs per step and GFLOP/s.
+
+  python bench/train_speed.py --mask_width=64 --batch_pairs=64 --steps=30
+  python bench/train_speed.py ... --torch_python=/path/to/venv/bin/python   # + PyTorch reference
+  python bench/train_speed.py --eval_json=runs/mnist/eval.json               # time to quality only
+
+For each of {real tf.data pipeline, one in-memory batch} x {no XLA, --jit_compile} it times
+`--steps` steps after `--warmup` steps (tracing, warm-up) and prints the median step time. FLOPs
+are counted from the layers' shapes (2 multiply-adds per weight use in every convolution; the
+backward pass counted as twice the forward, input and weight gradients), so GFLOP/s is what the
+step achieves of the machine's matmul rate (~130 GFLOP/s on 2 cores here).
+
+With --torch_python (a Python that has torch, e.g. `pip install torch==2.13.0` in its own venv;
+torch is never an aur_tf dependency) the same network and batch run in the independent PyTorch
+implementation ../shared/reference/apmr.py --bench, on the same mixtures.
+"""
+import argparse
+import dataclasses
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from aur_tf import train_lib  # noqa: E402
+from aur_tf.config import Config  # noqa: E402
+from aur_tf.data import pipeline  # noqa: E402
+from aur_tf.data.mixtures import load_mixture_dataset  # noqa: E402
+
+REFERENCE = os.path.join(os.path.dirname(ROOT), "shared", "reference", "apmr.py")
+
+
+def forward_flops(model):
+    """Multiply-adds x 2 of one image through every convolution of a Keras Sequential model."""
+    total = 0
+    for layer in model.layers:
+        if not isinstance(layer, keras.layers.Conv2D):  # Conv2DTranspose is a subclass
+            continue
+        kernel_h, kernel_w, *_ = layer.kernel.shape
+        if isinstance(layer, keras.layers.Conv2DTranspose):
+            _, height, width, channels_in = layer.input.shape  # each input pixel spreads k x k
+            channels_out = layer.filters
+        else:
+            _, height, width, channels_out = layer.output.shape  # each output pixel gathers k x k
+            channels_in = layer.input.shape[-1]
+        total += 2 * height * width * kernel_h * kernel_w * channels_in * channels_out
+    return total
+
+
+def step_flops(trainer, batch_pairs, mask_steps_per_disc_step):
+    """FLOPs of one unsupervised step, averaged over the discriminator's 1-in-k updates.
+
+    M runs on y and on z (2B images each) with full backward passes (3x forward); D scores z for
+    L_M with an input gradient only (2x); every k-th step D also learns on y and z (3x each).
+    """
+    mask, disc = forward_flops(trainer.mask_net), forward_flops(trainer.discriminator)
+    images = 2 * batch_pairs
+    return images * (2 * 3 * mask + 2 * disc + 2 * 3 * disc / mask_steps_per_disc_step)
+
+
+class _StepTimer(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.times = []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.times.append(time.perf_counter() - self._start)
+
+
+def time_keras(config, mixtures, steps, warmup, in_memory):
+    """Median seconds per train step of aur_tf's UnmixRemixTrainer, and its FLOPs per step."""
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(config.seed)
+    trainer, _ = train_lib.build_trainer(config)
+    batches = pipeline.pair_batches(mixtures, config.batch_pairs, config.seed)
+    if in_memory:
+        batches = tf.data.Dataset.from_tensors(next(iter(batches))).repeat()
+    timer = _StepTimer()
+    trainer.fit(batches, epochs=1, steps_per_epoch=warmup + steps, verbose=0, shuffle=False,
+                callbacks=[timer])
+    return (statistics.median(timer.times[warmup:]),
+            step_flops(trainer, config.batch_pairs, config.mask_steps_per_disc_step))
+
+
+def time_torch(torch_python, data, config, steps):
+    """Median seconds per step of the PyTorch reference on the same mixtures."""
+    with tempfile.TemporaryDirectory() as scratch:
+        path = os.path.join(scratch, "mix.npz")
+        # The reference reads uint8 sources with a scale; MNIST pixels are exactly k/256.
+        as_u8 = {name: np.round(getattr(split, f"sources_{ab}")[..., 0] * 256).astype(np.uint8)
+                 for name, split, ab in (("train_x", data.train, "a"), ("train_b", data.train, "b"),
+                                         ("test_x", data.test, "a"), ("test_b", data.test, "b"))}
+        np.savez(path, scale=np.float32(256), **as_u8)
+        result = subprocess.run(
+            [torch_python, REFERENCE, "--data", path, "--energy", config.energy, "--device", "cpu",
+             "--bench", "--max-steps", str(steps + 5), "--pairs", str(config.batch_pairs),
+             "--nf", str(config.mask_width), "--lr", str(config.mask_learning_rate)],
+            capture_output=True, text=True, check=True)
+    return float(re.search(r"median ([\d.]+) ms/step", result.stdout).group(1)) / 1000
+
+
+def print_time_to_quality(path):
+    with open(path) as f:
+        results = json.load(f)
+    for mark, seconds in results["seconds_to_psnr_db"].items():
+        reached = "not yet" if seconds is None else f"{seconds / 60:.1f} min of training"
+        print(f"test PSNR >= {mark} dB: {reached} (run at step {results['step']}, "
+              f"{results['psnr_db']:.2f} dB now)")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mask_width", type=int, default=64)
+    parser.add_argument("--disc_width", type=int, default=64)
+    parser.add_argument("--batch_pairs", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--cache_dir", default=Config().cache_dir)
+    parser.add_argument("--torch_python", help="a Python with torch, for the reference comparison")
+    parser.add_argument("--eval_json", help="only print time to 18 / 20.4 dB from a run's eval.json")
+    args = parser.parse_args()
+    if args.eval_json:
+        return print_time_to_quality(args.eval_json)
+
+    config = Config(workdir=tempfile.mkdtemp(), mask_width=args.mask_width,
+                    disc_width=args.disc_width, batch_pairs=args.batch_pairs,
+                    cache_dir=args.cache_dir)
+    data = load_mixture_dataset(config)
+    print(f"mask width {config.mask_width}, disc width {config.disc_width}, {config.batch_pairs} "
+          f"pairs ({2 * config.batch_pairs} mixtures) per step, median of {args.steps} steps "
+          f"after {args.warmup}")
+    for jit in (False, True):
+        for in_memory in (False, True):
+            seconds, flops = time_keras(dataclasses.replace(config, jit_compile=jit),
+                                        data.train.mixtures, args.steps, args.warmup, in_memory)
+            print(f"aur_tf  xla={int(jit)} {'in-memory' if in_memory else 'pipeline '}  "
+                  f"{seconds * 1000:7.1f} ms/step  {1 / seconds:5.2f} steps/s  "
+                  f"{2 * config.batch_pairs / seconds:7.1f} mixtures/s  "
+                  f"{flops / 1e9:6.1f} GFLOP/step  {flops / seconds / 1e9:6.1f} GFLOP/s")
+    if args.torch_python:
+        seconds = time_torch(args.torch_python, data, config, args.steps)
+        print(f"PyTorch reference      {seconds * 1000:7.1f} ms/step  {1 / seconds:5.2f} steps/s  "
+              f"{2 * config.batch_pairs / seconds:7.1f} mixtures/s  "
+              f"{flops / seconds / 1e9:6.1f} GFLOP/s")
+
+
+if __name__ == "__main__":
+    main()
