@@ -21,7 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
-from absl import logging as absl_logging  # noqa: E402
+from aur_tf import cli  # noqa: E402
 
 from aur_tf.errors import UserError  # noqa: E402
 from aur_tf.separator import Separator  # noqa: E402
@@ -56,7 +56,7 @@ def median_rates(runtimes, mixtures, batch_size, repetitions, images_per_repetit
 
 def main(argv):
     del argv
-    absl_logging.set_verbosity(absl_logging.WARNING)
+    cli.configure_logging()
     try:
         runtimes = {
             "TF SavedModel": Separator.load(os.path.join(FLAGS.export_dir, "saved_model"),

@@ -45,7 +45,6 @@ import onnx  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tf2onnx  # noqa: E402
 from absl import app, flags  # noqa: E402
-from absl import logging as absl_logging  # noqa: E402
 
 from aur_tf import cli, models  # noqa: E402
 from aur_tf.config import Config  # noqa: E402
@@ -395,10 +394,7 @@ def _define_flags():
 
 def main(argv):
     del argv
-    # Keep the output to this command's own lines and aur_tf's (e.g. a dataset download):
-    # TensorFlow's and tf2onnx's INFO logs (assets written, optimizer passes) are noise here.
-    absl_logging.set_verbosity(absl_logging.WARNING)
-    logging.getLogger("aur_tf").setLevel(logging.INFO)
+    cli.configure_logging()
     values = flags.FLAGS
     try:
         export_run(values.workdir, values.out, fp16=values.fp16, opset=values.opset)

@@ -27,7 +27,6 @@ corrupt, wrong size or channels, NaN values, ...) is reported as one line
 1. Bad flags, an unusable --model or --out end at once with one line and exit status 2.
 """
 import dataclasses
-import logging
 import os
 import sys
 import time
@@ -36,7 +35,6 @@ import zlib
 
 import numpy as np
 from absl import app, flags
-from absl import logging as absl_logging
 from PIL import Image
 
 from aur_tf import cli
@@ -296,8 +294,7 @@ def _define_flags():
 def main(inputs):
     if not inputs:
         cli.fail("no INPUT given: name image files, folders, .npy or .npz files after the flags")
-    absl_logging.set_verbosity(absl_logging.WARNING)  # TensorFlow's INFO logs, for SavedModels
-    logging.getLogger("aur_tf").setLevel(logging.INFO)
+    cli.configure_logging()
     values = flags.FLAGS
     try:
         os.makedirs(values.out, exist_ok=True)
