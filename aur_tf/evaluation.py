@@ -8,6 +8,22 @@ from aur_tf import metrics
 # Both outputs near-equal in energy is the separated state; one output carrying more than this
 # share (or less than 1 - this) of all energy is the trivial "everything in one source" mask.
 COLLAPSE_ENERGY_SHARE = 0.95
+# Test PSNR marks whose first crossing time is recorded (the paper's 20.4 dB and a midway mark).
+QUALITY_MARKS_DB = (18.0, 20.4)
+
+
+def seconds_to_quality_marks(history):
+    """First training time (s) at which the test PSNR reached each of `QUALITY_MARKS_DB`.
+
+    Args:
+      history: evaluations in step order, dicts with `psnr_db` and `train_seconds`.
+
+    Returns:
+      `{"18": seconds or None, "20.4": ...}`, None for a mark not reached yet; the key is the
+      mark as `eval.json` stores it.
+    """
+    return {f"{mark:g}": next((h["train_seconds"] for h in history if h["psnr_db"] >= mark), None)
+            for mark in QUALITY_MARKS_DB}
 
 
 def predict_masks(mask_net, mixtures, batch_size=500):

@@ -45,8 +45,6 @@ log = logging.getLogger("aur_tf")
 _RUN_IDENTITY = ("mode", "source_a", "source_b", "image_size", "channels", "invert",
                  "train_mixtures", "test_mixtures", "seed", "mask_width", "disc_width",
                  "mixed_precision")
-# Test PSNR marks whose first crossing time is recorded (the paper's 20.4 dB and a midway mark).
-QUALITY_MARKS_DB = (18.0, 20.4)
 _GRID_IMAGES = 8
 
 
@@ -470,7 +468,7 @@ def train(config: Config, data=None):
                        skipped_steps=int(model.skipped_steps.numpy()),
                        collapse_detected_at_step=state.collapse_detected_at_step,
                        config=config.to_dict(), history=history,
-                       seconds_to_psnr_db=_seconds_to_marks(history))
+                       seconds_to_psnr_db=evaluation.seconds_to_quality_marks(history))
         if chief:  # Every worker evaluates, so all reach the next training step together.
             write_json_atomically(eval_path, results)
         log.info("eval at step %d: %.2f dB PSNR, %.3f SSIM (half mask %.2f dB, %.3f)%s", step,
@@ -505,9 +503,3 @@ def train(config: Config, data=None):
     if not results or results["step"] != state.step:
         evaluate_and_record()
     return results
-
-
-def _seconds_to_marks(history):
-    """First training time (s) at which test PSNR reached each quality mark; None if not yet."""
-    return {f"{mark:g}": next((h["train_seconds"] for h in history if h["psnr_db"] >= mark), None)
-            for mark in QUALITY_MARKS_DB}

@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from aur_tf.errors import UserError
-from aur_tf.evaluation import SAMPLES_FILE
+from aur_tf.evaluation import QUALITY_MARKS_DB, SAMPLES_FILE
 
 log = logging.getLogger("aur_tf")
 
@@ -160,10 +160,33 @@ def _steps(group):
     return ", ".join(dict.fromkeys(cells))
 
 
+def _time_to_quality(group):
+    """Minutes of training until the test PSNR first reached each quality mark, over the seeds.
+
+    `—` for methods that do not record it (baselines); `not reached` where no seed did; a mark
+    only some seeds reached shows their mean and how many.
+    """
+    if not all("seconds_to_psnr_db" in r.results for r in group.runs):
+        return "—"
+    cells = []
+    for mark in QUALITY_MARKS_DB:
+        minutes = [r.results["seconds_to_psnr_db"].get(f"{mark:g}") for r in group.runs]
+        reached = [m / 60 for m in minutes if m is not None]
+        if not reached:
+            cells.append("not reached")
+            continue
+        cell = f"{_mean_std(reached, 1)} min"
+        if len(reached) < len(minutes):
+            cell += f" ({len(reached)} of {len(minutes)} seeds)"
+        cells.append(cell)
+    return " / ".join(cells)
+
+
 def markdown_table(groups):
     """The results table: one row per group, the paper's MNIST figures beside ours."""
+    marks = " / ".join(f"{mark:g}" for mark in QUALITY_MARKS_DB)
     lines = ["| method | PSNR (dB) | SSIM | paper PSNR / SSIM | seeds | steps | train time | "
-             "test time |", "|---|---|---|---|---|---|---|---|"]
+             f"time to {marks} dB | test time |", "|---|---|---|---|---|---|---|---|---|"]
     for group in groups:
         runs = group.runs
         paper = PAPER_MNIST.get(group.method) if all(_is_paper_mnist(r) for r in runs) else None
@@ -176,6 +199,7 @@ def markdown_table(groups):
             ", ".join(str(r.seed) for r in runs),
             _steps(group),
             _duration(np.mean([r.results["train_seconds"] for r in runs])),
+            _time_to_quality(group),
             _duration(np.mean(test_seconds)) if test_seconds else "—",
         ]) + " |")
     half_masks = {(round(r.results["half_mask_psnr_db"], 2), round(r.results["half_mask_ssim"], 3))
