@@ -21,8 +21,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
-from aur_tf import cli  # noqa: E402
 
+from aur_tf import cli  # noqa: E402
 from aur_tf.errors import UserError  # noqa: E402
 from aur_tf.separator import Separator  # noqa: E402
 
