@@ -55,14 +55,9 @@ def parse_flags(argv):
 
 
 def configure_logging():
-    """aur_tf's progress lines on stdout; TensorFlow's and tf2onnx's INFO lines hidden.
-
-    Idempotent, so entry points called in-process (tests) do not print each line twice.
-    """
+    """aur_tf's progress lines on stdout; TensorFlow's and tf2onnx's INFO lines hidden."""
     absl_logging.set_verbosity(absl_logging.WARNING)
     logger = logging.getLogger("aur_tf")
-    if logger.handlers:
-        return
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
     logger.addHandler(handler)

@@ -12,6 +12,11 @@ COLLAPSE_ENERGY_SHARE = 0.95
 QUALITY_MARKS_DB = (18.0, 20.4)
 
 
+def quality_mark_key(mark):
+    """How `eval.json`'s `seconds_to_psnr_db` names a mark: 20.4 -> "20.4", 18.0 -> "18"."""
+    return f"{mark:g}"
+
+
 def seconds_to_quality_marks(history):
     """First training time (s) at which the test PSNR reached each of `QUALITY_MARKS_DB`.
 
@@ -19,10 +24,10 @@ def seconds_to_quality_marks(history):
       history: evaluations in step order, dicts with `psnr_db` and `train_seconds`.
 
     Returns:
-      `{"18": seconds or None, "20.4": ...}`, None for a mark not reached yet; the key is the
-      mark as `eval.json` stores it.
+      `{quality_mark_key(mark): seconds or None}`, None for a mark not reached yet.
     """
-    return {f"{mark:g}": next((h["train_seconds"] for h in history if h["psnr_db"] >= mark), None)
+    return {quality_mark_key(mark): next((h["train_seconds"] for h in history
+                                          if h["psnr_db"] >= mark), None)
             for mark in QUALITY_MARKS_DB}
 
 

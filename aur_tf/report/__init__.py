@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from aur_tf.errors import UserError
-from aur_tf.evaluation import QUALITY_MARKS_DB, SAMPLES_FILE
+from aur_tf.evaluation import QUALITY_MARKS_DB, SAMPLES_FILE, quality_mark_key
 
 log = logging.getLogger("aur_tf")
 
@@ -170,7 +170,7 @@ def _time_to_quality(group):
         return "—"
     cells = []
     for mark in QUALITY_MARKS_DB:
-        minutes = [r.results["seconds_to_psnr_db"].get(f"{mark:g}") for r in group.runs]
+        minutes = [r.results["seconds_to_psnr_db"].get(quality_mark_key(mark)) for r in group.runs]
         reached = [m / 60 for m in minutes if m is not None]
         if not reached:
             cells.append("not reached")
@@ -184,7 +184,7 @@ def _time_to_quality(group):
 
 def markdown_table(groups):
     """The results table: one row per group, the paper's MNIST figures beside ours."""
-    marks = " / ".join(f"{mark:g}" for mark in QUALITY_MARKS_DB)
+    marks = " / ".join(quality_mark_key(mark) for mark in QUALITY_MARKS_DB)
     lines = ["| method | PSNR (dB) | SSIM | paper PSNR / SSIM | seeds | steps | train time | "
              f"time to {marks} dB | test time |", "|---|---|---|---|---|---|---|---|---|"]
     for group in groups:
