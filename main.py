@@ -1,7 +1,8 @@
 """Train a source-separation mask net from mixtures alone: `python main.py --flagfile=configs/mnist.cfg`.
 
 Every flag is a field of `aur_tf.config.Config` (see `--helpfull`). Bad input ends the run with one
-line on stderr and exit status 2.
+line on stderr and exit status 2; a run whose losses or weights become non-finite ends with one
+line and exit status 3.
 """
 import os
 import sys
@@ -12,11 +13,13 @@ from absl import app  # noqa: E402
 
 from aur_tf import cli  # noqa: E402
 from aur_tf.config import Config  # noqa: E402
-from aur_tf.errors import UserError  # noqa: E402
+from aur_tf.errors import TrainingDiverged, UserError  # noqa: E402
 
 cli.define_flags(Config)
 # The shell's status for a run ended by Ctrl-C (128 + SIGINT).
 INTERRUPTED_EXIT_CODE = 130
+# Apart from bad input's 2: the settings were valid, the optimisation failed.
+DIVERGED_EXIT_CODE = 3
 
 
 def main(argv):
@@ -26,8 +29,10 @@ def main(argv):
         config = cli.settings_from_flags(Config)
         from aur_tf import train_lib  # TensorFlow loads only once the flags are known to be good.
         results = train_lib.train(config)
-    except UserError as e:  # including train_lib.TrainingDiverged
+    except UserError as e:
         cli.fail(e)
+    except TrainingDiverged as e:
+        cli.fail(e, code=DIVERGED_EXIT_CODE)
     except KeyboardInterrupt:
         print("interrupted: run the same command to resume from the last checkpoint",
               file=sys.stderr)

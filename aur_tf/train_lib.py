@@ -36,7 +36,7 @@ from aur_tf import distribute, evaluation, models, trainer as trainer_lib
 from aur_tf.config import Config
 from aur_tf.data import pipeline
 from aur_tf.data.mixtures import load_mixture_dataset
-from aur_tf.errors import UserError
+from aur_tf.errors import TrainingDiverged, UserError
 
 log = logging.getLogger("aur_tf")
 
@@ -46,10 +46,6 @@ _RUN_IDENTITY = ("mode", "source_a", "source_b", "image_size", "channels", "inve
                  "train_mixtures", "test_mixtures", "seed", "mask_width", "disc_width",
                  "mixed_precision")
 _GRID_IMAGES = 8
-
-
-class TrainingDiverged(UserError):
-    """A loss or weight became NaN or infinite; no checkpoint is written after it."""
 
 
 # How a failed write shows up: OSError from Python; from TensorFlow's file system layer, a full
@@ -414,7 +410,8 @@ def train(config: Config, data=None):
 
     Raises:
       UserError: bad settings, sources, workdir or checkpoints (then nothing in the workdir has
-        changed), a full disk, or divergence (`TrainingDiverged`).
+        changed), or a full disk.
+      TrainingDiverged: a loss or weight became non-finite; the checkpoints before it are kept.
     """
     strategy = distribute.make_strategy(config.strategy)  # First: it may configure the runtime.
     replicas = strategy.num_replicas_in_sync

@@ -30,10 +30,10 @@ def run_main(*args, cwd=ROOT):
                           capture_output=True, text=True, timeout=600)
 
 
-def assert_one_line_error(status, stderr, pattern):
-    """Exit status 2 and exactly one `error:` line, matching regex `pattern`, no traceback."""
+def assert_one_line_error(status, stderr, pattern, expected_status=2):
+    """`expected_status` and exactly one `error:` line, matching regex `pattern`, no traceback."""
     assert "Traceback" not in stderr, stderr
-    assert status == 2, stderr
+    assert status == expected_status, stderr
     errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1, stderr
     assert re.search(pattern, errors[0]), errors[0]

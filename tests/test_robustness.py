@@ -120,6 +120,6 @@ def test_divergence_is_one_line_and_writes_no_checkpoint_after_it(npz_source, ru
     status, _, err = run_cli(*run_args(npz_source, workdir, "--checkpoint_every=1",
                                        "--mask_learning_rate=1e30"))
     assert_one_line_error(status, err, r"became nan at step 2; the last checkpoint, .*ckpt-1, is "
-                                       r"kept: lower the learning rates")
+                                       r"kept: lower the learning rates", expected_status=3)
     assert sorted(os.listdir(workdir / "checkpoints")) == [
         "checkpoint", "ckpt-1.data-00000-of-00001", "ckpt-1.index"]

@@ -10,7 +10,7 @@ import pytest
 
 from aur_tf import train_lib
 from aur_tf.data.mixtures import MixtureDataset, MixtureSplit
-from aur_tf.errors import UserError
+from aur_tf.errors import TrainingDiverged, UserError
 
 EVAL_FIELDS = {"psnr_db", "ssim", "half_mask_psnr_db", "half_mask_ssim", "step", "train_seconds",
                "config", "permutation", "energy_share", "collapsed", "history",
@@ -117,7 +117,7 @@ def test_divergence_stops_with_the_loss_and_step(make_config, stroke_data):
         MixtureSplit(np.full_like(stroke_data.train.mixtures, np.nan),
                      stroke_data.train.sources_a, stroke_data.train.sources_b), stroke_data.test)
     config = make_config()
-    with pytest.raises(train_lib.TrainingDiverged, match="became nan at step 1; no checkpoint"):
+    with pytest.raises(TrainingDiverged, match="became nan at step 1; no checkpoint"):
         train_lib.train(config, data=nan_data)
     assert not glob.glob(os.path.join(config.workdir, "checkpoints", "ckpt-*"))
 
