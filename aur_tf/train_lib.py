@@ -16,7 +16,9 @@ the previous checkpoint as the latest. Should one still fail to load (damaged on
 falls back to the next older one, and to the checkpoint files themselves if the state file is
 lost. Nothing in the workdir is written until every input (settings, sources, checkpoint,
 eval.json) has been read and found good, so a refused command leaves the workdir as it was.
-Checkpoints are not fsynced: a power cut may lose more than the process dying does.
+Each checkpoint is flushed to disk (fsync) as soon as it is written, so a power cut, which can
+lose what the kernel has not yet written, loses at most the checkpoint being written: restoring
+falls back to the one before it.
 """
 import contextlib
 import glob
@@ -71,6 +73,18 @@ def _writes_to(what):
         raise UserError(f"cannot write {what} ({_reason(error)}): free disk space or fix the "
                         "permissions, then run the same command to resume from the last "
                         "checkpoint") from None
+
+
+def _make_durable(prefix):
+    """Flushes checkpoint `prefix`'s files, then the state file and directory naming them, to disk."""
+    directory = os.path.dirname(prefix)
+    for path in [*glob.glob(glob.escape(prefix) + ".*"), os.path.join(directory, "checkpoint"),
+                 directory]:
+        descriptor = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
 
 
 def write_json_atomically(path, payload):
@@ -248,7 +262,7 @@ class TrainingMonitor(keras.callbacks.Callback):
             self._tick()
             prefix = os.path.join(self.manager.directory, f"ckpt-{step}")
             with _writes_to(f"checkpoint {prefix}"):
-                self.manager.save(checkpoint_number=step)
+                _make_durable(self.manager.save(checkpoint_number=step))
         if step % self.config.eval_every == 0 or step == self.config.train_steps:
             self._tick()
             self.on_evaluation()

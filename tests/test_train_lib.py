@@ -42,6 +42,23 @@ def test_train_writes_eval_json_checkpoints_and_tensorboard(make_config, stroke_
     assert os.listdir(os.path.join(config.workdir, "tensorboard"))
 
 
+def test_every_checkpoint_file_and_directory_is_flushed_to_disk(make_config, stroke_data,
+                                                                monkeypatch):
+    flushed = []
+    fsync = os.fsync
+
+    def recording_fsync(descriptor):
+        flushed.append(os.readlink(f"/proc/self/fd/{descriptor}"))
+        fsync(descriptor)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    config = make_config()
+    train_lib.train(config, data=stroke_data)
+    directory = os.path.realpath(os.path.join(config.workdir, "checkpoints"))
+    on_disk = {os.path.join(directory, name) for name in os.listdir(directory)}
+    assert on_disk | {directory} <= set(flushed)
+
+
 def test_unsupervised_training_never_reads_the_ground_truth(make_config, stroke_data):
     """Replacing every clean source by garbage changes the scores, never the trained weights."""
     garbage = np.random.default_rng(9).random(stroke_data.train.sources_a.shape, np.float32)
