@@ -191,6 +191,10 @@ class SeparationScores:
         energy_share: mean over images of |est0|^2 / (|est0|^2 + |est1|^2), in [0, 1], taken
             in the given estimate order (not the permutation). Near 0 or 1 means the mask
             collapsed to the trivial all-or-nothing solution.
+        swapped_fraction: share of images, in [0, 1], that on their own would score higher under
+            the other assignment: mixtures whose sources the method put in each other's output.
+            A method that separates well but inconsistently (say, every digit 4 sent to the
+            5-9 output) loses PSNR through these images alone.
     """
 
     psnr_db: float
@@ -201,6 +205,7 @@ class SeparationScores:
     ssim_b: float
     permutation: tuple[int, int]
     energy_share: float
+    swapped_fraction: float
 
     def as_dict(self) -> dict:
         """All fields as a plain dict (for JSON logs)."""
@@ -243,16 +248,17 @@ def score_separation(
     source_b = np.asarray(source_b)
     _check_batch("score_separation", estimate_0, estimate_1, source_a, source_b)
 
-    straight_a = np.mean(psnr_per_image(estimate_0, source_a, data_range))
-    straight_b = np.mean(psnr_per_image(estimate_1, source_b, data_range))
-    swapped_a = np.mean(psnr_per_image(estimate_1, source_a, data_range))
-    swapped_b = np.mean(psnr_per_image(estimate_0, source_b, data_range))
-    if swapped_a + swapped_b > straight_a + straight_b:
+    straight_a = psnr_per_image(estimate_0, source_a, data_range)
+    straight_b = psnr_per_image(estimate_1, source_b, data_range)
+    swapped_a = psnr_per_image(estimate_1, source_a, data_range)
+    swapped_b = psnr_per_image(estimate_0, source_b, data_range)
+    straight, swapped = straight_a + straight_b, swapped_a + swapped_b
+    if np.mean(swapped) > np.mean(straight):
         permutation, for_a, for_b = (1, 0), estimate_1, estimate_0
-        psnr_a, psnr_b = swapped_a, swapped_b
+        psnr_a, psnr_b, chosen, other = np.mean(swapped_a), np.mean(swapped_b), swapped, straight
     else:
         permutation, for_a, for_b = (0, 1), estimate_0, estimate_1
-        psnr_a, psnr_b = straight_a, straight_b
+        psnr_a, psnr_b, chosen, other = np.mean(straight_a), np.mean(straight_b), straight, swapped
 
     ssim_a = float(np.mean(ssim_per_image(for_a, source_a, data_range)))
     ssim_b = float(np.mean(ssim_per_image(for_b, source_b, data_range)))
@@ -265,6 +271,7 @@ def score_separation(
         ssim_b=ssim_b,
         permutation=permutation,
         energy_share=float(np.mean(_per_image(_energy_share, estimate_0, estimate_1))),
+        swapped_fraction=float(np.mean(other > chosen)),
     )
 
 

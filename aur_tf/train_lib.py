@@ -482,8 +482,9 @@ def train(config: Config, data=None):
                        seconds_to_psnr_db=evaluation.seconds_to_quality_marks(history))
         if chief:  # Every worker evaluates, so all reach the next training step together.
             write_json_atomically(eval_path, results)
-        log.info("eval at step %d: %.2f dB PSNR, %.3f SSIM (half mask %.2f dB, %.3f)%s", step,
-                 scores["psnr_db"], scores["ssim"], baseline["half_mask_psnr_db"],
+        log.info("eval at step %d: %.2f dB PSNR, %.3f SSIM, %.1f%% swapped (half mask %.2f dB, "
+                 "%.3f)%s", step, scores["psnr_db"], scores["ssim"],
+                 100 * scores["swapped_fraction"], baseline["half_mask_psnr_db"],
                  baseline["half_mask_ssim"], " | COLLAPSED: one output takes nearly all energy"
                  if scores["collapsed"] else "")
         masks = evaluation.predict_masks(model.mask_net, data.test.mixtures[:_GRID_IMAGES])
@@ -493,6 +494,7 @@ def train(config: Config, data=None):
                 tf.summary.scalar("eval/psnr_db", scores["psnr_db"])
                 tf.summary.scalar("eval/ssim", scores["ssim"])
                 tf.summary.scalar("eval/energy_share", scores["energy_share"])
+                tf.summary.scalar("eval/swapped_fraction", scores["swapped_fraction"])
                 tf.summary.image("eval/mixture|estimate_a|estimate_b|true_a|true_b",
                                  _image_grid(data.test, masks))
             writer.flush()

@@ -128,6 +128,7 @@ def test_swapping_estimates_flips_permutation_only():
     assert swapped.permutation == (1, 0)
     for field in ("psnr_db", "ssim", "psnr_db_a", "psnr_db_b", "ssim_a", "ssim_b"):
         assert getattr(swapped, field) == pytest.approx(getattr(straight, field), abs=1e-12)
+    assert straight.swapped_fraction == swapped.swapped_fraction == 0.0
     # energy_share follows the given estimate order, not the matched one.
     assert swapped.energy_share == pytest.approx(1.0 - straight.energy_share, abs=1e-12)
     # The cleaner estimate was matched to a, so a scores better than b.
@@ -177,6 +178,24 @@ def test_one_permutation_is_chosen_for_the_whole_set():
     scores = metrics.score_separation(estimate_0, estimate_1, source_a, source_b)
     assert scores.permutation == (0, 1)
     assert scores.psnr_db < 99.0
+    assert scores.swapped_fraction == 0.25
+
+
+@pytest.mark.parametrize("majority_swapped", [False, True])
+@pytest.mark.parametrize("minority", [0, 1, 2])
+def test_swapped_fraction_counts_images_against_the_set_wide_assignment(majority_swapped, minority):
+    _, source_a, source_b = _sources(n=5)
+    rng = np.random.default_rng(3)
+    noisy_a = np.clip(source_a + 0.05 * rng.standard_normal(source_a.shape), 0, 1)
+    noisy_b = np.clip(source_b + 0.05 * rng.standard_normal(source_b.shape), 0, 1)
+    image_swapped = np.arange(5) < minority
+    if majority_swapped:
+        image_swapped = ~image_swapped
+    flip = image_swapped[:, None, None, None]
+    estimate_0, estimate_1 = np.where(flip, noisy_b, noisy_a), np.where(flip, noisy_a, noisy_b)
+    scores = metrics.score_separation(estimate_0, estimate_1, source_a, source_b)
+    assert scores.permutation == ((1, 0) if majority_swapped else (0, 1))
+    assert scores.swapped_fraction == pytest.approx(minority / 5)
 
 
 def test_as_dict_has_every_field():
@@ -185,7 +204,7 @@ def test_as_dict_has_every_field():
     as_dict = scores.as_dict()
     assert set(as_dict) == {
         "psnr_db", "ssim", "psnr_db_a", "psnr_db_b", "ssim_a", "ssim_b",
-        "permutation", "energy_share",
+        "permutation", "energy_share", "swapped_fraction",
     }
     assert as_dict["permutation"] == (0, 1)
     assert all(isinstance(v, float) for k, v in as_dict.items() if k != "permutation")

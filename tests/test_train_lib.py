@@ -13,7 +13,8 @@ from aur_tf.data.mixtures import MixtureDataset, MixtureSplit
 from aur_tf.errors import TrainingDiverged, UserError
 
 EVAL_FIELDS = {"psnr_db", "ssim", "half_mask_psnr_db", "half_mask_ssim", "step", "train_seconds",
-               "config", "permutation", "energy_share", "collapsed", "history",
+               "config", "permutation", "energy_share", "swapped_fraction", "collapsed",
+               "history",
                "seconds_to_psnr_db", "skipped_steps", "collapse_detected_at_step"}
 
 
