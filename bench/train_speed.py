@@ -108,7 +108,8 @@ def time_torch(torch_python, data, config, steps):
         result = subprocess.run(
             [torch_python, REFERENCE, "--data", path, "--energy", config.energy, "--device", "cpu",
              "--bench", "--max-steps", str(steps + 5), "--pairs", str(config.batch_pairs),
-             "--nf", str(config.mask_width), "--lr", str(config.mask_learning_rate)],
+             "--nf", str(config.mask_width), "--lr", str(config.mask_learning_rate),
+             "--d-every", str(config.mask_steps_per_disc_step)],
             capture_output=True, text=True, check=True)
     return float(re.search(r"median ([\d.]+) ms/step", result.stdout).group(1)) / 1000
 
@@ -127,6 +128,7 @@ def main():
     parser.add_argument("--mask_width", type=int, default=64)
     parser.add_argument("--disc_width", type=int, default=64)
     parser.add_argument("--batch_pairs", type=int, default=64)
+    parser.add_argument("--mask_steps_per_disc_step", type=int, default=4)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--cache_dir", default=Config().cache_dir)
@@ -138,11 +140,13 @@ def main():
 
     config = Config(workdir=tempfile.mkdtemp(), mask_width=args.mask_width,
                     disc_width=args.disc_width, batch_pairs=args.batch_pairs,
+                    mask_steps_per_disc_step=args.mask_steps_per_disc_step,
                     cache_dir=args.cache_dir)
     data = load_mixture_dataset(config)
     print(f"mask width {config.mask_width}, disc width {config.disc_width}, {config.batch_pairs} "
-          f"pairs ({2 * config.batch_pairs} mixtures) per step, median of {args.steps} steps "
-          f"after {args.warmup}")
+          f"pairs ({2 * config.batch_pairs} mixtures) per step, D updated every "
+          f"{config.mask_steps_per_disc_step} steps, median of {args.steps} steps after "
+          f"{args.warmup}")
     for jit in (False, True):
         for in_memory in (False, True):
             seconds, flops = time_keras(dataclasses.replace(config, jit_compile=jit),
