@@ -129,6 +129,8 @@ def main():
     parser.add_argument("--disc_width", type=int, default=64)
     parser.add_argument("--batch_pairs", type=int, default=64)
     parser.add_argument("--mask_steps_per_disc_step", type=int, default=4)
+    parser.add_argument("--mixed_precision", default="float32",
+                        help="float32, mixed_bfloat16 or mixed_float16 (aur_tf only)")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--cache_dir", default=Config().cache_dir)
@@ -141,9 +143,10 @@ def main():
     config = Config(workdir=tempfile.mkdtemp(), mask_width=args.mask_width,
                     disc_width=args.disc_width, batch_pairs=args.batch_pairs,
                     mask_steps_per_disc_step=args.mask_steps_per_disc_step,
-                    cache_dir=args.cache_dir)
+                    mixed_precision=args.mixed_precision, cache_dir=args.cache_dir)
     data = load_mixture_dataset(config)
-    print(f"mask width {config.mask_width}, disc width {config.disc_width}, {config.batch_pairs} "
+    print(f"{config.mixed_precision}, mask width {config.mask_width}, disc width "
+          f"{config.disc_width}, {config.batch_pairs} "
           f"pairs ({2 * config.batch_pairs} mixtures) per step, D updated every "
           f"{config.mask_steps_per_disc_step} steps, median of {args.steps} steps after "
           f"{args.warmup}")
