@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from aur_tf import evaluation, report, train_lib
 from aur_tf.data.mixtures import MixtureSplit
@@ -81,6 +81,17 @@ def test_paper_figures_only_for_the_papers_data_and_unfinished_runs_marked(tmp_p
     assert "paper" in table.splitlines()[0]
     assert "| 9.00 | 0.200 | — |" in table
     assert "100 of 500 (unfinished)" in table
+
+
+@pytest.mark.parametrize("text", [
+    "unsupervised", "unsupervised (energy=pixel)",
+    "unsupervised (batch_pairs=32, disc_learning_rate=0.0002, mask_steps_per_disc_step=2)"])
+def test_figure_labels_fit_their_column_and_keep_every_character(text):
+    font = ImageFont.load_default(size=report._FONT_SIZE)
+    draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    label = report._wrapped(text, 96, font, draw)
+    assert all(draw.textlength(line, font=font) <= 96 for line in label.split("\n"))
+    assert "".join(label.split()) == "".join(text.split())
 
 
 def test_figure_has_a_column_per_group_with_samples(runs):
