@@ -248,17 +248,16 @@ def score_separation(
     source_b = np.asarray(source_b)
     _check_batch("score_separation", estimate_0, estimate_1, source_a, source_b)
 
-    straight_a = psnr_per_image(estimate_0, source_a, data_range)
-    straight_b = psnr_per_image(estimate_1, source_b, data_range)
-    swapped_a = psnr_per_image(estimate_1, source_a, data_range)
-    swapped_b = psnr_per_image(estimate_0, source_b, data_range)
-    straight, swapped = straight_a + straight_b, swapped_a + swapped_b
-    if np.mean(swapped) > np.mean(straight):
-        permutation, for_a, for_b = (1, 0), estimate_1, estimate_0
-        psnr_a, psnr_b, chosen, other = np.mean(swapped_a), np.mean(swapped_b), swapped, straight
+    # Per-image PSNR against (source a, source b) under each assignment.
+    straight = (psnr_per_image(estimate_0, source_a, data_range),
+                psnr_per_image(estimate_1, source_b, data_range))
+    swapped = (psnr_per_image(estimate_1, source_a, data_range),
+               psnr_per_image(estimate_0, source_b, data_range))
+    if np.mean(sum(swapped)) > np.mean(sum(straight)):
+        permutation, for_a, for_b, chosen, other = (1, 0), estimate_1, estimate_0, swapped, straight
     else:
-        permutation, for_a, for_b = (0, 1), estimate_0, estimate_1
-        psnr_a, psnr_b, chosen, other = np.mean(straight_a), np.mean(straight_b), straight, swapped
+        permutation, for_a, for_b, chosen, other = (0, 1), estimate_0, estimate_1, straight, swapped
+    psnr_a, psnr_b = np.mean(chosen[0]), np.mean(chosen[1])
 
     ssim_a = float(np.mean(ssim_per_image(for_a, source_a, data_range)))
     ssim_b = float(np.mean(ssim_per_image(for_b, source_b, data_range)))
@@ -271,7 +270,7 @@ def score_separation(
         ssim_b=ssim_b,
         permutation=permutation,
         energy_share=float(np.mean(_per_image(_energy_share, estimate_0, estimate_1))),
-        swapped_fraction=float(np.mean(other > chosen)),
+        swapped_fraction=float(np.mean(sum(other) > sum(chosen))),
     )
 
 

@@ -3,7 +3,8 @@
 A baseline's workdir holds
   eval.json     the scores under the fields train_lib writes where they apply (psnr_db, ssim, per
                 source, permutation, energy_share, swapped_fraction, collapsed, half_mask_*, step,
-                train_seconds, config), plus method, method_settings, method_details and test_seconds
+                train_seconds, config), plus method, method_settings, method_details and
+                test_seconds
   samples.npz   the first test mixtures and their estimates, for `aur_tf.report` figures
 """
 import dataclasses

@@ -14,8 +14,8 @@ from aur_tf.errors import UserError
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # The fields of train_lib's eval.json that apply to a method without a training history.
 SHARED_FIELDS = {"psnr_db", "ssim", "psnr_db_a", "psnr_db_b", "ssim_a", "ssim_b", "permutation",
-                 "energy_share", "swapped_fraction", "collapsed", "half_mask_psnr_db", "half_mask_ssim", "step",
-                 "train_seconds", "config"}
+                 "energy_share", "swapped_fraction", "collapsed", "half_mask_psnr_db",
+                 "half_mask_ssim", "step", "train_seconds", "config"}
 TINY_GLO = glo.GloSettings(glo_latent_dim=4, glo_width=4, glo_batch_size=16, glo_train_steps=4,
                            glo_test_steps=2)
 
