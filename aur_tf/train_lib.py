@@ -479,7 +479,8 @@ def train(config: Config, data=None):
                        skipped_steps=int(model.skipped_steps.numpy()),
                        collapse_detected_at_step=state.collapse_detected_at_step,
                        config=config.to_dict(), history=history,
-                       seconds_to_psnr_db=evaluation.seconds_to_quality_marks(history))
+                       **{f"seconds_to_{metric}": marks for metric, marks
+                          in evaluation.seconds_to_quality_marks(history).items()})
         if chief:  # Every worker evaluates, so all reach the next training step together.
             write_json_atomically(eval_path, results)
         log.info("eval at step %d: %.2f dB PSNR, %.3f SSIM, %.1f%% swapped (half mask %.2f dB, "

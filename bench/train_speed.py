@@ -33,7 +33,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from aur_tf import train_lib  # noqa: E402
+from aur_tf import evaluation, train_lib  # noqa: E402
 from aur_tf.config import Config  # noqa: E402
 from aur_tf.data import pipeline  # noqa: E402
 from aur_tf.data.mixtures import load_mixture_dataset  # noqa: E402
@@ -117,10 +117,13 @@ def time_torch(torch_python, data, config, steps):
 def print_time_to_quality(path):
     with open(path) as f:
         results = json.load(f)
-    for mark, seconds in results["seconds_to_psnr_db"].items():
-        reached = "not yet" if seconds is None else f"{seconds / 60:.1f} min of training"
-        print(f"test PSNR >= {mark} dB: {reached} (run at step {results['step']}, "
-              f"{results['psnr_db']:.2f} dB now)")
+    formats = {"psnr_db": ("PSNR", " dB", ".2f"), "ssim": ("SSIM", "", ".3f")}
+    for metric, marks in evaluation.seconds_to_quality_marks(results["history"]).items():
+        name, unit, digits = formats[metric]
+        for mark, seconds in marks.items():
+            reached = "not yet" if seconds is None else f"{seconds / 60:.1f} min of training"
+            print(f"test {name} >= {mark}{unit}: {reached} (run at step {results['step']}, "
+                  f"{results[metric]:{digits}}{unit} now)")
 
 
 def main():
@@ -135,7 +138,8 @@ def main():
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--cache_dir", default=Config().cache_dir)
     parser.add_argument("--torch_python", help="a Python with torch, for the reference comparison")
-    parser.add_argument("--eval_json", help="only print time to 18 / 20.4 dB from a run's eval.json")
+    parser.add_argument("--eval_json",
+                        help="only print time to 18 / 20.4 dB and 0.9 SSIM from a run's eval.json")
     args = parser.parse_args()
     if args.eval_json:
         return print_time_to_quality(args.eval_json)

@@ -16,7 +16,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from aur_tf.errors import UserError
-from aur_tf.evaluation import QUALITY_MARKS_DB, SAMPLES_FILE, quality_mark_key
+from aur_tf.evaluation import (QUALITY_MARKS, SAMPLES_FILE, quality_mark_key,
+                               seconds_to_quality_marks)
 
 log = logging.getLogger("aur_tf")
 
@@ -160,33 +161,45 @@ def _steps(group):
     return ", ".join(dict.fromkeys(cells))
 
 
-def _time_to_quality(group):
-    """Minutes of training until the test PSNR first reached each quality mark, over the seeds.
+_METRIC_UNITS = {"psnr_db": "dB", "ssim": "SSIM"}
 
-    `—` for methods that do not record it (baselines); `not reached` where no seed did; a mark
-    only some seeds reached shows their mean and how many.
+
+def _time_to_quality(group):
+    """Minutes of training until each test metric first reached each quality mark, over the seeds.
+
+    Read from each run's evaluation history, so runs written before a mark was added have it too.
+    `—` for methods without a history (baselines); `not reached` where no seed did; a mark only
+    some seeds reached shows their mean and how many.
     """
-    if not all("seconds_to_psnr_db" in r.results for r in group.runs):
+    if not all("history" in r.results for r in group.runs):
         return "—"
+    per_run = [seconds_to_quality_marks(r.results["history"]) for r in group.runs]
     cells = []
-    for mark in QUALITY_MARKS_DB:
-        minutes = [r.results["seconds_to_psnr_db"].get(quality_mark_key(mark)) for r in group.runs]
-        reached = [m / 60 for m in minutes if m is not None]
-        if not reached:
-            cells.append("not reached")
-            continue
-        cell = f"{_mean_std(reached, 1)} min"
-        if len(reached) < len(minutes):
-            cell += f" ({len(reached)} of {len(minutes)} seeds)"
-        cells.append(cell)
+    for metric, marks in QUALITY_MARKS.items():
+        for mark in marks:
+            minutes = [run_marks[metric][quality_mark_key(mark)] for run_marks in per_run]
+            reached = [m / 60 for m in minutes if m is not None]
+            if not reached:
+                cells.append("not reached")
+                continue
+            cell = f"{_mean_std(reached, 1)} min"
+            if len(reached) < len(minutes):
+                cell += f" ({len(reached)} of {len(minutes)} seeds)"
+            cells.append(cell)
     return " / ".join(cells)
+
+
+def _quality_marks_heading():
+    """Every quality mark, grouped by metric: e.g. "18 / 20.4 dB / 0.9 SSIM"."""
+    return " / ".join(" / ".join(quality_mark_key(mark) for mark in marks)
+                      + f" {_METRIC_UNITS[metric]}" for metric, marks in QUALITY_MARKS.items())
 
 
 def markdown_table(groups):
     """The results table: one row per group, the paper's MNIST figures beside ours."""
-    marks = " / ".join(quality_mark_key(mark) for mark in QUALITY_MARKS_DB)
     lines = ["| method | PSNR (dB) | SSIM | paper PSNR / SSIM | seeds | steps | train time | "
-             f"time to {marks} dB | test time |", "|---|---|---|---|---|---|---|---|---|"]
+             f"time to {_quality_marks_heading()} | test time |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for group in groups:
         runs = group.runs
         paper = PAPER_MNIST.get(group.method) if all(_is_paper_mnist(r) for r in runs) else None
