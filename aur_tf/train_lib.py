@@ -324,6 +324,24 @@ def build_trainer(config, synchronized_bn=False):
                    "mask_optimizer": mask_optimizer, "disc_optimizer": disc_optimizer}
 
 
+def _use_configured_learning_rates(config, trackables):
+    """Sets each optimizer's learning rate to the config's after a checkpoint restored it.
+
+    Keras checkpoints an optimizer's learning rate as a variable, so without this a run resumed
+    with another `--*_learning_rate` (say, lowered to fine-tune) would keep the old one while its
+    config.json recorded the new one.
+    """
+    for name in ("mask", "disc"):
+        optimizer = trackables.get(f"{name}_optimizer")
+        if optimizer is None:
+            continue
+        rate = getattr(config, f"{name}_learning_rate")
+        restored = float(np.asarray(optimizer.learning_rate))
+        if not np.isclose(restored, rate, rtol=1e-6, atol=0.0):  # the variable is float32
+            log.info("--%s_learning_rate=%g replaces the checkpoint's %g", name, rate, restored)
+            optimizer.learning_rate = rate
+
+
 def _training_batches(config, data, step, strategy):
     """Each worker's input pipeline yields its replicas' shares of the one-device global batch."""
     def replica_batches(input_context):
@@ -457,6 +475,7 @@ def train(config: Config, data=None):
         write_json_atomically(os.path.join(config.workdir, "config.json"), config.to_dict())
     if restored:
         log.info("resumed from %s at step %d", restored, state.step)
+        _use_configured_learning_rates(config, trackables)
     if chief:
         with _writes_to(_tensorboard_dir(config)):
             writer = tf.summary.create_file_writer(_tensorboard_dir(config))

@@ -106,6 +106,30 @@ def test_resume_with_other_model_settings_is_refused(make_config, stroke_data):
         train_lib.train(dataclasses.replace(config, mask_width=8), data=stroke_data)
 
 
+@pytest.mark.parametrize("mode, precision", [("unsupervised", "float32"),
+                                             ("supervised", "float32"),
+                                             ("unsupervised", "mixed_float16")])
+def test_resume_trains_with_the_learning_rates_of_its_settings(make_config, stroke_data, mode,
+                                                               precision, caplog):
+    # Keras checkpoints an optimizer's learning rate as a variable; restoring it must not undo
+    # a learning rate changed for the resumed part (e.g. lowered to fine-tune).
+    import tensorflow as tf
+    caplog.set_level(logging.INFO, logger="aur_tf")
+    config = make_config(mode=mode, mixed_precision=precision, train_steps=3)
+    train_lib.train(config, data=stroke_data)
+    resumed = dataclasses.replace(config, train_steps=6, mask_learning_rate=5e-5,
+                                  disc_learning_rate=2.5e-5)
+    train_lib.train(resumed, data=stroke_data)
+    saved = tf.train.load_checkpoint(os.path.join(config.workdir, "checkpoints"))
+    optimizers = {"mask": 5e-5, "disc": 2.5e-5} if mode == "unsupervised" else {"mask": 5e-5}
+    # Loss scaling wraps the Adam that holds the learning rate.
+    inner = "inner_optimizer/" if precision == "mixed_float16" else ""
+    for name, rate in optimizers.items():
+        key = f"{name}_optimizer/{inner}_learning_rate/.ATTRIBUTES/VARIABLE_VALUE"
+        assert saved.get_tensor(key) == pytest.approx(rate)
+        assert f"--{name}_learning_rate={rate:g} replaces the checkpoint's" in caplog.text
+
+
 def test_unwritable_workdir_is_a_user_error(make_config, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
