@@ -11,6 +11,8 @@ COLLAPSE_ENERGY_SHARE = 0.95
 # Test-set marks whose first crossing time is recorded, per metric: the paper's MNIST figures
 # (20.4 dB, 0.90 SSIM) and a midway PSNR mark.
 QUALITY_MARKS = {"psnr_db": (18.0, 20.4), "ssim": (0.9,)}
+# How a mark of each metric is written for people: "20.4 dB", "0.9 SSIM".
+QUALITY_MARK_UNITS = {"psnr_db": "dB", "ssim": "SSIM"}
 
 
 def quality_mark_key(mark):

@@ -117,13 +117,11 @@ def time_torch(torch_python, data, config, steps):
 def print_time_to_quality(path):
     with open(path) as f:
         results = json.load(f)
-    formats = {"psnr_db": ("PSNR", " dB", ".2f"), "ssim": ("SSIM", "", ".3f")}
+    now = f"run at step {results['step']}: {results['psnr_db']:.2f} dB, {results['ssim']:.3f} SSIM"
     for metric, marks in evaluation.seconds_to_quality_marks(results["history"]).items():
-        name, unit, digits = formats[metric]
         for mark, seconds in marks.items():
             reached = "not yet" if seconds is None else f"{seconds / 60:.1f} min of training"
-            print(f"test {name} >= {mark}{unit}: {reached} (run at step {results['step']}, "
-                  f"{results[metric]:{digits}}{unit} now)")
+            print(f"test set at {mark} {evaluation.QUALITY_MARK_UNITS[metric]}: {reached} ({now})")
 
 
 def main():

@@ -16,8 +16,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from aur_tf.errors import UserError
-from aur_tf.evaluation import (QUALITY_MARKS, SAMPLES_FILE, quality_mark_key,
-                               seconds_to_quality_marks)
+from aur_tf.evaluation import (QUALITY_MARK_UNITS, QUALITY_MARKS, SAMPLES_FILE,
+                               quality_mark_key, seconds_to_quality_marks)
 
 log = logging.getLogger("aur_tf")
 
@@ -161,9 +161,6 @@ def _steps(group):
     return ", ".join(dict.fromkeys(cells))
 
 
-_METRIC_UNITS = {"psnr_db": "dB", "ssim": "SSIM"}
-
-
 def _time_to_quality(group):
     """Minutes of training until each test metric first reached each quality mark, over the seeds.
 
@@ -192,7 +189,7 @@ def _time_to_quality(group):
 def _quality_marks_heading():
     """Every quality mark, grouped by metric: e.g. "18 / 20.4 dB / 0.9 SSIM"."""
     return " / ".join(" / ".join(quality_mark_key(mark) for mark in marks)
-                      + f" {_METRIC_UNITS[metric]}" for metric, marks in QUALITY_MARKS.items())
+                      + f" {QUALITY_MARK_UNITS[metric]}" for metric, marks in QUALITY_MARKS.items())
 
 
 def markdown_table(groups):
