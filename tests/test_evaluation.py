@@ -1,4 +1,4 @@
-"""The quality marks recorded in eval.json: the first training time each test metric mark was reached."""
+"""The quality marks recorded in eval.json: the first training time each metric reached a mark."""
 from aur_tf import evaluation
 
 

@@ -14,8 +14,8 @@ from aur_tf.errors import TrainingDiverged, UserError
 
 EVAL_FIELDS = {"psnr_db", "ssim", "half_mask_psnr_db", "half_mask_ssim", "step", "train_seconds",
                "config", "permutation", "energy_share", "swapped_fraction", "collapsed",
-               "history",
-               "seconds_to_psnr_db", "seconds_to_ssim", "skipped_steps", "collapse_detected_at_step"}
+               "history", "seconds_to_psnr_db", "seconds_to_ssim", "skipped_steps",
+               "collapse_detected_at_step"}
 
 
 def _final_weights(config):
