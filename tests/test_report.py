@@ -140,3 +140,35 @@ def test_command_line(runs):
 def test_a_pattern_without_runs_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="matches no directory"):
         report.find_runs([str(tmp_path / "missing")])
+
+
+@pytest.mark.parametrize("damage, field", [
+    (lambda r: r.pop("psnr_db"), "psnr_db"),
+    (lambda r: r.update(ssim="0.9"), "ssim"),
+    (lambda r: r.update(step=True), "step"),
+    (lambda r: r.pop("config"), "config"),
+    (lambda r: r["config"].pop("mode"), "config.mode"),
+    (lambda r: r["config"].update(seed=1.5), "config.seed"),
+    (lambda r: r["config"].update(source_b=None), "config.source_b"),
+    (lambda r: r["config"].update(train_steps="25000"), "config.train_steps"),
+    (lambda r: r["history"][0].pop("ssim"), "history"),
+    (lambda r: r.update(history={}), "history"),
+])
+def test_a_damaged_eval_json_is_named_with_its_field(tmp_path, damage, field):
+    _fake_run(tmp_path / "ours", 22.0, 0.91, seed=0, samples=False)
+    path = tmp_path / "ours" / "eval.json"
+    results = json.loads(path.read_text())
+    damage(results)
+    path.write_text(json.dumps(results))
+    with pytest.raises(UserError) as raised:
+        report.find_runs([str(tmp_path / "ours")])
+    assert str(raised.value) == (f"{tmp_path / 'ours'}/eval.json: {field} is missing or of the "
+                                 "wrong type (a damaged file, or not written by aur_tf)")
+
+
+@pytest.mark.parametrize("content", ["[1, 2]", "null"])
+def test_an_eval_json_that_is_no_object_is_a_user_error(tmp_path, content):
+    os.makedirs(tmp_path / "run")
+    (tmp_path / "run" / "eval.json").write_text(content)
+    with pytest.raises(UserError, match="the top-level object is missing"):
+        report.find_runs([str(tmp_path / "run")])

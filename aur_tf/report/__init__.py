@@ -76,6 +76,43 @@ class Group:
     runs: tuple
 
 
+# What the table reads from every eval.json, checked up front so a damaged or foreign file is named
+# in one line instead of failing later with a KeyError.
+_NUMBER_FIELDS = ("psnr_db", "ssim", "step", "train_seconds", "half_mask_psnr_db", "half_mask_ssim")
+_HISTORY_FIELDS = ("train_seconds",) + tuple(QUALITY_MARKS)
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _invalid_field(results):
+    """The first field the report reads that `results` lacks or has of the wrong type, or None."""
+    if not isinstance(results, dict):
+        return "the top-level object"
+    config = results.get("config")
+    if not isinstance(config, dict):
+        return "config"
+    for key in _NUMBER_FIELDS:
+        if not _is_number(results.get(key)):
+            return key
+    if not isinstance(results.get("method", ""), str):
+        return "method"
+    for key in ("source_a", "source_b") + (() if "method" in results else ("mode",)):
+        if not isinstance(config.get(key), str):
+            return f"config.{key}"
+    if not isinstance(config.get("seed"), int) or isinstance(config["seed"], bool):
+        return "config.seed"
+    if not _is_number(config.get("train_steps", 0)):
+        return "config.train_steps"
+    history = results.get("history", [])
+    if not isinstance(history, list) or not all(
+            isinstance(entry, dict) and all(_is_number(entry.get(k)) for k in _HISTORY_FIELDS)
+            for entry in history):
+        return "history"
+    return None
+
+
 def find_runs(patterns):
     """Runs in the directories matching each glob pattern, in sorted order.
 
@@ -83,7 +120,8 @@ def find_runs(patterns):
       patterns: directory paths or glob patterns (`runs/glo_seed*`).
 
     Raises:
-      UserError: a pattern matches no directory with an eval.json, or an eval.json is unreadable.
+      UserError: a pattern matches no directory with an eval.json, or an eval.json is unreadable
+        or lacks a field the report reads.
     """
     runs = []
     for pattern in patterns:
@@ -94,9 +132,14 @@ def find_runs(patterns):
         for workdir in workdirs:
             try:
                 with open(os.path.join(workdir, "eval.json")) as f:
-                    runs.append(Run(workdir, json.load(f)))
+                    results = json.load(f)
             except (OSError, ValueError) as e:
                 raise UserError(f"cannot read {workdir}/eval.json ({e})") from None
+            invalid = _invalid_field(results)
+            if invalid:
+                raise UserError(f"{workdir}/eval.json: {invalid} is missing or of the wrong type "
+                                "(a damaged file, or not written by aur_tf)")
+            runs.append(Run(workdir, results))
     return runs
 
 
