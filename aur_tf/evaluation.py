@@ -15,6 +15,22 @@ QUALITY_MARKS = {"psnr_db": (18.0, 20.4), "ssim": (0.9,)}
 QUALITY_MARK_UNITS = {"psnr_db": "dB", "ssim": "SSIM"}
 
 
+# What every entry of eval.json's `history` holds, one per evaluation.
+HISTORY_FIELDS = ("step", "train_seconds") + tuple(QUALITY_MARKS)
+
+
+def is_number(value):
+    """Whether a value read from JSON is an int or float (a bool is not)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def is_history(history):
+    """Whether `history` is a list of dicts with a number for each of `HISTORY_FIELDS`."""
+    return isinstance(history, list) and all(
+        isinstance(entry, dict) and all(is_number(entry.get(k)) for k in HISTORY_FIELDS)
+        for entry in history)
+
+
 def quality_mark_key(mark):
     """How a mark is named in `eval.json`'s `seconds_to_<metric>`: 20.4 -> "20.4", 18.0 -> "18"."""
     return f"{mark:g}"

@@ -158,11 +158,9 @@ def _read_history(path, step):
     """The evaluations up to `step` recorded in eval.json at `path` (none if it is missing)."""
     fix = "move it away to resume without the evaluation history"
     history = (_read_json_object(path, fix) or {}).get("history", [])
-    fields = ("step", "train_seconds", "psnr_db", "ssim")
-    if not (isinstance(history, list) and all(
-            isinstance(h, dict) and all(isinstance(h.get(k), (int, float)) for k in fields)
-            for h in history)):
-        raise UserError(f"{path} has a damaged history (entries need {', '.join(fields)}): {fix}")
+    if not evaluation.is_history(history):
+        raise UserError(f"{path} has a damaged history (entries need "
+                        f"{', '.join(evaluation.HISTORY_FIELDS)}): {fix}")
     return [h for h in history if h["step"] <= step]
 
 

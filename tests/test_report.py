@@ -33,9 +33,10 @@ def _fake_run(directory, psnr_db, ssim, seed, method=None, samples=True, history
         results["config"] = {"mode": "unsupervised", "train_steps": 100, "energy": "batch",
                              **results["config"]}
         results["step"] = 100
-        results["history"] = [{"train_seconds": seconds, "psnr_db": psnr, "ssim": structure}
-                              for seconds, psnr, structure in history]
-        results["history"].append({"train_seconds": 2000.0, "psnr_db": psnr_db, "ssim": ssim})
+        results["history"] = [{"step": 0, "train_seconds": seconds, "psnr_db": psnr,
+                               "ssim": structure} for seconds, psnr, structure in history]
+        results["history"].append({"step": 100, "train_seconds": 2000.0, "psnr_db": psnr_db,
+                                   "ssim": ssim})
     with open(os.path.join(directory, "eval.json"), "w") as f:
         json.dump(results, f)
     if samples:

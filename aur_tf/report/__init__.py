@@ -16,8 +16,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from aur_tf.errors import UserError
-from aur_tf.evaluation import (QUALITY_MARK_UNITS, QUALITY_MARKS, SAMPLES_FILE,
-                               quality_mark_key, seconds_to_quality_marks)
+from aur_tf.evaluation import (QUALITY_MARK_UNITS, QUALITY_MARKS, SAMPLES_FILE, is_history,
+                               is_number, quality_mark_key, seconds_to_quality_marks)
 
 log = logging.getLogger("aur_tf")
 
@@ -79,11 +79,6 @@ class Group:
 # What the table reads from every eval.json, checked up front so a damaged or foreign file is named
 # in one line instead of failing later with a KeyError.
 _NUMBER_FIELDS = ("psnr_db", "ssim", "step", "train_seconds", "half_mask_psnr_db", "half_mask_ssim")
-_HISTORY_FIELDS = ("train_seconds",) + tuple(QUALITY_MARKS)
-
-
-def _is_number(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _invalid_field(results):
@@ -94,7 +89,7 @@ def _invalid_field(results):
     if not isinstance(config, dict):
         return "config"
     for key in _NUMBER_FIELDS:
-        if not _is_number(results.get(key)):
+        if not is_number(results.get(key)):
             return key
     if not isinstance(results.get("method", ""), str):
         return "method"
@@ -103,12 +98,9 @@ def _invalid_field(results):
             return f"config.{key}"
     if not isinstance(config.get("seed"), int) or isinstance(config["seed"], bool):
         return "config.seed"
-    if not _is_number(config.get("train_steps", 0)):
+    if not is_number(config.get("train_steps", 0)):
         return "config.train_steps"
-    history = results.get("history", [])
-    if not isinstance(history, list) or not all(
-            isinstance(entry, dict) and all(_is_number(entry.get(k)) for k in _HISTORY_FIELDS)
-            for entry in history):
+    if not is_history(results.get("history", [])):
         return "history"
     return None
 
