@@ -39,13 +39,21 @@ def test_discriminator_has_no_final_sigmoid():
 
 
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
-def test_mixed_precision_keeps_float32_outputs_and_variables(policy):
-    mask_net = models.build_mask_net(32, 1, width=4, dtype=policy)
-    discriminator = models.build_discriminator(32, 1, width=4, dtype=policy)
+@pytest.mark.parametrize("phase_convolutions", [False, True])
+def test_mixed_precision_keeps_float32_outputs_variables_and_gradients(policy, phase_convolutions):
+    import tensorflow as tf
+    mask_net = models.build_mask_net(32, 1, width=4, dtype=policy,
+                                     phase_convolutions=phase_convolutions)
+    discriminator = models.build_discriminator(32, 1, width=4, dtype=policy,
+                                               phase_convolutions=phase_convolutions)
     x = np.full((2, 32, 32, 1), 0.5, np.float32)
-    assert mask_net(x).dtype == "float32" and discriminator(x).dtype == "float32"
+    with tf.GradientTape() as tape:
+        scores = discriminator(mask_net(x, training=True), training=True)
+    assert mask_net(x).dtype == "float32" and scores.dtype == "float32"
     assert mask_net.get_layer("down1_conv").compute_dtype == policy.split("_")[1]
     assert all(v.dtype == "float32" for v in mask_net.weights)
+    gradients = tape.gradient(scores, mask_net.trainable_variables)
+    assert all(g.dtype == "float32" and np.isfinite(g).all() for g in gradients)
 
 
 @pytest.mark.parametrize("image_size, channels", [(48, 1), (32, 2)])
