@@ -16,6 +16,7 @@ PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 IMAGE_SIZES = (32, 64)
 CHANNEL_COUNTS = (1, 3)
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
+CONV_KERNELS = ("auto", "phases", "native")
 # NumPy's legacy seeding, which Keras seeds too, takes 32-bit seeds only.
 MAX_SEED = 2**32 - 1
 
@@ -76,6 +77,11 @@ class Config:
     mixed_precision: str = setting("float32", "float32, mixed_float16 (GPUs; with dynamic loss "
                                     "scaling) or mixed_bfloat16.")
     jit_compile: bool = setting(False, "Compile the train step with XLA.")
+    conv_kernels: str = setting("auto", "How the hidden 4x4 stride-2 layers compute transposed "
+                                 "convolutions: phases (four stride-1 convolutions each; several "
+                                 "times faster on CPUs), native (TensorFlow's own kernel) or auto "
+                                 "(phases unless a GPU is visible). The weights and results are "
+                                 "the same.")
     strategy: str = setting("default", "tf.distribute strategy: default (one device), mirrored (every "
                              "local GPU, else every logical CPU), multi_worker (one process per machine, "
                              "cluster from $TF_CONFIG) or tpu (untested). --batch_pairs is the global "
@@ -97,6 +103,7 @@ class Config:
         self._check_choice("image_size", IMAGE_SIZES)
         self._check_choice("channels", CHANNEL_COUNTS)
         self._check_choice("strategy", STRATEGIES)
+        self._check_choice("conv_kernels", CONV_KERNELS)
         for name in ("train_mixtures", "test_mixtures", "train_steps", "batch_pairs", "mask_width",
                      "disc_width", "mask_steps_per_disc_step", "checkpoint_every", "keep_checkpoints",
                      "eval_every", "log_every", "collapse_windows"):

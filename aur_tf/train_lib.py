@@ -301,18 +301,27 @@ class TrainingMonitor(keras.callbacks.Callback):
         self.model.reset_metrics()
 
 
+def _by_phases(conv_kernels):
+    """Whether `--conv_kernels` means transposed convolutions by phases on this machine."""
+    if conv_kernels == "auto":
+        # TensorFlow's transposed-convolution kernel is the slow one on CPUs only.
+        return not tf.config.list_logical_devices("GPU")
+    return conv_kernels == "phases"
+
+
 def build_trainer(config, synchronized_bn=False):
     """The Keras trainer for `config`, compiled, and its checkpointable parts by name."""
     dtype = config.mixed_precision
+    by_phases = _by_phases(config.conv_kernels)
     mask_net = models.build_mask_net(config.image_size, config.channels, config.mask_width, dtype,
-                                     synchronized_bn)
+                                     synchronized_bn, by_phases)
     mask_optimizer = trainer_lib.make_optimizer(config.mask_learning_rate, config.adam_beta1, dtype)
     if config.mode == "supervised":
         model = trainer_lib.SupervisedTrainer(mask_net)
         model.compile(mask_optimizer, jit_compile=config.jit_compile)
         return model, {"mask_net": mask_net, "mask_optimizer": mask_optimizer}
     discriminator = models.build_discriminator(config.image_size, config.channels,
-                                               config.disc_width, dtype, synchronized_bn)
+                                               config.disc_width, dtype, synchronized_bn, by_phases)
     disc_optimizer = trainer_lib.make_optimizer(config.disc_learning_rate, config.adam_beta1, dtype)
     model = trainer_lib.UnmixRemixTrainer(
         mask_net, discriminator, alpha=config.alpha, beta=config.beta, energy=config.energy,

@@ -32,6 +32,7 @@ def test_flagfile_run_writes_eval_json(tmp_path, npz_source):
     (["--train_steps=many"], "train_steps"),
     (["--image_size=48"], "--image_size=48 is not one of: 32, 64"),
     (["--energy=sum"], "--energy=sum"),
+    (["--conv_kernels=fast"], "--conv_kernels=fast is not one of: auto, phases, native"),
     (["--batch_pairs=100", "--train_mixtures=50"], "--batch_pairs=100"),
     (["stray_argument"], "unexpected arguments"),
     (["--source_a=oops:thing"], "unknown source kind 'oops'"),

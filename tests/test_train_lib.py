@@ -90,6 +90,30 @@ def test_resume_continues_the_same_step_count_and_result(make_config, stroke_dat
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+def test_convolution_kernels_train_alike_and_a_run_resumes_with_either(make_config, stroke_data):
+    native = make_config("native", conv_kernels="native")
+    train_lib.train(native, data=stroke_data)
+    mixed = make_config("mixed", train_steps=3, conv_kernels="phases")
+    train_lib.train(mixed, data=stroke_data)
+    resumed = train_lib.train(dataclasses.replace(mixed, train_steps=6, conv_kernels="native"),
+                              data=stroke_data)
+    assert resumed["step"] == 6
+    for a, b in zip(_final_weights(native), _final_weights(mixed)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("conv_kernels", ["auto", "phases", "native"])
+def test_conv_kernels_choose_the_layers(make_config, conv_kernels):
+    import tensorflow as tf
+    from aur_tf import convolutions
+    trainer, _ = train_lib.build_trainer(make_config(conv_kernels=conv_kernels))
+    layers = trainer.mask_net.layers + trainer.discriminator.layers
+    by_phases = {isinstance(layer, (convolutions.PhaseConv2D, convolutions.PhaseConv2DTranspose))
+                 for layer in layers if "conv" in layer.name and layer.name != "score_conv"}
+    gpu = bool(tf.config.list_logical_devices("GPU"))
+    assert by_phases == {conv_kernels == "phases" or (conv_kernels == "auto" and not gpu)}
+
+
 def test_finished_run_is_not_trained_again(make_config, stroke_data):
     config = make_config()
     first = train_lib.train(config, data=stroke_data)

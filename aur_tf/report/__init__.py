@@ -29,10 +29,10 @@ PAPER_MNIST = {"rpca": (11.5, 0.36), "glo": (13.0, 0.74), "unsupervised": (20.4,
 _PAPER_MNIST_SOURCES = {"mnist?labels=0-4", "mnist?labels=5-9"}
 # Table rows come in this order; methods not listed follow alphabetically.
 _METHOD_ORDER = ("identity", "half_mask", "rpca", "glo", "unsupervised", "supervised")
-# Settings that never make two runs different methods: seeds and where or how often things are
-# written.
+# Settings that never make two runs different methods: seeds, where or how often things are
+# written, and which kernels compute the same convolutions.
 _NOT_DISTINGUISHING = {"workdir", "cache_dir", "seed", "eval_every", "log_every",
-                       "checkpoint_every", "keep_checkpoints"}
+                       "checkpoint_every", "keep_checkpoints", "conv_kernels"}
 _FIGURE_SCALE = 3  # pixels per image pixel, so 32x32 digits are readable
 _GAP = 4
 _FONT_SIZE = 10
