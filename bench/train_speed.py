@@ -4,8 +4,9 @@
   python bench/train_speed.py ... --torch_python=/path/to/venv/bin/python   # + PyTorch reference
   python bench/train_speed.py --eval_json=runs/mnist/eval.json               # time to quality only
 
-For each of {real tf.data pipeline, one in-memory batch} x {no XLA, --jit_compile} it times
-`--steps` steps after `--warmup` steps (tracing, warm-up) and prints the median step time. FLOPs
+For each of {--conv_kernels phases, native} x {no XLA, --jit_compile} x {real tf.data pipeline,
+one in-memory batch} it times `--steps` steps after `--warmup` steps (tracing, warm-up) and prints
+the median step time. FLOPs
 are counted from the layers' shapes (2 multiply-adds per weight use in every convolution; the
 backward pass counted as twice the forward, input and weight gradients), so GFLOP/s is what the
 step achieves of the machine's matmul rate (~130 GFLOP/s on 2 cores here).
@@ -132,6 +133,8 @@ def main():
     parser.add_argument("--mask_steps_per_disc_step", type=int, default=4)
     parser.add_argument("--mixed_precision", default="float32",
                         help="float32, mixed_bfloat16 or mixed_float16 (aur_tf only)")
+    parser.add_argument("--conv_kernels", default="phases,native",
+                        help="comma-separated --conv_kernels values to time (aur_tf only)")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--cache_dir", default=Config().cache_dir)
@@ -152,17 +155,21 @@ def main():
           f"pairs ({2 * config.batch_pairs} mixtures) per step, D updated every "
           f"{config.mask_steps_per_disc_step} steps, median of {args.steps} steps after "
           f"{args.warmup}")
-    for jit in (False, True):
-        for in_memory in (False, True):
-            seconds, flops = time_keras(dataclasses.replace(config, jit_compile=jit),
-                                        data.train.mixtures, args.steps, args.warmup, in_memory)
-            print(f"aur_tf  xla={int(jit)} {'in-memory' if in_memory else 'pipeline '}  "
-                  f"{seconds * 1000:7.1f} ms/step  {1 / seconds:5.2f} steps/s  "
-                  f"{2 * config.batch_pairs / seconds:7.1f} mixtures/s  "
-                  f"{flops / 1e9:6.1f} GFLOP/step  {flops / seconds / 1e9:6.1f} GFLOP/s")
+    for conv_kernels in args.conv_kernels.split(","):
+        for jit in (False, True):
+            for in_memory in (False, True):
+                timed = dataclasses.replace(config, conv_kernels=conv_kernels, jit_compile=jit)
+                seconds, flops = time_keras(timed, data.train.mixtures, args.steps, args.warmup,
+                                            in_memory)
+                print(f"aur_tf  {conv_kernels:6} xla={int(jit)} "
+                      f"{'in-memory' if in_memory else 'pipeline '}  "
+                      f"{seconds * 1000:7.1f} ms/step  {1 / seconds:5.2f} steps/s  "
+                      f"{2 * config.batch_pairs / seconds:7.1f} mixtures/s  "
+                      f"{flops / 1e9:6.1f} GFLOP/step  {flops / seconds / 1e9:6.1f} GFLOP/s")
     if args.torch_python:
         seconds = time_torch(args.torch_python, data, config, args.steps)
-        print(f"PyTorch reference      {seconds * 1000:7.1f} ms/step  {1 / seconds:5.2f} steps/s  "
+        print(f"PyTorch reference             {seconds * 1000:7.1f} ms/step  "
+              f"{1 / seconds:5.2f} steps/s  "
               f"{2 * config.batch_pairs / seconds:7.1f} mixtures/s  "
               f"{flops / seconds / 1e9:6.1f} GFLOP/s")
 
