@@ -532,8 +532,9 @@ def train(config: Config, data=None):
         manager = tf.train.CheckpointManager(checkpoint, write_dir,
                                              max_to_keep=config.keep_checkpoints)
         monitor = TrainingMonitor(config, state, manager, data.test, writer, evaluate_and_record)
-        log.info("training %s from step %d to %d in %s on %d replica(s)", config.mode, state.step,
-                 config.train_steps, config.workdir, replicas)
+        log.info("training %s from step %d to %d in %s on %d replica(s), transposed "
+                 "convolutions %s", config.mode, state.step, config.train_steps, config.workdir,
+                 replicas, "by phases" if _by_phases(config.conv_kernels) else "native")
         try:
             model.fit(_training_batches(config, data, state.step, strategy), epochs=1,
                       steps_per_epoch=remaining, verbose=0, shuffle=False, callbacks=[monitor])

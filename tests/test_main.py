@@ -23,6 +23,8 @@ def test_flagfile_run_writes_eval_json(tmp_path, npz_source):
     assert result.returncode == 0, result.stderr
     assert "step 4/4" in result.stdout and "steps/s" in result.stdout and "ETA" in result.stdout
     assert "done: step 4" in result.stdout
+    assert re.search(r"on 1 replica\(s\), transposed convolutions (by phases|native)\n",
+                     result.stdout)
     with open(workdir / "eval.json") as f:
         assert json.load(f)["step"] == 4
 
