@@ -77,7 +77,7 @@ class Config:
     mixed_precision: str = setting("float32", "float32, mixed_float16 (GPUs; with dynamic loss "
                                     "scaling) or mixed_bfloat16.")
     jit_compile: bool = setting(False, "Compile the train step with XLA.")
-    conv_kernels: str = setting("auto", "How the hidden 4x4 stride-2 layers compute transposed "
+    conv_kernels: str = setting("auto", "How the nets' 4x4 stride-2 layers compute transposed "
                                  "convolutions: phases (four stride-1 convolutions each; several "
                                  "times faster on CPUs), native (TensorFlow's own kernel) or auto "
                                  "(phases unless a GPU is visible). The weights and results are "

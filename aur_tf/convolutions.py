@@ -4,8 +4,8 @@ Every pass of a convolution is one of three TensorFlow ops: Conv2D (the forward 
 gradient, and Conv2DBackpropInput, which is both a convolution's input gradient and a transposed
 convolution's forward pass. On AVX2 CPUs TensorFlow's oneDNN Conv2DBackpropInput is very slow for
 small images with many channels: for 128 images, 2x2x512 -> 4x4x256 takes 0.9 s (2 GFLOP/s) where
-the same multiply-adds as a Conv2D take 35 ms, and at the paper's widths it is more than half
-of a training step. So each transposed convolution here is computed as four 2x2 stride-1 Conv2Ds, one
+the same multiply-adds as a Conv2D take 35 ms, and at the paper's widths it is more than half of a
+training step. So each transposed convolution here is computed as four 2x2 stride-1 Conv2Ds, one
 per output phase, interleaved (the sub-pixel identity: output pixel (2m + a, 2l + b) sees only
 input pixels m + a - 1 + {0, 1} and l + b - 1 + {0, 1}, through the kernel taps 3 - a - 2s and
 3 - b - 2t). The layers keep Keras's kernels, names and results (equal up to float rounding), so

@@ -6,10 +6,10 @@
 
 For each of {--conv_kernels phases, native} x {no XLA, --jit_compile} x {real tf.data pipeline,
 one in-memory batch} it times `--steps` steps after `--warmup` steps (tracing, warm-up) and prints
-the median step time. FLOPs
-are counted from the layers' shapes (2 multiply-adds per weight use in every convolution; the
-backward pass counted as twice the forward, input and weight gradients), so GFLOP/s is what the
-step achieves of the machine's matmul rate (~130 GFLOP/s on 2 cores here).
+the median step time. FLOPs are counted from the layers' shapes (2 multiply-adds per weight use in
+every convolution; the backward pass counted as twice the forward, input and weight gradients), so
+GFLOP/s is what the step achieves of the machine's matmul rate (55-70 GFLOP/s on the 2 AVX2 cores
+of README, Training speed).
 
 With --torch_python (a Python that has torch, e.g. `pip install torch==2.13.0` in its own venv;
 torch is never an aur_tf dependency) the same network and batch run in the independent PyTorch
