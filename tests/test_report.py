@@ -115,6 +115,29 @@ def test_figure_has_a_column_per_group_with_samples(runs):
     assert image.height - 3 * (2 * cell + 3 * report._GAP) - report._GAP in range(10, 60)
 
 
+def test_copied_run_records_regenerate_the_same_report(runs):
+    out, again = runs / "out", runs / "again"
+    report.write_report([str(runs / "*")], str(out), copy_runs=True)
+    assert sorted(os.listdir(out / report.RUNS_DIR)) == [
+        "glo_seed0", "glo_seed1", "glo_seed2", "ours_pixel", "ours_seed0", "ours_seed1", "rpca"]
+    assert sorted(os.listdir(out / report.RUNS_DIR / "ours_pixel")) == ["eval.json"]
+    # A stale samples.npz beside a run that has none goes; regenerating in place copies nothing.
+    (out / report.RUNS_DIR / "ours_pixel" / evaluation.SAMPLES_FILE).write_bytes(b"stale")
+    report.write_report([str(runs / "*")], str(out), copy_runs=True)
+    assert not (out / report.RUNS_DIR / "ours_pixel" / evaluation.SAMPLES_FILE).exists()
+    report.write_report([str(out / report.RUNS_DIR / "*")], str(again), copy_runs=True)
+    for file in (report.TABLE_FILE, report.FIGURE_FILE):
+        assert (again / file).read_bytes() == (out / file).read_bytes()
+
+
+def test_copy_runs_refuses_two_workdirs_of_one_name(tmp_path):
+    for parent in ("a", "b"):
+        _fake_run(tmp_path / parent / "seed0", 20.0, 0.9, seed=int(parent == "b"), samples=False)
+    with pytest.raises(UserError, match="would both be copied to .*/out/runs/seed0; give"):
+        report.write_report([str(tmp_path / "*" / "seed0")], str(tmp_path / "out"),
+                            copy_runs=True)
+
+
 def test_mask_net_runs_write_samples_the_figure_can_use(make_config, stroke_data, tmp_path):
     config = make_config(train_steps=2, eval_every=2, checkpoint_every=2, log_every=2)
     results = train_lib.train(config, data=stroke_data)

@@ -4,13 +4,16 @@ A run is a workdir with an `eval.json` (from `train_lib.train` or `aur_tf.baseli
 grouped by method (a baseline's `method`, else the mask net's `mode`) plus every setting that
 differs between runs of that method, except seeds and bookkeeping; a group with several seeds
 shows mean ± sample standard deviation. The figure shows the first test mixtures of each group's
-first run, from its `samples.npz`, laid out like the paper's Fig. 2.
+first run, from its `samples.npz`, laid out like the paper's Fig. 2. With `copy_runs`, the report
+also keeps each run's `eval.json` and `samples.npz` under OUT/runs/, so that it can be regenerated
+from OUT alone where the workdirs (and their checkpoints) are not.
 """
 import dataclasses
 import glob
 import json
 import logging
 import os
+import shutil
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -23,6 +26,8 @@ log = logging.getLogger("aur_tf")
 
 TABLE_FILE = "results.md"
 FIGURE_FILE = "separations.png"
+RUNS_DIR = "runs"  # under OUT, the copied run records (`copy_runs`)
+_RUN_RECORD = ("eval.json", SAMPLES_FILE)
 # Table 1 (PSNR, dB) and Table 2 (SSIM) of the paper, MNIST digits 0-4 vs 5-9.
 PAPER_MNIST = {"rpca": (11.5, 0.36), "glo": (13.0, 0.74), "unsupervised": (20.4, 0.90),
                "supervised": (24.4, 0.96)}
@@ -341,19 +346,56 @@ def render_figure(groups, path, count=4):
     return names
 
 
-def write_report(patterns, out_dir, figure_mixtures=4):
+def copy_run_records(runs, out_dir):
+    """Copies each run's `eval.json` and `samples.npz` into `OUT/runs/NAME`, NAME being the
+    workdir's last path component, so that `--runs='OUT/runs/*'` regenerates this report.
+
+    A run read from its own copy (regenerating from OUT/runs) is left as it is; a copy whose run
+    has no samples.npz loses a stale one.
+
+    Raises:
+      UserError: two runs' workdirs share a name, or a copy cannot be written.
+    """
+    workdirs = {}
+    for run in runs:
+        name = os.path.basename(os.path.normpath(run.workdir))
+        if workdirs.setdefault(name, run.workdir) != run.workdir:
+            raise UserError(f"--copy_runs: {workdirs[name]} and {run.workdir} would both be copied "
+                            f"to {os.path.join(out_dir, RUNS_DIR, name)}; give the runs' "
+                            "directories distinct names")
+    try:
+        for name, workdir in workdirs.items():
+            target = os.path.join(out_dir, RUNS_DIR, name)
+            os.makedirs(target, exist_ok=True)
+            for file in _RUN_RECORD:
+                source, copy = os.path.join(workdir, file), os.path.join(target, file)
+                if not os.path.exists(source):
+                    if os.path.exists(copy):
+                        os.remove(copy)
+                elif not (os.path.exists(copy) and os.path.samefile(source, copy)):
+                    shutil.copyfile(source, copy)
+    except OSError as e:
+        raise UserError(f"--copy_runs: cannot copy into {os.path.join(out_dir, RUNS_DIR)} "
+                        f"({e.strerror})") from None
+
+
+def write_report(patterns, out_dir, figure_mixtures=4, copy_runs=False):
     """Reads the runs, writes `OUT/results.md` and `OUT/separations.png`; returns the table.
 
     Args:
       patterns: run directories or glob patterns.
       out_dir: where the report goes (created if needed).
       figure_mixtures: test mixtures shown in the figure (at most the 8 in samples.npz).
+      copy_runs: also copy the runs' records into OUT/runs (`copy_run_records`).
     """
-    groups = group_runs(find_runs(patterns))
+    runs = find_runs(patterns)
+    groups = group_runs(runs)
     try:
         os.makedirs(out_dir, exist_ok=True)
     except OSError as e:
         raise UserError(f"cannot create --out={out_dir} ({e.strerror})") from None
+    if copy_runs:
+        copy_run_records(runs, out_dir)
     figure_path = os.path.join(out_dir, FIGURE_FILE)
     shown = render_figure(groups, figure_path, figure_mixtures)
     table = markdown_table(groups)

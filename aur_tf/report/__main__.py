@@ -14,6 +14,9 @@ from aur_tf.report import write_report
 flags.DEFINE_list("runs", None, "Run directories or glob patterns (quote them), comma-separated; "
                   "each must hold an eval.json.")
 flags.DEFINE_string("out", "report", "Directory for results.md and separations.png.")
+flags.DEFINE_bool("copy_runs", False, "Also copy each run's eval.json and samples.npz into "
+                  "OUT/runs/NAME (NAME: the workdir's last component), so that "
+                  "--runs='OUT/runs/*' regenerates the report without the workdirs.")
 flags.DEFINE_integer("figure_mixtures", 4, f"Test mixtures shown in the figure (1 to {SAMPLE_COUNT}).")
 flags.mark_flag_as_required("runs")
 flags.register_validator("figure_mixtures", lambda n: 1 <= n <= SAMPLE_COUNT,
@@ -24,7 +27,8 @@ def main(argv):
     del argv
     cli.configure_logging()
     try:
-        print(write_report(flags.FLAGS.runs, flags.FLAGS.out, flags.FLAGS.figure_mixtures), end="")
+        print(write_report(flags.FLAGS.runs, flags.FLAGS.out, flags.FLAGS.figure_mixtures,
+                           flags.FLAGS.copy_runs), end="")
     except UserError as e:
         cli.fail(e)
 
