@@ -138,6 +138,15 @@ def test_copy_runs_refuses_two_workdirs_of_one_name(tmp_path):
                             copy_runs=True)
 
 
+def test_the_readme_results_regenerate_from_the_committed_run_records(tmp_path):
+    results = os.path.join(ROOT, "docs", "results")
+    table = report.write_report([os.path.join(results, report.RUNS_DIR, "*")], str(tmp_path))
+    with open(os.path.join(results, report.TABLE_FILE)) as f:
+        assert (tmp_path / report.TABLE_FILE).read_text() == f.read()
+    with open(os.path.join(ROOT, "README.md")) as f:
+        assert table in f.read()
+
+
 def test_mask_net_runs_write_samples_the_figure_can_use(make_config, stroke_data, tmp_path):
     config = make_config(train_steps=2, eval_every=2, checkpoint_every=2, log_every=2)
     results = train_lib.train(config, data=stroke_data)
