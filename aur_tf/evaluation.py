@@ -1,4 +1,5 @@
 """Scores separations against the held-out clean sources: the only place ground truth is used."""
+import contextlib
 import os
 
 import numpy as np
@@ -122,9 +123,14 @@ def write_samples(workdir, split, estimate_0, estimate_1, permutation):
     path = os.path.join(workdir, SAMPLES_FILE)
     # Written whole to a temporary name and renamed, so a reader never sees a torn file; compressed
     # (165 KB -> 24 KB for MNIST) so that reports can keep copies in the repository.
-    with open(f"{path}.tmp", "wb") as f:
-        np.savez_compressed(f, **{k: np.asarray(v[:SAMPLE_COUNT], np.float32) for k, v in arrays.items()})
-    os.replace(f"{path}.tmp", path)
+    try:
+        with open(f"{path}.tmp", "wb") as f:
+            np.savez_compressed(f, **{k: np.asarray(v[:SAMPLE_COUNT], np.float32)
+                                      for k, v in arrays.items()})
+        os.replace(f"{path}.tmp", path)
+    finally:
+        with contextlib.suppress(OSError):
+            os.remove(f"{path}.tmp")
 
 
 def write_mask_samples(workdir, split, masks, permutation):

@@ -507,15 +507,17 @@ def train(config: Config, data=None):
                        config=config.to_dict(), history=history,
                        **{f"seconds_to_{metric}": marks for metric, marks
                           in evaluation.seconds_to_quality_marks(history).items()})
+        masks = evaluation.predict_masks(model.mask_net, data.test.mixtures[:_GRID_IMAGES])
         if chief:  # Every worker evaluates, so all reach the next training step together.
             write_json_atomically(eval_path, results)
+            with _writes_to(os.path.join(config.workdir, evaluation.SAMPLES_FILE)):
+                evaluation.write_mask_samples(config.workdir, data.test, masks,
+                                              scores["permutation"])
         log.info("eval at step %d: %.2f dB PSNR, %.3f SSIM, %.1f%% swapped (half mask %.2f dB, "
                  "%.3f)%s", step, scores["psnr_db"], scores["ssim"],
                  100 * scores["swapped_fraction"], baseline["half_mask_psnr_db"],
                  baseline["half_mask_ssim"], " | COLLAPSED: one output takes nearly all energy"
                  if scores["collapsed"] else "")
-        masks = evaluation.predict_masks(model.mask_net, data.test.mixtures[:_GRID_IMAGES])
-        evaluation.write_mask_samples(config.workdir, data.test, masks, scores["permutation"])
         with _writes_to(_tensorboard_dir(config)):
             with writer.as_default(step=step):
                 tf.summary.scalar("eval/psnr_db", scores["psnr_db"])

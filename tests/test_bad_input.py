@@ -364,6 +364,22 @@ def test_full_disk_on_a_json_write_keeps_the_old_file(case, run_cli, monkeypatch
     assert not os.path.exists(f"run/{full_at}.tmp")
 
 
+def test_full_disk_on_the_samples_is_a_user_error_that_leaves_no_temporary(case, run_cli,
+                                                                           monkeypatch):
+    def savez_compressed(file, **arrays):
+        file.write(b"part of an archive")
+        raise NO_SPACE
+
+    monkeypatch.setattr(np, "savez_compressed", savez_compressed)
+    before = snapshot(case)
+    status, _, err = run_cli(*BASE_ARGS)
+    assert_one_line_error(status, err, r"cannot write .*run/samples\.npz \(No space left on "
+                                       r"device\): free disk space")
+    after = snapshot(case)
+    assert after["run/samples.npz"] == before["run/samples.npz"]
+    assert "run/samples.npz.tmp" not in after
+
+
 def test_full_disk_on_a_checkpoint_keeps_the_last_one(case, run_cli, monkeypatch):
     import tensorflow as tf
 

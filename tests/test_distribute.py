@@ -32,8 +32,9 @@ def _finish(processes):
             if p.poll() is None:
                 p.kill()
                 p.communicate()
-    for p, (stdout, stderr) in zip(processes, outputs):
-        assert p.returncode == 0, stderr[-3000:]
+    failures = [f"process {i} exited with {p.returncode}:\n{stderr[-3000:]}"
+                for i, (p, (_, stderr)) in enumerate(zip(processes, outputs)) if p.returncode]
+    assert not failures, "\n\n".join(failures)
     return [json.loads(stdout.strip().splitlines()[-1]) for stdout, _ in outputs]
 
 

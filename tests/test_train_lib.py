@@ -43,6 +43,16 @@ def test_train_writes_eval_json_checkpoints_and_tensorboard(make_config, stroke_
     assert os.listdir(os.path.join(config.workdir, "tensorboard"))
 
 
+def test_a_worker_other_than_the_chief_writes_nothing_into_the_shared_workdir(
+        make_config, stroke_data, monkeypatch):
+    # Two workers writing the same file race (one's rename finds the other's temporary gone).
+    config = make_config()
+    os.makedirs(config.workdir)
+    monkeypatch.setattr(train_lib.distribute, "is_chief", lambda strategy: False)
+    assert train_lib.train(config, data=stroke_data)["step"] == 6
+    assert os.listdir(config.workdir) == []
+
+
 def test_every_checkpoint_file_and_directory_is_flushed_to_disk(make_config, stroke_data,
                                                                 monkeypatch):
     flushed = []
