@@ -12,6 +12,9 @@ from aur_tf.errors import UserError
 
 MODES = ("unsupervised", "supervised")
 ENERGY_TERMS = ("batch", "pixel", "none")
+# Settings of the adversarial game alone: a supervised run trains the mask net by itself.
+ADVERSARIAL_SETTINGS = frozenset({"disc_width", "disc_learning_rate", "alpha", "beta", "energy",
+                                  "mask_steps_per_disc_step"})
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 IMAGE_SIZES = (32, 64)
 CHANNEL_COUNTS = (1, 3)

@@ -80,6 +80,18 @@ def test_table_groups_seeds_and_settings_beside_the_paper(runs):
     assert "16.05 dB, 0.665 SSIM" in table
 
 
+def test_supervised_runs_are_not_told_apart_by_the_adversarial_settings_they_ignore(tmp_path):
+    for seed, (disc_width, steps) in enumerate([(64, 100), (32, 100), (32, 200)]):
+        _fake_run(tmp_path / f"supervised{seed}", 23.0, 0.9, seed=seed, mode="supervised",
+                  disc_width=disc_width, mask_steps_per_disc_step=2 + seed, train_steps=steps)
+    for disc_width in (32, 64):
+        _fake_run(tmp_path / f"unsupervised{disc_width}", 20.0, 0.8, seed=0, disc_width=disc_width)
+    groups = report.group_runs(report.find_runs([str(tmp_path / "*")]))
+    assert [(g.name, len(g.runs)) for g in groups] == [
+        ("unsupervised (disc_width=32)", 1), ("unsupervised (disc_width=64)", 1),
+        ("supervised (train_steps=100)", 2), ("supervised (train_steps=200)", 1)]
+
+
 def test_paper_figures_only_for_the_papers_data_and_unfinished_runs_marked(tmp_path):
     _fake_run(tmp_path / "shoes", 19.0, 0.7, seed=0, source_a="folder:shoes",
               source_b="folder:bags", train_steps=500)

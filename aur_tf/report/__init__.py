@@ -2,9 +2,10 @@
 
 A run is a workdir with an `eval.json` (from `train_lib.train` or `aur_tf.baselines`). Runs are
 grouped by method (a baseline's `method`, else the mask net's `mode`) plus every setting that
-differs between runs of that method, except seeds and bookkeeping; a group with several seeds
-shows mean ± sample standard deviation. The figure shows the first test mixtures of each group's
-first run, from its `samples.npz`, laid out like the paper's Fig. 2. With `copy_runs`, the report
+differs between runs of that method, except seeds, bookkeeping and the adversarial settings that
+supervised runs ignore; a group with several seeds shows mean ± sample standard deviation. The
+figure shows the first test mixtures of each group's first run, from its `samples.npz`, laid out
+like the paper's Fig. 2. With `copy_runs`, the report
 also keeps each run's `eval.json` and `samples.npz` under OUT/runs/, so that it can be regenerated
 from OUT alone where the workdirs (and their checkpoints) are not.
 """
@@ -18,6 +19,7 @@ import shutil
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from aur_tf.config import ADVERSARIAL_SETTINGS
 from aur_tf.errors import UserError
 from aur_tf.evaluation import (QUALITY_MARK_UNITS, QUALITY_MARKS, SAMPLES_FILE, is_history,
                                is_number, quality_mark_key, seconds_to_quality_marks)
@@ -59,7 +61,8 @@ class Run:
     def settings(self):
         """Every setting that could tell two runs of one method apart."""
         merged = {**self.results["config"], **self.results.get("method_settings", {})}
-        return {k: v for k, v in merged.items() if k not in _NOT_DISTINGUISHING}
+        unused = ADVERSARIAL_SETTINGS if self.method == "supervised" else frozenset()
+        return {k: v for k, v in merged.items() if k not in _NOT_DISTINGUISHING | unused}
 
     @property
     def seed(self):
