@@ -1,15 +1,17 @@
 """Speed of the unsupervised train step: steps/s, mixtures/s, FLOPs per step and GFLOP/s.
 
-  python bench/train_speed.py --mask_width=64 --batch_pairs=64 --steps=30
+  python bench/train_speed.py --mask_width=64 --batch_pairs=64 --steps=32
   python bench/train_speed.py ... --torch_python=/path/to/venv/bin/python   # + PyTorch reference
   python bench/train_speed.py --eval_json=runs/mnist/eval.json               # time to quality only
 
-For each of {--conv_kernels phases, native} x {no XLA, --jit_compile} x {real tf.data pipeline,
-one in-memory batch} it times `--steps` steps after `--warmup` steps (tracing, warm-up) and prints
-the median step time. FLOPs are counted from the layers' shapes (2 multiply-adds per weight use in
-every convolution; the backward pass counted as twice the forward, input and weight gradients), so
-GFLOP/s is what the step achieves of the machine's matmul rate (55-70 GFLOP/s on the 2 AVX2 cores
-of README, Training speed).
+For each of {--conv_kernels phases, native} x {--jit_compile false, true} (or the values given by
+those flags) x {real tf.data pipeline, one in-memory batch} it times `--steps` steps after
+`--warmup` steps (tracing, warm-up) and prints their mean time: with the discriminator updated every
+k-th step the step times are bimodal, and a median would land anywhere between the two modes, so
+`--steps` must be whole cycles of k. FLOPs are counted from the layers' shapes (2 multiply-adds per
+weight use in every convolution; the backward pass counted as twice the forward, input and weight
+gradients), so GFLOP/s is what the step achieves of the machine's matmul rate (55-70 GFLOP/s on the
+2 AVX2 cores of README, Training speed).
 
 With --torch_python (a Python that has torch, e.g. `pip install torch==2.13.0` in its own venv;
 torch is never an aur_tf dependency) the same network and batch run in the independent PyTorch
@@ -83,7 +85,7 @@ class _StepTimer(keras.callbacks.Callback):
 
 
 def time_keras(config, mixtures, steps, warmup, in_memory):
-    """Median seconds per train step of aur_tf's UnmixRemixTrainer, and its FLOPs per step."""
+    """Mean seconds per train step of aur_tf's UnmixRemixTrainer, and its FLOPs per step."""
     keras.backend.clear_session()
     keras.utils.set_random_seed(config.seed)
     trainer, _ = train_lib.build_trainer(config)
@@ -93,12 +95,12 @@ def time_keras(config, mixtures, steps, warmup, in_memory):
     timer = _StepTimer()
     trainer.fit(batches, epochs=1, steps_per_epoch=warmup + steps, verbose=0, shuffle=False,
                 callbacks=[timer])
-    return (statistics.median(timer.times[warmup:]),
+    return (statistics.mean(timer.times[warmup:]),
             step_flops(trainer, config.batch_pairs, config.mask_steps_per_disc_step))
 
 
 def time_torch(torch_python, data, config, steps):
-    """Median seconds per step of the PyTorch reference on the same mixtures."""
+    """Mean seconds per step of the PyTorch reference on the same mixtures, after 5 warm-ups."""
     with tempfile.TemporaryDirectory() as scratch:
         path = os.path.join(scratch, "mix.npz")
         # The reference reads uint8 sources with a scale; MNIST pixels are exactly k/256.
@@ -112,7 +114,7 @@ def time_torch(torch_python, data, config, steps):
              "--nf", str(config.mask_width), "--lr", str(config.mask_learning_rate),
              "--d-every", str(config.mask_steps_per_disc_step)],
             capture_output=True, text=True, check=True)
-    return float(re.search(r"median ([\d.]+) ms/step", result.stdout).group(1)) / 1000
+    return float(re.search(r"mean after warmup ([\d.]+) ms", result.stdout).group(1)) / 1000
 
 
 def print_time_to_quality(path):
@@ -135,7 +137,9 @@ def main():
                         help="float32, mixed_bfloat16 or mixed_float16 (aur_tf only)")
     parser.add_argument("--conv_kernels", default="phases,native",
                         help="comma-separated --conv_kernels values to time (aur_tf only)")
-    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--jit_compile", default="false,true",
+                        help="comma-separated --jit_compile values to time (aur_tf only)")
+    parser.add_argument("--steps", type=int, default=32)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--cache_dir", default=Config().cache_dir)
     parser.add_argument("--torch_python", help="a Python with torch, for the reference comparison")
@@ -144,6 +148,14 @@ def main():
     args = parser.parse_args()
     if args.eval_json:
         return print_time_to_quality(args.eval_json)
+    if args.steps % args.mask_steps_per_disc_step:
+        parser.error(f"--steps={args.steps} must be a multiple of --mask_steps_per_disc_step="
+                     f"{args.mask_steps_per_disc_step}: whole cycles of mask and discriminator "
+                     "updates")
+    jit_values = args.jit_compile.lower().split(",")
+    if not set(jit_values) <= {"true", "false"}:
+        parser.error(f"--jit_compile={args.jit_compile}: give true, false or both, comma-separated")
+    jit_settings = [value == "true" for value in jit_values]
 
     config = Config(workdir=tempfile.mkdtemp(), mask_width=args.mask_width,
                     disc_width=args.disc_width, batch_pairs=args.batch_pairs,
@@ -153,10 +165,10 @@ def main():
     print(f"{config.mixed_precision}, mask width {config.mask_width}, disc width "
           f"{config.disc_width}, {config.batch_pairs} "
           f"pairs ({2 * config.batch_pairs} mixtures) per step, D updated every "
-          f"{config.mask_steps_per_disc_step} steps, median of {args.steps} steps after "
+          f"{config.mask_steps_per_disc_step} steps, mean of {args.steps} steps after "
           f"{args.warmup}")
     for conv_kernels in args.conv_kernels.split(","):
-        for jit in (False, True):
+        for jit in jit_settings:
             for in_memory in (False, True):
                 timed = dataclasses.replace(config, conv_kernels=conv_kernels, jit_compile=jit)
                 seconds, flops = time_keras(timed, data.train.mixtures, args.steps, args.warmup,
