@@ -1,4 +1,6 @@
-"""Train a source-separation mask net from mixtures alone: `python main.py --flagfile=configs/mnist.cfg`.
+"""Train a source-separation mask net from mixtures alone.
+
+  python main.py --flagfile=configs/mnist.cfg
 
 Every flag is a field of `aur_tf.config.Config` (see `--helpfull`). Bad input ends the run with one
 line on stderr and exit status 2; a run whose losses or weights become non-finite ends with one
@@ -37,8 +39,9 @@ def main(argv):
         print("interrupted: run the same command to resume from the last checkpoint",
               file=sys.stderr)
         sys.exit(INTERRUPTED_EXIT_CODE)
-    print(f"done: step {results['step']}, {results['psnr_db']:.2f} dB PSNR, {results['ssim']:.3f} SSIM "
-          f"(half mask {results['half_mask_psnr_db']:.2f} dB, {results['half_mask_ssim']:.3f}); "
+    print(f"done: step {results['step']}, {results['psnr_db']:.2f} dB PSNR, "
+          f"{results['ssim']:.3f} SSIM (half mask {results['half_mask_psnr_db']:.2f} dB, "
+          f"{results['half_mask_ssim']:.3f}); "
           f"results in {os.path.join(config.workdir, 'eval.json')}")
 
 

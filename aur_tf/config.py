@@ -41,8 +41,8 @@ def setting(default, help_text):
 class Config:
     """Every setting of a training run; defaults are the paper's MNIST setup (Sec. 4-5)."""
 
-    workdir: str = setting("runs/mnist", "Directory for checkpoints, TensorBoard logs and eval.json; "
-                            "running again with the same workdir resumes.")
+    workdir: str = setting("runs/mnist", "Directory for checkpoints, TensorBoard logs and "
+                            "eval.json; running again with the same workdir resumes.")
     mode: str = setting("unsupervised", "unsupervised (the paper's method, mixtures only) or "
                          "supervised (upper bound: the same mask net trained on clean sources).")
     # Data: two clean-image sources, mixed as y = (x + b) / 2.
@@ -52,23 +52,25 @@ class Config:
     image_size: int = setting(32, "Height and width of the mixtures: 32 or 64 (smaller images are "
                                "zero-padded, larger ones resized).")
     channels: int = setting(1, "1 (grayscale) or 3 (RGB).")
-    invert: bool = setting(False, "Use 1 - image, so that backgrounds are 0 (the paper does this for "
-                            "Shoes and Bags: masking works best on a zero background).")
+    invert: bool = setting(False, "Use 1 - image, so that backgrounds are 0 (the paper does this "
+                            "for Shoes and Bags: masking works best on a zero background).")
     train_mixtures: int = setting(25_000, "Number of training mixtures.")
     test_mixtures: int = setting(5_000, "Number of held-out test mixtures.")
     cache_dir: str = setting(_default_cache_dir(), "Where downloaded and decoded datasets are kept "
                               "(default: $AUR_TF_CACHE or ~/.cache/aur_tf).")
     seed: int = setting(0, f"Seed of the mixtures, the pairing, and the initial weights (0 .. "
                          f"{MAX_SEED}).")
-    deterministic: bool = setting(False, "Make TensorFlow ops deterministic, so that two runs with "
-                                   "the same seed give identical losses and weights (slower on GPUs).")
+    deterministic: bool = setting(False, "Make TensorFlow ops deterministic, so that two runs "
+                                   "with the same seed give identical losses and weights (slower "
+                                   "on GPUs).")
     # Models (Sec. 4).
     mask_width: int = setting(64, "Mask net channels at the layer before last; doubling toward the "
                                "bottleneck.")
     disc_width: int = setting(64, "Discriminator channels at its first layer.")
     # Optimisation (Eq. 10 and Sec. 4).
     train_steps: int = setting(25_000, "Total mask-net steps.")
-    batch_pairs: int = setting(64, "Pairs (y1, y2) per step; each step reads twice as many mixtures.")
+    batch_pairs: int = setting(64, "Pairs (y1, y2) per step; each step reads twice as many "
+                               "mixtures.")
     mask_learning_rate: float = setting(1e-4, "Adam learning rate of the mask net.")
     disc_learning_rate: float = setting(1e-4, "Adam learning rate of the discriminator.")
     adam_beta1: float = setting(0.5, "Adam beta_1 of both optimizers.")
@@ -85,10 +87,11 @@ class Config:
                                  "times faster on CPUs), native (TensorFlow's own kernel) or auto "
                                  "(phases unless a GPU is visible). The weights and results are "
                                  "the same.")
-    strategy: str = setting("default", "tf.distribute strategy: default (one device), mirrored (every "
-                             "local GPU, else every logical CPU), multi_worker (one process per machine, "
-                             "cluster from $TF_CONFIG) or tpu (untested). --batch_pairs is the global "
-                             "batch and must divide by the number of replicas.")
+    strategy: str = setting("default", "tf.distribute strategy: default (one device), mirrored "
+                             "(every local GPU, else every logical CPU), multi_worker (one process "
+                             "per machine, cluster from $TF_CONFIG) or tpu (untested). "
+                             "--batch_pairs is the global batch and must divide by the number of "
+                             "replicas.")
     # Bookkeeping.
     checkpoint_every: int = setting(500, "Steps between checkpoints.")
     keep_checkpoints: int = setting(3, "Checkpoints kept on disk.")
@@ -107,9 +110,9 @@ class Config:
         self._check_choice("channels", CHANNEL_COUNTS)
         self._check_choice("strategy", STRATEGIES)
         self._check_choice("conv_kernels", CONV_KERNELS)
-        for name in ("train_mixtures", "test_mixtures", "train_steps", "batch_pairs", "mask_width",
-                     "disc_width", "mask_steps_per_disc_step", "checkpoint_every", "keep_checkpoints",
-                     "eval_every", "log_every", "collapse_windows"):
+        for name in ("train_mixtures", "test_mixtures", "train_steps", "batch_pairs",
+                     "mask_width", "disc_width", "mask_steps_per_disc_step", "checkpoint_every",
+                     "keep_checkpoints", "eval_every", "log_every", "collapse_windows"):
             if getattr(self, name) < 1:
                 raise UserError(f"--{name}={getattr(self, name)} must be a positive integer")
         if not 0 <= self.seed <= MAX_SEED:
@@ -125,8 +128,9 @@ class Config:
                 raise UserError(f"--{name}={getattr(self, name)} must be finite and >= 0")
         if 2 * self.batch_pairs > self.train_mixtures:
             raise UserError(
-                f"--batch_pairs={self.batch_pairs} needs {2 * self.batch_pairs} mixtures per step but "
-                f"--train_mixtures={self.train_mixtures}: lower --batch_pairs or raise --train_mixtures")
+                f"--batch_pairs={self.batch_pairs} needs {2 * self.batch_pairs} mixtures per step "
+                f"but --train_mixtures={self.train_mixtures}: lower --batch_pairs or raise "
+                "--train_mixtures")
         if not self.workdir:
             raise UserError("--workdir is empty: give the directory for checkpoints and results")
 

@@ -76,7 +76,7 @@ def _writes_to(what):
 
 
 def _make_durable(prefix):
-    """Flushes checkpoint `prefix`'s files, then the state file and directory naming them, to disk."""
+    """Flushes checkpoint `prefix`'s files, then the state file and directory naming them."""
     directory = os.path.dirname(prefix)
     for path in [*glob.glob(glob.escape(prefix) + ".*"), os.path.join(directory, "checkpoint"),
                  directory]:
@@ -135,8 +135,8 @@ def _check_workdir(config, chief):
         changed = [k for k in _RUN_IDENTITY if k in saved and saved[k] != getattr(config, k)]
         if changed:
             was = ", ".join(f"--{k}={saved[k]}" for k in changed)
-            raise UserError(f"--workdir={config.workdir} holds a run made with {was}: resume it with "
-                            "the same settings or start a new run in another --workdir")
+            raise UserError(f"--workdir={config.workdir} holds a run made with {was}: resume it "
+                            "with the same settings or start a new run in another --workdir")
 
 
 def _check_writable(workdir):

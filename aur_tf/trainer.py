@@ -185,7 +185,8 @@ class UnmixRemixTrainer(_StepCountingModel):
             y_bar = x_bar + _swap_halves(b_bar)
 
             cycle = losses.cycle_loss_eq9(y_bar, mixtures)
-            adversarial = losses.mask_adversarial_loss_eq5(self.discriminator(remixes, training=True))
+            adversarial = losses.mask_adversarial_loss_eq5(
+                self.discriminator(remixes, training=True))
             energy = self.energy_loss(x_tilde, b_tilde)
             total = cycle + self.alpha * adversarial + self.beta * energy
             scaled_total = self.mask_optimizer.scale_loss(_replica_share(total))
@@ -194,7 +195,8 @@ class UnmixRemixTrainer(_StepCountingModel):
         self.skipped_steps.assign_add(mask_skipped + disc_skipped)
 
         # L_D exists only on discriminator steps; the others must not pull its mean to zero.
-        self._trackers["loss_disc"].update_state(disc_loss, sample_weight=tf.cast(disc_step, tf.float32))
+        self._trackers["loss_disc"].update_state(disc_loss,
+                                                 sample_weight=tf.cast(disc_step, tf.float32))
         energy_x, energy_b = losses.mean_energies(x_tilde, b_tilde)
         return self._report({
             "loss_total": total, "loss_cycle": cycle, "loss_adversarial": adversarial,

@@ -255,7 +255,8 @@ CASES = [
      r"train images are \(8, 8, 1\) but test images are \(9, 8, 1\)"),
     ("npz-no-x-test", replace_npz(x_test=None), [], r"lacks x_test"),
     ("npz-no-labels", replace_npz(y_train=None), [], r"has no train labels, so \?labels"),
-    ("npz-float-labels", replace_npz(y_train=np.zeros(40)), [], r"expected integers of shape \[40\]"),
+    ("npz-float-labels", replace_npz(y_train=np.zeros(40)), [],
+     r"expected integers of shape \[40\]"),
     ("npz-short-labels", replace_npz(y_train=np.zeros(39, np.int64)), [],
      r"int64 \(39,\): expected integers of shape \[40\]"),
     ("npz-test-labels-miss", replace_npz(y_test=np.zeros(16, np.int64)), [],
@@ -272,15 +273,16 @@ CASES = [
     ("gif-named-png", image_folder(write_bytes("data/imgs/train/b.png",
                                                lambda root: png_bytes(GRAY, image_format="GIF"))),
      FOLDER_A, r"cannot decode image"),
-    ("jpeg-truncated", image_folder(write_bytes("data/imgs/test/b.jpg",
-                                                lambda root: png_bytes(RGB + 90, image_format="JPEG")
-                                                [:100])), FOLDER_A, r"cannot decode image"),
+    ("jpeg-truncated", image_folder(write_bytes(
+        "data/imgs/test/b.jpg", lambda root: png_bytes(RGB + 90, image_format="JPEG")[:100])),
+     FOLDER_A, r"cannot decode image"),
     ("rgba-png-into-gray", both(save_png("data/imgs/train/a.png", RGBA, "RGBA"),
                                 save_png("data/imgs/test/a.png", RGBA, "RGBA")), FOLDER_A,
      r"3 channel\(s\) but --channels=1"),
     ("rgba-and-gray-pngs", image_folder(save_png("data/imgs/train/b.png", RGBA, "RGBA")), FOLDER_A,
      r"differ in size.*one colour mode"),
-    ("png-sizes-differ", image_folder(save_png("data/imgs/train/b.png", np.zeros((9, 8), np.uint8))),
+    ("png-sizes-differ",
+     image_folder(save_png("data/imgs/train/b.png", np.zeros((9, 8), np.uint8))),
      FOLDER_A, r"differ in size"),
     ("folder-empty", lambda root: (root / "data/imgs").mkdir(), FOLDER_A, r"has no train images"),
     ("folder-no-test", save_png("data/imgs/train/a.png", GRAY), FOLDER_A,
@@ -357,8 +359,8 @@ def test_full_disk_on_a_json_write_keeps_the_old_file(case, run_cli, monkeypatch
     monkeypatch.setattr(os, "fsync", fsync)
     before = snapshot(case)
     status, _, err = run_cli(*BASE_ARGS)
-    assert_one_line_error(status, err, rf"cannot write .*run/{full_at} \(No space left on device\): free "
-                                rf"disk space")
+    assert_one_line_error(status, err, rf"cannot write .*run/{full_at} \(No space left on "
+                                       rf"device\): free disk space")
     after = snapshot(case)
     assert {path: after.get(path) for path in before} == before
     assert not os.path.exists(f"run/{full_at}.tmp")
@@ -392,8 +394,9 @@ def test_full_disk_on_a_checkpoint_keeps_the_last_one(case, run_cli, monkeypatch
     monkeypatch.setattr(tf.train.CheckpointManager, "save", save)
     before = snapshot(case)
     status, _, err = run_cli(*BASE_ARGS, "--train_steps=3")
-    assert_one_line_error(status, err, r"cannot write checkpoint .*ckpt-3 \(No space left on device\): "
-                                r"free disk space.*resume from the last checkpoint")
+    assert_one_line_error(status, err, r"cannot write checkpoint .*ckpt-3 \(No space left on "
+                                       r"device\): free disk space.*resume from the last "
+                                       r"checkpoint")
     after = snapshot(case)
     # The settings file legitimately records the new --train_steps; nothing else changed.
     assert json.loads(after.pop("run/config.json"))["train_steps"] == 3
@@ -456,8 +459,8 @@ def torn_newer_checkpoint(directory):
     (lambda directory: flip_bytes(directory / "ckpt-2.index"), 1),
     (lambda directory: (directory / "checkpoint").write_bytes(b"\xff garbage"), 2),
     (lambda directory: os.remove(directory / "checkpoint"), 2),
-], ids=["crash-while-writing", "newest-data-truncated", "newest-index-garbage", "state-file-garbage",
-        "state-file-missing"])
+], ids=["crash-while-writing", "newest-data-truncated", "newest-index-garbage",
+        "state-file-garbage", "state-file-missing"])
 def test_damaged_checkpoint_falls_back_to_the_newest_good_one(case, run_cli, caplog, damage,
                                                               resumed_step):
     damage(case / "run" / "checkpoints")
@@ -567,11 +570,12 @@ def test_fuzzed_source_flags_through_the_command_line(case, run_cli):
     (case / "data" / "odd.png").write_bytes(b"")
 
     @hypothesis.settings(max_examples=40, deadline=None, database=None)
-    @hypothesis.given(st.builds(lambda kind, location, query: f"{kind}{location}{query}",
-                                # Not mnist: it would fetch its wheel from the package index.
-                                st.sampled_from(["npz:", "folder:", "", "zip:"]),
-                                st.sampled_from(["data", NPZ + "x", "data/odd.png", "run", "", "?"]),
-                                st.sampled_from(["", "?labels=", "?labels=3-1", "?x=1", "?labels=7"])))
+    @hypothesis.given(st.builds(
+        lambda kind, location, query: f"{kind}{location}{query}",
+        # Not mnist: it would fetch its wheel from the package index.
+        st.sampled_from(["npz:", "folder:", "", "zip:"]),
+        st.sampled_from(["data", NPZ + "x", "data/odd.png", "run", "", "?"]),
+        st.sampled_from(["", "?labels=", "?labels=3-1", "?x=1", "?labels=7"])))
     def check(spec):
         before = snapshot(case)
         # source_b is missing, so a source_a that happens to be valid still stops before training.

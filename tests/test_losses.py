@@ -34,12 +34,14 @@ def test_energy_equity_loss_batch_hand_computed():
     x_tilde = tf.stack([tf.fill([2, 2, 1], 0.5), tf.fill([2, 2, 1], 1.0)])
     b_tilde = tf.fill([2, 2, 2, 1], 0.5)
     expected = ((2.5 - 1.0) / (2.5 + 1.0)) ** 2
-    assert float(losses.energy_equity_loss_batch(x_tilde, b_tilde)) == pytest.approx(expected, rel=1e-5)
+    loss = losses.energy_equity_loss_batch(x_tilde, b_tilde)
+    assert float(loss) == pytest.approx(expected, rel=1e-5)
 
 
 def test_energy_equity_loss_batch_is_one_at_collapse_and_zero_at_equal_energy():
     y = tf.random.stateless_uniform([4, 8, 8, 1], seed=[1, 2])
-    assert float(losses.energy_equity_loss_batch(y, tf.zeros_like(y))) == pytest.approx(1.0, abs=1e-5)
+    collapsed = losses.energy_equity_loss_batch(y, tf.zeros_like(y))
+    assert float(collapsed) == pytest.approx(1.0, abs=1e-5)
     # Equal batch energy but unequal per image: only the batch means need to agree.
     x_tilde = tf.concat([y[:2], tf.zeros_like(y[2:])], axis=0)
     b_tilde = tf.concat([tf.zeros_like(y[:2]), y[:2]], axis=0)

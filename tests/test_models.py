@@ -69,5 +69,6 @@ def test_batch_norm_uses_running_statistics_at_inference():
     x = np.random.default_rng(1).random((4, 32, 32, 1), np.float32)
     np.testing.assert_array_equal(np.asarray(net(x[:1], training=False)),
                                   np.asarray(net(x, training=False))[:1])
-    assert not np.allclose(np.asarray(net(x[:1], training=True)), np.asarray(net(x, training=True))[:1])
+    assert not np.allclose(np.asarray(net(x[:1], training=True)),
+                           np.asarray(net(x, training=True))[:1])
     keras.backend.clear_session()

@@ -179,7 +179,8 @@ def test_supervised_mode_trains_from_clean_sources(make_config, stroke_data):
 @pytest.mark.parametrize("precision", ["mixed_float16", "mixed_bfloat16"])
 def test_mixed_precision_runs_train(make_config, stroke_data, precision, caplog):
     caplog.set_level(logging.INFO, logger="aur_tf")
-    results = train_lib.train(make_config(mixed_precision=precision, train_steps=3), data=stroke_data)
+    results = train_lib.train(make_config(mixed_precision=precision, train_steps=3),
+                              data=stroke_data)
     assert np.isfinite(results["psnr_db"])
     # Loss scaling's skipped updates are counted, and shown wherever they can happen.
     assert results["skipped_steps"] >= 0

@@ -1,4 +1,6 @@
-"""Run a baseline: `python -m aur_tf.baselines --flagfile=configs/mnist.cfg --method=rpca --workdir=runs/rpca`.
+"""Run a baseline on the data of a training config.
+
+  python -m aur_tf.baselines --flagfile=configs/mnist.cfg --method=rpca --workdir=runs/rpca
 
 The data flags are main.py's (every `Config` field, so its flagfiles work; those that only concern
 the mask net are ignored), plus `--method` and the `--rpca_*` / `--glo_*` settings. Later flags
@@ -19,7 +21,8 @@ from aur_tf.config import Config  # noqa: E402
 from aur_tf.errors import UserError  # noqa: E402
 
 flags.DEFINE_enum("method", None, METHODS, "Baseline to run: identity (M = 1), half_mask "
-                  "(M = 1/2), rpca (robust PCA per mixture) or glo (two generators, learned codes).")
+                  "(M = 1/2), rpca (robust PCA per mixture) or glo (two generators, learned "
+                  "codes).")
 flags.mark_flag_as_required("method")
 for _settings_type in (Config, RpcaSettings, GloSettings):
     cli.define_flags(_settings_type)

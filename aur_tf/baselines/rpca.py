@@ -23,9 +23,10 @@ class RpcaSettings:
     """Settings of the RPCA baseline (Lin et al.'s defaults)."""
 
     rpca_lambda_scale: float = setting(1.0, "RPCA: multiplies the sparse-part weight "
-                                       "1/sqrt(max(H, W)); larger moves more into the low-rank part.")
-    rpca_tolerance: float = setting(1e-7, "RPCA: relative residual ||D - A - E|| / ||D|| at which a "
-                                    "mixture counts as decomposed.")
+                                       "1/sqrt(max(H, W)); larger moves more into the low-rank "
+                                       "part.")
+    rpca_tolerance: float = setting(1e-7, "RPCA: relative residual ||D - A - E|| / ||D|| at which "
+                                    "a mixture counts as decomposed.")
     rpca_max_iterations: int = setting(500, "RPCA: cap on the augmented-Lagrangian iterations.")
 
     def __post_init__(self):

@@ -106,8 +106,8 @@ def make_mixture_dataset(source_a, source_b, config):
     except MemoryError:
         shape = "x".join(str(n) for n in prepared["a", "train"].shape[1:])
         raise UserError(f"not enough memory for --train_mixtures={config.train_mixtures} and "
-                        f"--test_mixtures={config.test_mixtures} mixtures of {shape} (three float32 "
-                        f"copies each): lower them") from None
+                        f"--test_mixtures={config.test_mixtures} mixtures of {shape} (three "
+                        "float32 copies each): lower them") from None
 
 
 def load_mixture_dataset(config):

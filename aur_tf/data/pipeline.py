@@ -34,7 +34,8 @@ def index_batches(num_items, batch_size, seed, start_step=0):
     def epoch_batches(epoch):
         order = tf.argsort(tf.random.stateless_uniform(
             [num_items], seed=tf.stack([tf.cast(seed, tf.int64), epoch])))
-        batches = tf.reshape(order[:batches_per_epoch * batch_size], [batches_per_epoch, batch_size])
+        batches = tf.reshape(order[:batches_per_epoch * batch_size],
+                             [batches_per_epoch, batch_size])
         return tf.data.Dataset.from_tensor_slices(batches)
 
     first_epoch, offset = divmod(start_step, batches_per_epoch)

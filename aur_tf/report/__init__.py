@@ -72,7 +72,8 @@ class Run:
     def unfinished(self):
         """A mask-net run whose last evaluation came before its last training step."""
         planned = self.results["config"].get("train_steps")
-        return "method" not in self.results and planned is not None and self.results["step"] < planned
+        return ("method" not in self.results and planned is not None
+                and self.results["step"] < planned)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,7 +167,8 @@ def group_runs(runs):
     for method in sorted(by_method, key=_method_rank):
         method_runs = by_method[method]
         keys = sorted({k for run in method_runs for k in run.settings})
-        varying = [k for k in keys if len({json.dumps(run.settings.get(k)) for run in method_runs}) > 1]
+        varying = [k for k in keys
+                   if len({json.dumps(run.settings.get(k)) for run in method_runs}) > 1]
         by_settings = {}
         for run in method_runs:
             label = ", ".join(f"{k}={_format_setting(run.settings.get(k))}" for k in varying)
@@ -193,7 +195,8 @@ def _duration(seconds):
 
 def _is_paper_mnist(run):
     config = run.results["config"]
-    return {config[k].removeprefix("tfds:") for k in ("source_a", "source_b")} == _PAPER_MNIST_SOURCES
+    sources = {config[k].removeprefix("tfds:") for k in ("source_a", "source_b")}
+    return sources == _PAPER_MNIST_SOURCES
 
 
 def _steps(group):
@@ -259,7 +262,8 @@ def markdown_table(groups):
                   for g in groups for r in g.runs}
     if len(half_masks) == 1:
         (psnr, ssim), = half_masks
-        lines += ["", f"Half mask (M = 1/2) on these test mixtures: {psnr:.2f} dB, {ssim:.3f} SSIM."]
+        lines += ["", f"Half mask (M = 1/2) on these test mixtures: {psnr:.2f} dB, "
+                      f"{ssim:.3f} SSIM."]
     return "\n".join(lines) + "\n"
 
 

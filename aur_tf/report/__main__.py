@@ -17,7 +17,8 @@ flags.DEFINE_string("out", "report", "Directory for results.md and separations.p
 flags.DEFINE_bool("copy_runs", False, "Also copy each run's eval.json and samples.npz into "
                   "OUT/runs/NAME (NAME: the workdir's last component), so that "
                   "--runs='OUT/runs/*' regenerates the report without the workdirs.")
-flags.DEFINE_integer("figure_mixtures", 4, f"Test mixtures shown in the figure (1 to {SAMPLE_COUNT}).")
+flags.DEFINE_integer("figure_mixtures", 4,
+                     f"Test mixtures shown in the figure (1 to {SAMPLE_COUNT}).")
 flags.mark_flag_as_required("runs")
 flags.register_validator("figure_mixtures", lambda n: 1 <= n <= SAMPLE_COUNT,
                          f"--figure_mixtures must be between 1 and {SAMPLE_COUNT}")

@@ -1,4 +1,5 @@
-"""GLO: generator shapes, training lowers the reconstruction loss, test codes fit frozen generators."""
+"""GLO: generator shapes, training lowers the reconstruction loss, test codes fit frozen
+generators."""
 import keras
 import numpy as np
 import pytest

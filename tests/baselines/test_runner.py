@@ -28,7 +28,8 @@ def test_every_method_writes_eval_json_and_samples(method, make_config, stroke_d
         written = json.load(f)
     assert SHARED_FIELDS | {"method", "method_settings", "test_seconds"} <= set(written)
     assert written["method"] == method and written["psnr_db"] == results["psnr_db"]
-    assert written["config"]["source_a"] == config.source_a and "mask_width" not in written["config"]
+    assert written["config"]["source_a"] == config.source_a
+    assert "mask_width" not in written["config"]
     assert written["step"] == (4 if method == "glo" else 0)
     with np.load(os.path.join(config.workdir, evaluation.SAMPLES_FILE)) as samples:
         assert samples["estimates_a"].shape == (evaluation.SAMPLE_COUNT, 32, 32, 3)
@@ -48,8 +49,10 @@ def test_samples_follow_the_scored_permutation(make_config, stroke_data):
     config = make_config()
     results = runner.run_baseline("identity", config, data=stroke_data)
     with np.load(os.path.join(config.workdir, evaluation.SAMPLES_FILE)) as samples:
-        everything = samples["estimates_a"] if results["permutation"] == [0, 1] else samples["estimates_b"]
-        np.testing.assert_allclose(everything, 2 * stroke_data.test.mixtures[:evaluation.SAMPLE_COUNT])
+        matched_to_a = results["permutation"] == [0, 1]
+        everything = samples["estimates_a" if matched_to_a else "estimates_b"]
+        np.testing.assert_allclose(everything,
+                                   2 * stroke_data.test.mixtures[:evaluation.SAMPLE_COUNT])
 
 
 def test_refuses_a_workdir_of_another_run(make_config, stroke_data):
@@ -67,7 +70,8 @@ def test_command_line_reads_main_flagfiles_and_fails_in_one_line(tmp_path):
     rng = np.random.default_rng(0)
     source = tmp_path / "blobs.npz"
     np.savez(source, x_train=(rng.random((60, 28, 28)) > 0.8).astype(np.uint8) * 255,
-             y_train=np.arange(60) % 10, x_test=(rng.random((40, 28, 28)) > 0.8).astype(np.uint8) * 255,
+             y_train=np.arange(60) % 10,
+             x_test=(rng.random((40, 28, 28)) > 0.8).astype(np.uint8) * 255,
              y_test=np.arange(40) % 10)
     flagfile = tmp_path / "tiny.cfg"
     flagfile.write_text("\n".join([

@@ -63,7 +63,8 @@ def test_dataset_is_deterministic_given_the_seed(make_config):
     again = mixtures.make_mixture_dataset(source_a, source_b, config)
     other = mixtures.make_mixture_dataset(source_a, source_b, make_config(
         "other", channels=1, train_mixtures=30, test_mixtures=10, batch_pairs=4, seed=1))
-    assert first.train.mixtures.shape == (30, 32, 32, 1) and first.test.mixtures.shape == (10, 32, 32, 1)
+    assert first.train.mixtures.shape == (30, 32, 32, 1)
+    assert first.test.mixtures.shape == (10, 32, 32, 1)
     np.testing.assert_array_equal(first.train.mixtures, again.train.mixtures)
     assert not np.array_equal(first.train.mixtures, other.train.mixtures)
 
