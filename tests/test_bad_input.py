@@ -8,6 +8,7 @@ byte-identical afterwards, and no `config.json` left in a fresh workdir (a corre
 not be refused as "a different run").
 """
 import errno
+import functools
 import glob
 import io
 import json
@@ -347,39 +348,43 @@ def _open_path(fd):
     return os.readlink(f"/proc/self/fd/{fd}")
 
 
-@pytest.mark.parametrize("full_at", ["config.json", "eval.json"])
-def test_full_disk_on_a_json_write_keeps_the_old_file(case, run_cli, monkeypatch, full_at):
+def _fail_fsync_of(name, monkeypatch):
     real_fsync = os.fsync
 
     def fsync(fd):
-        if os.path.basename(_open_path(fd)).startswith(full_at):
+        if os.path.basename(_open_path(fd)).startswith(name):
             raise NO_SPACE
         real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", fsync)
-    before = snapshot(case)
-    status, _, err = run_cli(*BASE_ARGS)
-    assert_one_line_error(status, err, rf"cannot write .*run/{full_at} \(No space left on "
-                                       rf"device\): free disk space")
-    after = snapshot(case)
-    assert {path: after.get(path) for path in before} == before
-    assert not os.path.exists(f"run/{full_at}.tmp")
 
 
-def test_full_disk_on_the_samples_is_a_user_error_that_leaves_no_temporary(case, run_cli,
-                                                                           monkeypatch):
+def _fail_samples_write(monkeypatch):
     def savez_compressed(file, **arrays):
         file.write(b"part of an archive")
         raise NO_SPACE
 
     monkeypatch.setattr(np, "savez_compressed", savez_compressed)
+
+
+# The finished run is evaluated again: eval.json, then samples.npz (eval.json then legitimately
+# records the new evaluation).
+@pytest.mark.parametrize("full_at, fail, written_before", [
+    ("config.json", functools.partial(_fail_fsync_of, "config.json"), ()),
+    ("eval.json", functools.partial(_fail_fsync_of, "eval.json"), ()),
+    ("samples.npz", _fail_samples_write, ("run/eval.json",)),
+], ids=["config.json", "eval.json", "samples.npz"])
+def test_full_disk_on_a_file_write_keeps_the_old_file(case, run_cli, monkeypatch, full_at, fail,
+                                                      written_before):
+    fail(monkeypatch)
     before = snapshot(case)
     status, _, err = run_cli(*BASE_ARGS)
-    assert_one_line_error(status, err, r"cannot write .*run/samples\.npz \(No space left on "
-                                       r"device\): free disk space")
+    assert_one_line_error(status, err, rf"cannot write .*run/{re.escape(full_at)} \(No space "
+                                       rf"left on device\): free disk space")
     after = snapshot(case)
-    assert after["run/samples.npz"] == before["run/samples.npz"]
-    assert "run/samples.npz.tmp" not in after
+    kept = {path: after.get(path) for path in before if path not in written_before}
+    assert kept == {path: before[path] for path in kept}
+    assert not os.path.exists(f"run/{full_at}.tmp")
 
 
 def test_full_disk_on_a_checkpoint_keeps_the_last_one(case, run_cli, monkeypatch):
