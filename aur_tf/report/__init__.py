@@ -5,9 +5,9 @@ grouped by method (a baseline's `method`, else the mask net's `mode`) plus every
 differs between runs of that method, except seeds, bookkeeping and the adversarial settings that
 supervised runs ignore; a group with several seeds shows mean ± sample standard deviation. The
 figure shows the first test mixtures of each group's first run, from its `samples.npz`, laid out
-like the paper's Fig. 2. With `copy_runs`, the report
-also keeps each run's `eval.json` and `samples.npz` under OUT/runs/, so that it can be regenerated
-from OUT alone where the workdirs (and their checkpoints) are not.
+like the paper's Fig. 2. With `copy_runs`, the report also keeps each run's `eval.json` and
+`samples.npz` under OUT/runs/, so that it can be regenerated from OUT alone where the workdirs (and
+their checkpoints) are not.
 """
 import dataclasses
 import glob
