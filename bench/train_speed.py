@@ -48,7 +48,8 @@ def forward_flops(model):
     """Multiply-adds x 2 of one image through every convolution of a Keras Sequential model."""
     total = 0
     for layer in model.layers:
-        if not isinstance(layer, keras.layers.Conv2D):  # Conv2DTranspose is a subclass
+        # In Keras 3 Conv2DTranspose is no Conv2D subclass (in Keras 2 it was).
+        if not isinstance(layer, (keras.layers.Conv2D, keras.layers.Conv2DTranspose)):
             continue
         kernel_h, kernel_w, *_ = layer.kernel.shape
         if isinstance(layer, keras.layers.Conv2DTranspose):
