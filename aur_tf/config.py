@@ -84,9 +84,9 @@ class Config:
     jit_compile: bool = setting(False, "Compile the train step with XLA.")
     conv_kernels: str = setting("auto", "How the nets' 4x4 stride-2 layers compute transposed "
                                  "convolutions: phases (four stride-1 convolutions each; several "
-                                 "times faster on CPUs), native (TensorFlow's own kernel) or auto "
-                                 "(phases unless a GPU is visible). The weights and results are "
-                                 "the same.")
+                                 "times faster on AVX2 CPUs), native (TensorFlow's own kernel) or "
+                                 "auto (native with a GPU or an AVX-512 CPU, phases otherwise). "
+                                 "The weights and results are the same.")
     strategy: str = setting("default", "tf.distribute strategy: default (one device), mirrored "
                              "(every local GPU, else every logical CPU), multi_worker (one process "
                              "per machine, cluster from $TF_CONFIG) or tpu (untested). "

@@ -34,7 +34,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from aur_tf import distribute, evaluation, models, trainer as trainer_lib
+from aur_tf import convolutions, distribute, evaluation, models, trainer as trainer_lib
 from aur_tf.config import Config
 from aur_tf.data import pipeline
 from aur_tf.data.mixtures import load_mixture_dataset
@@ -304,8 +304,7 @@ class TrainingMonitor(keras.callbacks.Callback):
 def _by_phases(conv_kernels):
     """Whether `--conv_kernels` means transposed convolutions by phases on this machine."""
     if conv_kernels == "auto":
-        # TensorFlow's transposed-convolution kernel is the slow one on CPUs only.
-        return not tf.config.list_logical_devices("GPU")
+        return not convolutions.native_kernels_are_fast()
     return conv_kernels == "phases"
 
 

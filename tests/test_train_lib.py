@@ -112,16 +112,18 @@ def test_convolution_kernels_train_alike_and_a_run_resumes_with_either(make_conf
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("conv_kernels", ["auto", "phases", "native"])
-def test_conv_kernels_choose_the_layers(make_config, conv_kernels):
-    import tensorflow as tf
+@pytest.mark.parametrize("conv_kernels, native_fast, expect_phases", [
+    ("auto", False, True), ("auto", True, False), ("phases", True, True),
+    ("native", False, False)])
+def test_conv_kernels_choose_the_layers(make_config, monkeypatch, conv_kernels, native_fast,
+                                        expect_phases):
     from aur_tf import convolutions
+    monkeypatch.setattr(convolutions, "native_kernels_are_fast", lambda: native_fast)
     trainer, _ = train_lib.build_trainer(make_config(conv_kernels=conv_kernels))
     layers = trainer.mask_net.layers + trainer.discriminator.layers
     by_phases = {isinstance(layer, (convolutions.PhaseConv2D, convolutions.PhaseConv2DTranspose))
                  for layer in layers if "conv" in layer.name and layer.name != "score_conv"}
-    gpu = bool(tf.config.list_logical_devices("GPU"))
-    assert by_phases == {conv_kernels == "phases" or (conv_kernels == "auto" and not gpu)}
+    assert by_phases == {expect_phases}
 
 
 def test_finished_run_is_not_trained_again(make_config, stroke_data):
