@@ -19,22 +19,9 @@ kinds of machine apart.
 import keras
 import tensorflow as tf
 
+from aur_tf import machine
+
 KERNEL_SIZE = 4
-# The instruction sets of oneDNN's avx512_core kernels.
-_AVX512_CORE_FLAGS = frozenset({"avx512f", "avx512bw", "avx512dq", "avx512vl"})
-
-
-def cpu_flags(cpuinfo_path="/proc/cpuinfo"):
-    """The instruction-set flags of the first CPU in `cpuinfo_path`; empty where it is unreadable."""
-    try:
-        with open(cpuinfo_path) as cpuinfo:
-            for line in cpuinfo:
-                key, _, value = line.partition(":")
-                if key.strip() == "flags":
-                    return frozenset(value.split())
-    except OSError:
-        pass
-    return frozenset()
 
 
 def native_kernels_are_fast():
@@ -44,7 +31,8 @@ def native_kernels_are_fast():
     other CPUs (AVX2: ~2 GFLOP/s) and where the CPU's flags cannot be read: a wrong guess there
     costs the phases ~15-20% of a step, the native kernels up to 3x.
     """
-    return bool(tf.config.list_logical_devices("GPU")) or _AVX512_CORE_FLAGS <= cpu_flags()
+    return (bool(tf.config.list_logical_devices("GPU"))
+            or machine.has_avx512_core(machine.cpu_flags()))
 
 
 def _pad_one_pixel(images):

@@ -4,7 +4,8 @@ A workdir holds everything a run produces:
   config.json       the settings of the run (a resumed run must keep the data and model settings)
   checkpoints/      tf.train checkpoints: both nets, both optimizers, step, training seconds
   tensorboard/      scalars (losses, learning rates, steps/s, PSNR/SSIM) and image grids
-  eval.json         the latest evaluation, with its history and the time to reach quality marks
+  eval.json         the latest evaluation, with its history, the time to reach quality marks and
+                    the machines the run trained on
   samples.npz       the first test mixtures and their estimates at the latest evaluation (figures)
 Running the same command again resumes from the latest checkpoint.
 
@@ -34,7 +35,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from aur_tf import convolutions, distribute, evaluation, models, trainer as trainer_lib
+from aur_tf import (convolutions, distribute, evaluation, machine, models,
+                    trainer as trainer_lib)
 from aur_tf.config import Config
 from aur_tf.data import pipeline
 from aur_tf.data.mixtures import load_mixture_dataset
@@ -155,13 +157,18 @@ def _check_writable(workdir):
 
 
 def _read_history(path, step):
-    """The evaluations up to `step` recorded in eval.json at `path` (none if it is missing)."""
+    """The evaluations up to `step` recorded in eval.json at `path`, and the machines the run
+    trained on so far (none of either if it is missing)."""
     fix = "move it away to resume without the evaluation history"
-    history = (_read_json_object(path, fix) or {}).get("history", [])
+    previous = _read_json_object(path, fix) or {}
+    history = previous.get("history", [])
     if not evaluation.is_history(history):
         raise UserError(f"{path} has a damaged history (entries need "
                         f"{', '.join(evaluation.HISTORY_FIELDS)}): {fix}")
-    return [h for h in history if h["step"] <= step]
+    machines = previous.get("machines", [])
+    if not (isinstance(machines, list) and all(isinstance(m, str) for m in machines)):
+        raise UserError(f"{path} has a damaged 'machines' (a list of strings): {fix}")
+    return [h for h in history if h["step"] <= step], machines
 
 
 def _image_grid(split, masks):
@@ -475,7 +482,8 @@ def train(config: Config, data=None):
     restored = restore_newest_good(checkpoint, checkpoint_dir)
     distribute.check_same_step(strategy, state.step, config.workdir)
     eval_path = os.path.join(config.workdir, "eval.json")
-    history = _read_history(eval_path, state.step) if restored else []
+    history, machines = _read_history(eval_path, state.step) if restored else ([], [])
+    machines = list(dict.fromkeys(machines + [machine.describe()]))
     # Every input has been read and found good: from here on the run writes (the chief only).
     if chief:
         write_json_atomically(os.path.join(config.workdir, "config.json"), config.to_dict())
@@ -503,7 +511,7 @@ def train(config: Config, data=None):
         results.update(scores, **baseline, step=step, train_seconds=history[-1]["train_seconds"],
                        skipped_steps=int(model.skipped_steps.numpy()),
                        collapse_detected_at_step=state.collapse_detected_at_step,
-                       config=config.to_dict(), history=history,
+                       config=config.to_dict(), machines=machines, history=history,
                        **{f"seconds_to_{metric}": marks for metric, marks
                           in evaluation.seconds_to_quality_marks(history).items()})
         masks = evaluation.predict_masks(model.mask_net, data.test.mixtures[:_GRID_IMAGES])

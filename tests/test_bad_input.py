@@ -311,6 +311,8 @@ CASES = [
      r"run/eval\.json is not readable JSON"),
     ("eval-json-history", write_bytes("run/eval.json", b'{"history": [{"psnr_db": 1}]}'),
      ["--train_steps=3"], r"eval\.json"),
+    ("eval-json-machines", write_bytes("run/eval.json", b'{"history": [], "machines": "x"}'),
+     ["--train_steps=3"], r"eval\.json has a damaged 'machines'"),
     # -- checkpoints (the newest is damaged too, so nothing is left to fall back to)
     ("ckpt-data-truncated", damage_checkpoints("data", cut_half), [],
      r"cannot restore .*checkpoints.*damaged"),

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from aur_tf import convolutions, models
+from aur_tf import convolutions, machine, models
 
 SHAPES = [(2, 2, 1, 3), (4, 6, 5, 8), (8, 4, 16, 1), (2, 2, 3, 512)]  # height, width, in, out
 
@@ -82,35 +82,15 @@ def test_nets_by_phases_share_weights_and_results_with_tensorflows_layers(build,
 
 
 
-_CPUINFO = """processor\t: 0
-vendor_id\t: AuthenticAMD
-flags\t\t: fpu sse2 avx2 {extra}
-bugs\t\t: sysret_ss_attrs
 
-processor\t: 1
-flags\t\t: fpu sse2 avx2 {extra}
-"""
-
-
-@pytest.mark.parametrize("cpuinfo_text, native_fast", [
-    (_CPUINFO.format(extra="avx512f avx512dq avx512bw avx512vl avx512_vnni"), True),
-    (_CPUINFO.format(extra="avx512f avx512cd"), False),  # no avx512_core kernels without bw/dq/vl
-    (_CPUINFO.format(extra=""), False),
-    ("processor\t: 0\nFeatures\t: fp asimd sve\n", False),  # an ARM CPU: no "flags" line
-    (None, False)])  # no /proc/cpuinfo
-def test_native_kernels_count_as_fast_on_avx512_core_cpus_only(tmp_path, monkeypatch,
-                                                               cpuinfo_text, native_fast):
-    cpuinfo = tmp_path / "cpuinfo"
-    if cpuinfo_text is not None:
-        cpuinfo.write_text(cpuinfo_text)
-    read_flags = convolutions.cpu_flags
-    monkeypatch.setattr(convolutions, "cpu_flags", lambda: read_flags(str(cpuinfo)))
-    monkeypatch.setattr(tf.config, "list_logical_devices", lambda device_type=None: [])
-    assert convolutions.native_kernels_are_fast() is native_fast
-
-
-def test_native_kernels_count_as_fast_with_a_gpu(monkeypatch):
-    monkeypatch.setattr(convolutions, "cpu_flags", lambda: frozenset())
+@pytest.mark.parametrize("gpus, flags, native_fast", [
+    ([], machine.AVX512_CORE_FLAGS | {"avx2"}, True),
+    ([], frozenset({"avx2", "avx512f"}), False),
+    ([], frozenset(), False),  # flags unreadable
+    (["GPU:0"], frozenset(), True)])
+def test_native_kernels_count_as_fast_with_a_gpu_or_an_avx512_core_cpu(monkeypatch, gpus, flags,
+                                                                      native_fast):
+    monkeypatch.setattr(machine, "cpu_flags", lambda: flags)
     monkeypatch.setattr(tf.config, "list_logical_devices",
-                        lambda device_type=None: ["GPU:0"] if device_type == "GPU" else [])
-    assert convolutions.native_kernels_are_fast()
+                        lambda device_type=None: gpus if device_type == "GPU" else [])
+    assert convolutions.native_kernels_are_fast() is native_fast

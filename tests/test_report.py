@@ -18,15 +18,19 @@ SPLIT = MixtureSplit(*(_RNG.random((3, 8, 32, 32, 1), np.float32)))
 MNIST = {"source_a": "mnist?labels=0-4", "source_b": "mnist?labels=5-9"}
 
 
-def _fake_run(directory, psnr_db, ssim, seed, method=None, samples=True, history=(), **config):
+def _fake_run(directory, psnr_db, ssim, seed, method=None, samples=True, history=(),
+              machines=("AMD EPYC, 2 cores, AVX-512",), **config):
     """A workdir as train_lib (method None) or the baselines runner would leave it.
 
     `history`: a mask-net run's evaluations before the last, `(train_seconds, psnr_db, ssim)` each.
+    `machines`: None for a record from before eval.json named them.
     """
     os.makedirs(directory)
     results = {"psnr_db": psnr_db, "ssim": ssim, "half_mask_psnr_db": 16.05,
                "half_mask_ssim": 0.665, "permutation": [0, 1], "train_seconds": 90.0,
                "config": {**MNIST, "workdir": str(directory), "seed": seed, **config}}
+    if machines is not None:
+        results["machines"] = list(machines)
     if method:
         results.update(method=method, method_settings={}, step=0, test_seconds=30.0)
     else:
@@ -54,7 +58,7 @@ def runs(tmp_path):
     # that predates --conv_kernels): the kernels do not change the method.
     _fake_run(tmp_path / "ours_seed0", 22.0, 0.91, seed=0, conv_kernels="phases",
               history=[(600.0, 18.5, 0.8), (1200.0, 21.0, 0.89), (1500.0, 20.0, 0.9)])
-    _fake_run(tmp_path / "ours_seed1", 23.0, 0.89, seed=1,
+    _fake_run(tmp_path / "ours_seed1", 23.0, 0.89, seed=1, machines=None,
               history=[(720.0, 18.2, 0.85), (900.0, 19.0, 0.88), (1800.0, 20.3, 0.87)])
     _fake_run(tmp_path / "ours_pixel", 11.5, 0.5, seed=0, energy="pixel", samples=False)
     return tmp_path
@@ -70,13 +74,18 @@ def test_table_groups_seeds_and_settings_beside_the_paper(runs):
     assert "| 14.00 ± 1.00 | 0.600 ± 0.000 | 13.0 / 0.74 | 0, 1, 2 |" in rows["glo"]
     assert "| 22.50 ± 0.71 | 0.900 ± 0.014 | 20.4 / 0.90 | 0, 1 | 100 |" in rows[
         "unsupervised (energy=batch)"]
-    assert table.splitlines()[0].endswith("| time to 18 / 20.4 dB / 0.9 SSIM | test time |")
+    assert table.splitlines()[0].endswith(
+        "| time to 18 / 20.4 dB / 0.9 SSIM | test time | machine |")
     # First crossings from the histories: 18 dB after 10 and 12 minutes, 20.4 dB after 20 and
     # (at seed 1's last evaluation) 33.3; 0.9 SSIM only by seed 0, after 25.
     assert "| 11.0 ± 1.4 min / 26.7 ± 9.4 min / 25.0 min (1 of 2 seeds) |" in rows[
         "unsupervised (energy=batch)"]
     assert "| not reached / not reached / not reached |" in rows["unsupervised (energy=pixel)"]
-    assert "| 11.00 | 0.500 | 11.5 / 0.36 | 0 | 0 | 1.5 min | — | 30 s |" in rows["rpca"]
+    assert rows["rpca"].endswith(
+        "| 11.00 | 0.500 | 11.5 / 0.36 | 0 | 0 | 1.5 min | — | 30 s | AMD EPYC, 2 cores, AVX-512 |")
+    # Seed 1's record predates eval.json's machines.
+    assert rows["unsupervised (energy=batch)"].endswith(
+        "| — | AMD EPYC, 2 cores, AVX-512; unrecorded |")
     assert "16.05 dB, 0.665 SSIM" in table
 
 
@@ -200,6 +209,8 @@ def test_a_pattern_without_runs_is_a_user_error(tmp_path):
     (lambda r: r["config"].update(train_steps="25000"), "config.train_steps"),
     (lambda r: r["history"][0].pop("ssim"), "history"),
     (lambda r: r.update(history={}), "history"),
+    (lambda r: r.update(machines="AMD EPYC"), "machines"),
+    (lambda r: r.update(machines=[1]), "machines"),
 ])
 def test_a_damaged_eval_json_is_named_with_its_field(tmp_path, damage, field):
     _fake_run(tmp_path / "ours", 22.0, 0.91, seed=0, samples=False)

@@ -15,7 +15,7 @@ from aur_tf.errors import TrainingDiverged, UserError
 EVAL_FIELDS = {"psnr_db", "ssim", "half_mask_psnr_db", "half_mask_ssim", "step", "train_seconds",
                "config", "permutation", "energy_share", "swapped_fraction", "collapsed",
                "history", "seconds_to_psnr_db", "seconds_to_ssim", "skipped_steps",
-               "collapse_detected_at_step"}
+               "collapse_detected_at_step", "machines"}
 
 
 def _final_weights(config):
@@ -98,6 +98,19 @@ def test_resume_continues_the_same_step_count_and_result(make_config, stroke_dat
     assert [h["step"] for h in resumed["history"]] == [3, 6]
     for a, b in zip(_final_weights(straight), _final_weights(interrupted)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_eval_json_names_every_machine_the_run_trained_on(make_config, stroke_data,
+                                                          monkeypatch):
+    from aur_tf import machine
+    config = make_config(train_steps=3)
+    monkeypatch.setattr(machine, "describe", lambda: "first machine")
+    assert train_lib.train(config, data=stroke_data)["machines"] == ["first machine"]
+    monkeypatch.setattr(machine, "describe", lambda: "second machine")
+    resumed = train_lib.train(dataclasses.replace(config, train_steps=6), data=stroke_data)
+    assert resumed["machines"] == ["first machine", "second machine"]
+    again = train_lib.train(dataclasses.replace(config, train_steps=9), data=stroke_data)
+    assert again["machines"] == ["first machine", "second machine"]
 
 
 def test_convolution_kernels_train_alike_and_a_run_resumes_with_either(make_config, stroke_data):

@@ -3,8 +3,8 @@
 A baseline's workdir holds
   eval.json     the scores under the fields train_lib writes where they apply (psnr_db, ssim, per
                 source, permutation, energy_share, swapped_fraction, collapsed, half_mask_*, step,
-                train_seconds, config), plus method, method_settings, method_details and
-                test_seconds
+                train_seconds, config, machines), plus method, method_settings, method_details
+                and test_seconds
   samples.npz   the first test mixtures and their estimates, for `aur_tf.report` figures
 """
 import dataclasses
@@ -16,7 +16,7 @@ import time
 import keras
 import numpy as np
 
-from aur_tf import evaluation, metrics
+from aur_tf import evaluation, machine, metrics
 from aur_tf.baselines import METHODS, glo, rpca
 from aur_tf.data.mixtures import load_mixture_dataset
 from aur_tf.errors import UserError
@@ -100,7 +100,8 @@ def run_baseline(method, config, rpca_settings=rpca.RpcaSettings(),
         scores, **evaluation.half_mask_baseline(data.test), method=method,
         method_settings=dataclasses.asdict(settings) if settings else {},
         method_details=details, step=step, train_seconds=train_seconds,
-        test_seconds=test_seconds, config={k: getattr(config, k) for k in DATA_FIELDS})
+        test_seconds=test_seconds, config={k: getattr(config, k) for k in DATA_FIELDS},
+        machines=[machine.describe()])
     write_json_atomically(os.path.join(config.workdir, "eval.json"), results)
     evaluation.write_samples(config.workdir, data.test, estimate_0, estimate_1,
                              scores["permutation"])

@@ -111,6 +111,9 @@ def _invalid_field(results):
         return "config.train_steps"
     if not is_history(results.get("history", [])):
         return "history"
+    machines = results.get("machines", [])
+    if not (isinstance(machines, list) and all(isinstance(m, str) for m in machines)):
+        return "machines"
     return None
 
 
@@ -232,6 +235,13 @@ def _time_to_quality(group):
     return " / ".join(cells)
 
 
+def _machines(group):
+    """The machines the group's runs trained on; records from before eval.json named them count
+    as "unrecorded"."""
+    names = [name for run in group.runs for name in run.results.get("machines", ["unrecorded"])]
+    return "; ".join(dict.fromkeys(names))
+
+
 def _quality_marks_heading():
     """Every quality mark, grouped by metric: e.g. "18 / 20.4 dB / 0.9 SSIM"."""
     return " / ".join(" / ".join(quality_mark_key(mark) for mark in marks)
@@ -241,8 +251,8 @@ def _quality_marks_heading():
 def markdown_table(groups):
     """The results table: one row per group, the paper's MNIST figures beside ours."""
     lines = ["| method | PSNR (dB) | SSIM | paper PSNR / SSIM | seeds | steps | train time | "
-             f"time to {_quality_marks_heading()} | test time |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             f"time to {_quality_marks_heading()} | test time | machine |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for group in groups:
         runs = group.runs
         paper = PAPER_MNIST.get(group.method) if all(_is_paper_mnist(r) for r in runs) else None
@@ -257,6 +267,7 @@ def markdown_table(groups):
             _duration(np.mean([r.results["train_seconds"] for r in runs])),
             _time_to_quality(group),
             _duration(np.mean(test_seconds)) if test_seconds else "—",
+            _machines(group),
         ]) + " |")
     half_masks = {(round(r.results["half_mask_psnr_db"], 2), round(r.results["half_mask_ssim"], 3))
                   for g in groups for r in g.runs}

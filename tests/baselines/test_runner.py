@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from aur_tf import evaluation
+from aur_tf import evaluation, machine
 from aur_tf.baselines import METHODS, glo, runner
 from aur_tf.errors import UserError
 
@@ -15,7 +15,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 # The fields of train_lib's eval.json that apply to a method without a training history.
 SHARED_FIELDS = {"psnr_db", "ssim", "psnr_db_a", "psnr_db_b", "ssim_a", "ssim_b", "permutation",
                  "energy_share", "swapped_fraction", "collapsed", "half_mask_psnr_db",
-                 "half_mask_ssim", "step", "train_seconds", "config"}
+                 "half_mask_ssim", "step", "train_seconds", "config", "machines"}
 TINY_GLO = glo.GloSettings(glo_latent_dim=4, glo_width=4, glo_batch_size=16, glo_train_steps=4,
                            glo_test_steps=2)
 
@@ -31,6 +31,7 @@ def test_every_method_writes_eval_json_and_samples(method, make_config, stroke_d
     assert written["config"]["source_a"] == config.source_a
     assert "mask_width" not in written["config"]
     assert written["step"] == (4 if method == "glo" else 0)
+    assert written["machines"] == [machine.describe()]
     with np.load(os.path.join(config.workdir, evaluation.SAMPLES_FILE)) as samples:
         assert samples["estimates_a"].shape == (evaluation.SAMPLE_COUNT, 32, 32, 3)
         np.testing.assert_array_equal(samples["sources_b"],

@@ -1,0 +1,64 @@
+"""The machine a run trains on: its time per step, and which convolution kernels are fast on it.
+
+Runs of this repository have moved between CPUs whose steps differ 4x in time, so every eval.json
+names the machines its run trained on (`describe`), and `--conv_kernels=auto` reads the CPU's
+instruction sets (`cpu_flags`).
+"""
+import os
+import platform
+
+import tensorflow as tf
+
+CPUINFO = "/proc/cpuinfo"
+# The instruction sets of oneDNN's avx512_core kernels.
+AVX512_CORE_FLAGS = frozenset({"avx512f", "avx512bw", "avx512dq", "avx512vl"})
+
+
+def _first_cpu_fields(cpuinfo_path):
+    """The `key: value` lines of the first CPU in `cpuinfo_path`; empty where it is unreadable."""
+    fields = {}
+    try:
+        with open(cpuinfo_path) as cpuinfo:
+            for line in cpuinfo:
+                if not line.strip():  # A blank line ends the first CPU's block.
+                    break
+                key, _, value = line.partition(":")
+                fields[key.strip()] = value.strip()
+    except OSError:
+        pass
+    return fields
+
+
+def cpu_flags(cpuinfo_path=CPUINFO):
+    """The CPU's instruction-set flags (`avx2`, `avx512f`, ...); empty where they cannot be read."""
+    return frozenset(_first_cpu_fields(cpuinfo_path).get("flags", "").split())
+
+
+def has_avx512_core(flags):
+    return AVX512_CORE_FLAGS <= flags
+
+
+def _usable_cores():
+    try:
+        return len(os.sched_getaffinity(0))  # What this process may use, e.g. in a container.
+    except AttributeError:
+        return os.cpu_count()
+
+
+def describe(cpuinfo_path=CPUINFO):
+    """One line naming this machine: CPU model, usable cores, vector instructions, GPUs.
+
+    E.g. "AMD EPYC, 2 cores, AVX-512" or "Intel(R) Xeon(R) ..., 8 cores, AVX2, GPU: NVIDIA A100".
+    """
+    fields = _first_cpu_fields(cpuinfo_path)
+    flags = frozenset(fields.get("flags", "").split())
+    parts = [fields.get("model name") or platform.processor() or platform.machine() or "CPU",
+             f"{_usable_cores()} cores"]
+    if has_avx512_core(flags):
+        parts.append("AVX-512")
+    elif "avx2" in flags:
+        parts.append("AVX2")
+    for gpu in tf.config.list_physical_devices("GPU"):
+        details = tf.config.experimental.get_device_details(gpu)
+        parts.append(f"GPU: {details.get('device_name', gpu.name)}")
+    return ", ".join(parts)
