@@ -32,6 +32,11 @@ def is_history(history):
         for entry in history)
 
 
+def is_machine_list(machines):
+    """Whether `machines` is what eval.json's `machines` holds: a list of strings."""
+    return isinstance(machines, list) and all(isinstance(m, str) for m in machines)
+
+
 def quality_mark_key(mark):
     """How a mark is named in `eval.json`'s `seconds_to_<metric>`: 20.4 -> "20.4", 18.0 -> "18"."""
     return f"{mark:g}"

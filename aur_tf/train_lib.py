@@ -166,7 +166,7 @@ def _read_history(path, step):
         raise UserError(f"{path} has a damaged history (entries need "
                         f"{', '.join(evaluation.HISTORY_FIELDS)}): {fix}")
     machines = previous.get("machines", [])
-    if not (isinstance(machines, list) and all(isinstance(m, str) for m in machines)):
+    if not evaluation.is_machine_list(machines):
         raise UserError(f"{path} has a damaged 'machines' (a list of strings): {fix}")
     return [h for h in history if h["step"] <= step], machines
 

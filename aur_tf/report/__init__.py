@@ -22,7 +22,8 @@ from PIL import Image, ImageDraw, ImageFont
 from aur_tf.config import ADVERSARIAL_SETTINGS
 from aur_tf.errors import UserError
 from aur_tf.evaluation import (QUALITY_MARK_UNITS, QUALITY_MARKS, SAMPLES_FILE, is_history,
-                               is_number, quality_mark_key, seconds_to_quality_marks)
+                               is_machine_list, is_number, quality_mark_key,
+                               seconds_to_quality_marks)
 
 log = logging.getLogger("aur_tf")
 
@@ -111,8 +112,7 @@ def _invalid_field(results):
         return "config.train_steps"
     if not is_history(results.get("history", [])):
         return "history"
-    machines = results.get("machines", [])
-    if not (isinstance(machines, list) and all(isinstance(m, str) for m in machines)):
+    if not is_machine_list(results.get("machines", [])):
         return "machines"
     return None
 
