@@ -29,9 +29,13 @@ def _first_cpu_fields(cpuinfo_path):
     return fields
 
 
+def _flags(cpu_fields):
+    return frozenset(cpu_fields.get("flags", "").split())
+
+
 def cpu_flags(cpuinfo_path=CPUINFO):
     """The CPU's instruction-set flags (`avx2`, `avx512f`, ...); empty where they cannot be read."""
-    return frozenset(_first_cpu_fields(cpuinfo_path).get("flags", "").split())
+    return _flags(_first_cpu_fields(cpuinfo_path))
 
 
 def has_avx512_core(flags):
@@ -51,7 +55,7 @@ def describe(cpuinfo_path=CPUINFO):
     E.g. "AMD EPYC, 2 cores, AVX-512" or "Intel(R) Xeon(R) ..., 8 cores, AVX2, GPU: NVIDIA A100".
     """
     fields = _first_cpu_fields(cpuinfo_path)
-    flags = frozenset(fields.get("flags", "").split())
+    flags = _flags(fields)
     parts = [fields.get("model name") or platform.processor() or platform.machine() or "CPU",
              f"{_usable_cores()} cores"]
     if has_avx512_core(flags):

@@ -81,8 +81,6 @@ def test_nets_by_phases_share_weights_and_results_with_tensorflows_layers(build,
     _assert_close(*results)
 
 
-
-
 @pytest.mark.parametrize("gpus, flags, native_fast", [
     ([], machine.AVX512_CORE_FLAGS | {"avx2"}, True),
     ([], frozenset({"avx2", "avx512f"}), False),
