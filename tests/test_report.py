@@ -161,11 +161,51 @@ def test_copy_runs_refuses_two_workdirs_of_one_name(tmp_path):
 
 def test_the_readme_results_regenerate_from_the_committed_run_records(tmp_path):
     results = os.path.join(ROOT, "docs", "results")
-    table = report.write_report([os.path.join(results, report.RUNS_DIR, "*")], str(tmp_path))
-    with open(os.path.join(results, report.TABLE_FILE)) as f:
-        assert (tmp_path / report.TABLE_FILE).read_text() == f.read()
     with open(os.path.join(ROOT, "README.md")) as f:
-        assert table in f.read()
+        readme = f.read()
+    (tmp_path / "README.md").write_text(readme)
+    # The report goes beside a README copy so the figure's link is the real README's.
+    report.write_report([os.path.join(results, report.RUNS_DIR, "*")],
+                        str(tmp_path / "docs" / "results"), readme=str(tmp_path / "README.md"))
+    with open(os.path.join(results, report.TABLE_FILE)) as f:
+        assert (tmp_path / "docs" / "results" / report.TABLE_FILE).read_text() == f.read()
+    assert (tmp_path / "README.md").read_text() == readme
+
+
+def test_readme_gets_the_table_and_figure_between_its_markers_only(runs, tmp_path):
+    readme = tmp_path / "docs" / "README.md"
+    readme.parent.mkdir()
+    readme.write_text(f"# Title\n\n{report.README_BEGIN}\nan old table\n{report.README_END}\n"
+                      "\nText after.\n")
+    table = report.write_report([str(runs / "*")], str(tmp_path / "out"), readme=str(readme))
+    before, between, after = _split_at_markers(readme.read_text())
+    assert before == "# Title\n\n" and after == "\nText after.\n"
+    assert between.startswith("\n" + table + "\n![Separations: mixture | ")
+    assert between.endswith("](../out/separations.png)\n\n")
+    assert "an old table" not in between
+    once = readme.read_text()
+    report.write_report([str(runs / "*")], str(tmp_path / "out"), readme=str(readme))
+    assert readme.read_text() == once
+
+
+def _split_at_markers(text):
+    before, rest = text.split(report.README_BEGIN + "\n")
+    between, after = rest.split(report.README_END + "\n")
+    return before, between, after
+
+
+@pytest.mark.parametrize("content", [
+    "no markers\n",
+    f"{report.README_BEGIN}\n",
+    f"{report.README_END}\n{report.README_BEGIN}\n",
+    f"{report.README_BEGIN}\n{report.README_BEGIN}\n{report.README_END}\n",
+])
+def test_a_readme_without_one_pair_of_markers_in_order_is_a_user_error(runs, tmp_path, content):
+    readme = tmp_path / "README.md"
+    readme.write_text(content)
+    with pytest.raises(UserError, match="--readme"):
+        report.write_report([str(runs / "*")], str(tmp_path / "out"), readme=str(readme))
+    assert readme.read_text() == content
 
 
 def test_mask_net_runs_write_samples_the_figure_can_use(make_config, stroke_data, tmp_path):
@@ -180,12 +220,16 @@ def test_mask_net_runs_write_samples_the_figure_can_use(make_config, stroke_data
     assert f"{results['psnr_db']:.2f}" in table
 
 
-def test_command_line(runs):
+def test_command_line(runs, tmp_path):
     command = [sys.executable, "-m", "aur_tf.report", f"--out={runs / 'out'}"]
-    done = subprocess.run(command + [f"--runs={runs / 'glo_*'},{runs / 'rpca'}"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{report.README_BEGIN}\n{report.README_END}\n")
+    done = subprocess.run(command + [f"--runs={runs / 'glo_*'},{runs / 'rpca'}",
+                                     f"--readme={readme}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "| glo | 14.00 ± 1.00 |" in done.stdout
+    assert "| glo | 14.00 ± 1.00 |" in readme.read_text()
     bad = subprocess.run(command + [f"--runs={runs / 'nothing_*'}"], cwd=ROOT,
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2

@@ -30,6 +30,9 @@ log = logging.getLogger("aur_tf")
 TABLE_FILE = "results.md"
 FIGURE_FILE = "separations.png"
 RUNS_DIR = "runs"  # under OUT, the copied run records (`copy_runs`)
+# The lines of a Markdown file (the README) between which `readme` puts the table and the figure.
+README_BEGIN = "<!-- python -m aur_tf.report --readme: table and figure from here -->"
+README_END = "<!-- python -m aur_tf.report --readme: to here -->"
 _RUN_RECORD = ("eval.json", SAMPLES_FILE)
 # Table 1 (PSNR, dB) and Table 2 (SSIM) of the paper, MNIST digits 0-4 vs 5-9.
 PAPER_MNIST = {"rpca": (11.5, 0.36), "glo": (13.0, 0.74), "unsupervised": (20.4, 0.90),
@@ -397,7 +400,7 @@ def copy_run_records(runs, out_dir):
                         f"({e.strerror})") from None
 
 
-def write_report(patterns, out_dir, figure_mixtures=4, copy_runs=False):
+def write_report(patterns, out_dir, figure_mixtures=4, copy_runs=False, readme=None):
     """Reads the runs, writes `OUT/results.md` and `OUT/separations.png`; returns the table.
 
     Args:
@@ -405,6 +408,8 @@ def write_report(patterns, out_dir, figure_mixtures=4, copy_runs=False):
       out_dir: where the report goes (created if needed).
       figure_mixtures: test mixtures shown in the figure (at most the 8 in samples.npz).
       copy_runs: also copy the runs' records into OUT/runs (`copy_run_records`).
+      readme: a Markdown file whose lines between README_BEGIN and README_END become the table
+        and the figure (`update_readme`), or None.
     """
     runs = find_runs(patterns)
     groups = group_runs(runs)
@@ -419,8 +424,41 @@ def write_report(patterns, out_dir, figure_mixtures=4, copy_runs=False):
     table = markdown_table(groups)
     with open(os.path.join(out_dir, TABLE_FILE), "w") as f:
         f.write("# Separation results\n\n" + table + "\n")
-        f.write(f"![Separations: mixture | {' | '.join(shown)} | ground truth]({FIGURE_FILE})\n\n")
+        f.write(_figure_link(shown, FIGURE_FILE) + "\n\n")
         f.write("Each mixture takes two rows of the figure: the estimate matched to source a, "
                 "then the one matched to source b. Estimates are clipped to [0, 1] for display "
                 "only; the scores use them as they are.\n")
+    if readme is not None:
+        link = os.path.relpath(figure_path, os.path.dirname(os.path.abspath(readme)))
+        update_readme(readme, table + "\n" + _figure_link(shown, link.replace(os.sep, "/")))
     return table
+
+
+def _figure_link(shown, path):
+    return f"![Separations: mixture | {' | '.join(shown)} | ground truth]({path})"
+
+
+def update_readme(path, content):
+    """Replaces the lines between the README_BEGIN and README_END lines of `path` with `content`.
+
+    Raises:
+      UserError: the file cannot be read or written, or lacks one marker line, or has them twice
+        or in the wrong order.
+    """
+    try:
+        with open(path) as f:
+            lines = f.read().split("\n")
+    except OSError as e:
+        raise UserError(f"--readme: cannot read {path} ({e.strerror})") from None
+    if lines.count(README_BEGIN) != 1 or lines.count(README_END) != 1:
+        raise UserError(f"--readme: {path} must have the line {README_BEGIN!r} once, and later "
+                        f"the line {README_END!r} once; the report goes between them")
+    begin, end = lines.index(README_BEGIN), lines.index(README_END)
+    if end < begin:
+        raise UserError(f"--readme: in {path}, {README_END!r} comes before {README_BEGIN!r}")
+    lines[begin + 1:end] = ["", content, ""]
+    try:
+        with open(path, "w") as f:
+            f.write("\n".join(lines))
+    except OSError as e:
+        raise UserError(f"--readme: cannot write {path} ({e.strerror})") from None

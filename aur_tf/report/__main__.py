@@ -1,7 +1,8 @@
 """Tabulate finished runs: `python -m aur_tf.report --runs='runs/glo_seed*,runs/rpca' --out=report`.
 
 Writes OUT/results.md (Markdown table beside the paper's figures) and OUT/separations.png (a
-Fig. 2-style comparison), and prints the table. Bad input ends with one line on stderr and exit
+Fig. 2-style comparison), and prints the table; `--readme=README.md` also puts both into the
+README between its marker lines. Bad input ends with one line on stderr and exit
 status 2.
 """
 from absl import app, flags
@@ -17,6 +18,9 @@ flags.DEFINE_string("out", "report", "Directory for results.md and separations.p
 flags.DEFINE_bool("copy_runs", False, "Also copy each run's eval.json and samples.npz into "
                   "OUT/runs/NAME (NAME: the workdir's last component), so that "
                   "--runs='OUT/runs/*' regenerates the report without the workdirs.")
+flags.DEFINE_string("readme", None, "Also put the table and the figure into this Markdown file, "
+                    "between its two marker lines (see aur_tf.report.README_BEGIN and "
+                    "README_END), replacing what is there.")
 flags.DEFINE_integer("figure_mixtures", 4,
                      f"Test mixtures shown in the figure (1 to {SAMPLE_COUNT}).")
 flags.mark_flag_as_required("runs")
@@ -29,7 +33,7 @@ def main(argv):
     cli.configure_logging()
     try:
         print(write_report(flags.FLAGS.runs, flags.FLAGS.out, flags.FLAGS.figure_mixtures,
-                           flags.FLAGS.copy_runs), end="")
+                           flags.FLAGS.copy_runs, flags.FLAGS.readme), end="")
     except UserError as e:
         cli.fail(e)
 
