@@ -206,6 +206,7 @@ def test_a_readme_without_one_pair_of_markers_in_order_is_a_user_error(runs, tmp
     with pytest.raises(UserError, match="--readme"):
         report.write_report([str(runs / "*")], str(tmp_path / "out"), readme=str(readme))
     assert readme.read_text() == content
+    assert not (tmp_path / "out").exists()
 
 
 def test_mask_net_runs_write_samples_the_figure_can_use(make_config, stroke_data, tmp_path):

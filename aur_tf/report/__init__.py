@@ -409,8 +409,9 @@ def write_report(patterns, out_dir, figure_mixtures=4, copy_runs=False, readme=N
       figure_mixtures: test mixtures shown in the figure (at most the 8 in samples.npz).
       copy_runs: also copy the runs' records into OUT/runs (`copy_run_records`).
       readme: a Markdown file whose lines between README_BEGIN and README_END become the table
-        and the figure (`update_readme`), or None.
+        and the figure, or None. It is checked before anything is written.
     """
+    readme_lines = read_readme(readme) if readme is not None else None
     runs = find_runs(patterns)
     groups = group_runs(runs)
     try:
@@ -430,7 +431,8 @@ def write_report(patterns, out_dir, figure_mixtures=4, copy_runs=False, readme=N
                 "only; the scores use them as they are.\n")
     if readme is not None:
         link = os.path.relpath(figure_path, os.path.dirname(os.path.abspath(readme)))
-        update_readme(readme, table + "\n" + _figure_link(shown, link.replace(os.sep, "/")))
+        write_readme(readme, readme_lines,
+                     table + "\n" + _figure_link(shown, link.replace(os.sep, "/")))
     return table
 
 
@@ -438,12 +440,12 @@ def _figure_link(shown, path):
     return f"![Separations: mixture | {' | '.join(shown)} | ground truth]({path})"
 
 
-def update_readme(path, content):
-    """Replaces the lines between the README_BEGIN and README_END lines of `path` with `content`.
+def read_readme(path):
+    """The lines of the Markdown file `path`, checked to have README_BEGIN and later README_END.
 
     Raises:
-      UserError: the file cannot be read or written, or lacks one marker line, or has them twice
-        or in the wrong order.
+      UserError: the file cannot be read, or lacks one marker line, or has them twice or in the
+        wrong order.
     """
     try:
         with open(path) as f:
@@ -453,12 +455,16 @@ def update_readme(path, content):
     if lines.count(README_BEGIN) != 1 or lines.count(README_END) != 1:
         raise UserError(f"--readme: {path} must have the line {README_BEGIN!r} once, and later "
                         f"the line {README_END!r} once; the report goes between them")
-    begin, end = lines.index(README_BEGIN), lines.index(README_END)
-    if end < begin:
+    if lines.index(README_END) < lines.index(README_BEGIN):
         raise UserError(f"--readme: in {path}, {README_END!r} comes before {README_BEGIN!r}")
-    lines[begin + 1:end] = ["", content, ""]
+    return lines
+
+
+def write_readme(path, lines, content):
+    """Writes `lines` (from `read_readme`) to `path` with `content` between the marker lines."""
+    begin, end = lines.index(README_BEGIN), lines.index(README_END)
     try:
         with open(path, "w") as f:
-            f.write("\n".join(lines))
+            f.write("\n".join(lines[:begin + 1] + ["", content, ""] + lines[end:]))
     except OSError as e:
         raise UserError(f"--readme: cannot write {path} ({e.strerror})") from None
