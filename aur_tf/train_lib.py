@@ -156,7 +156,7 @@ def _check_writable(workdir):
             os.remove(probe)
 
 
-def _read_history(path, step):
+def _read_previous_record(path, step):
     """The evaluations up to `step` recorded in eval.json at `path`, and the machines the run
     trained on so far (none of either if it is missing)."""
     fix = "move it away to resume without the evaluation history"
@@ -482,7 +482,7 @@ def train(config: Config, data=None):
     restored = restore_newest_good(checkpoint, checkpoint_dir)
     distribute.check_same_step(strategy, state.step, config.workdir)
     eval_path = os.path.join(config.workdir, "eval.json")
-    history, machines = _read_history(eval_path, state.step) if restored else ([], [])
+    history, machines = _read_previous_record(eval_path, state.step) if restored else ([], [])
     machines = list(dict.fromkeys(machines + [machine.describe()]))
     # Every input has been read and found good: from here on the run writes (the chief only).
     if chief:

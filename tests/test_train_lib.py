@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from aur_tf import train_lib
+from aur_tf import machine, train_lib
 from aur_tf.data.mixtures import MixtureDataset, MixtureSplit
 from aur_tf.errors import TrainingDiverged, UserError
 
@@ -102,7 +102,6 @@ def test_resume_continues_the_same_step_count_and_result(make_config, stroke_dat
 
 def test_eval_json_names_every_machine_the_run_trained_on(make_config, stroke_data,
                                                           monkeypatch):
-    from aur_tf import machine
     config = make_config(train_steps=3)
     monkeypatch.setattr(machine, "describe", lambda: "first machine")
     assert train_lib.train(config, data=stroke_data)["machines"] == ["first machine"]
