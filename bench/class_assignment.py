@@ -1,0 +1,133 @@
+"""Which output each class of a source goes to: `swapped_fraction` broken down by class pairs.
+
+  python bench/class_assignment.py --workdir=runs/mnist
+
+For a run whose two sources are label-filtered (e.g. `mnist?labels=0-4` and `mnist?labels=5-9`)
+it separates the run's test mixtures with its latest checkpoint, finds each test source image's
+label, and prints for every pair (label of source a, label of source b) the percentage of those
+mixtures whose source a comes out where the evaluation's permutation puts it. A solved run shows
+~100% everywhere. A run on the plateau (README, Results) shows how it is undecided: a class near
+50% against every partner goes either way at random, one whose share flips between partners is
+assigned by the pair.
+"""
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import numpy as np  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+from aur_tf import cli, evaluation, metrics  # noqa: E402
+from aur_tf.data.mixtures import fit_images, load_mixture_dataset  # noqa: E402
+from aur_tf.data.sources import SourceSpec, load_source  # noqa: E402
+from aur_tf.errors import UserError  # noqa: E402
+from export.onnx import load_run, restore_mask_net  # noqa: E402
+
+flags.DEFINE_string("workdir", None, "Workdir of a training run whose --source_a and --source_b "
+                    "have ?labels filters.")
+flags.mark_flag_as_required("workdir")
+FLAGS = flags.FLAGS
+
+
+def source_a_kept(estimate_0, estimate_1, source_a, source_b, permutation):
+    """Per mixture, whether source a is best matched by the output the whole set assigns it.
+
+    Args:
+      estimate_0, estimate_1: `[N, H, W, C]` estimates on the clean scale.
+      source_a, source_b: `[N, H, W, C]` clean sources in [0, 1].
+      permutation: the set's assignment, `(0, 1)` (estimate 0 is source a) or `(1, 0)`.
+
+    Returns:
+      `[N]` bool: the set's assignment scores at least the other one on this mixture (the sum of
+      both sources' PSNR, as `metrics.score_separation` decides per mixture for
+      `swapped_fraction`).
+    """
+    straight = (metrics.psnr_per_image(estimate_0, source_a)
+                + metrics.psnr_per_image(estimate_1, source_b))
+    swapped = (metrics.psnr_per_image(estimate_1, source_a)
+               + metrics.psnr_per_image(estimate_0, source_b))
+    return straight >= swapped if tuple(permutation) == (0, 1) else swapped >= straight
+
+
+def kept_by_label_pair(kept, labels_a, labels_b):
+    """`{(label_a, label_b): (mixtures, fraction kept)}` over the pairs that occur.
+
+    Args:
+      kept: `[N]` bool from `source_a_kept`.
+      labels_a, labels_b: `[N]` integer labels of each mixture's two sources.
+    """
+    table = {}
+    for pair in sorted(set(zip(labels_a.tolist(), labels_b.tolist()))):
+        chosen = (labels_a == pair[0]) & (labels_b == pair[1])
+        table[pair] = (int(chosen.sum()), float(kept[chosen].mean()))
+    return table
+
+
+def image_labels(spec_text, images, config):
+    """`[N]` labels of `images` (`[N, S, S, C]`, fitted test images of source `spec_text`).
+
+    Each label of the spec's filter is loaded on its own, fitted as training fits it, and the
+    images are matched by their bytes.
+
+    Raises:
+      UserError: the source has no labels filter, or an image matches no label or several.
+    """
+    spec = SourceSpec.parse(spec_text)
+    if spec.labels is None:
+        raise UserError(f"source {spec_text!r} has no ?labels filter: the classes of its images "
+                        "are unknown, so there is nothing to break down")
+    label_of = {}
+    for label in sorted(spec.labels):
+        one_label = str(SourceSpec(spec.kind, spec.location, frozenset({label})))
+        fitted = fit_images(load_source(one_label, cache_dir=config.cache_dir).test,
+                            config.image_size, config.channels, config.invert, one_label)
+        for image in fitted:
+            if label_of.setdefault(image.tobytes(), label) != label:
+                raise UserError(f"source {spec_text!r}: one test image has labels "
+                                f"{label_of[image.tobytes()]} and {label}")
+    try:
+        return np.array([label_of[image.tobytes()] for image in images])
+    except KeyError:
+        raise UserError(f"source {spec_text!r}: a test mixture's source is in none of its labels' "
+                        "images; was the run trained on other data?") from None
+
+
+def format_table(table):
+    """The table of `kept_by_label_pair` as text: rows label a, columns label b, % kept."""
+    rows = sorted({a for a, _ in table})
+    columns = sorted({b for _, b in table})
+    lines = ["a \\ b " + "".join(f"{b:>6}" for b in columns)]
+    for a in rows:
+        cells = "".join(f"{100 * table[a, b][1]:>5.0f}%" if (a, b) in table else f"{'':>6}"
+                        for b in columns)
+        lines.append(f"{a:>5} {cells}")
+    return "\n".join(lines)
+
+
+def main(argv):
+    del argv
+    cli.configure_logging()
+    try:
+        config, _ = load_run(FLAGS.workdir)
+        test = load_mixture_dataset(config).test
+        labels_a = image_labels(config.source_a, test.sources_a, config)
+        labels_b = image_labels(config.source_b, test.sources_b, config)
+        mask_net, checkpoint = restore_mask_net(FLAGS.workdir, config)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    estimates = metrics.estimates_from_mask(
+        test.mixtures, evaluation.predict_masks(mask_net, test.mixtures))
+    scores = metrics.score_separation(*estimates, test.sources_a, test.sources_b)
+    kept = source_a_kept(*estimates, test.sources_a, test.sources_b, scores.permutation)
+    print(f"{checkpoint}: {len(kept)} test mixtures, {scores.psnr_db:.2f} dB PSNR, "
+          f"{100 * scores.swapped_fraction:.1f}% swapped; % of mixtures whose source a comes out "
+          f"on output {scores.permutation[0]}, by label of source a (rows) and b (columns):")
+    print(format_table(kept_by_label_pair(kept, labels_a, labels_b)))
+
+
+if __name__ == "__main__":
+    app.run(main)

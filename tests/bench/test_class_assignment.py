@@ -1,0 +1,78 @@
+"""bench/class_assignment.py: per-mixture assignment, the class-pair table, a run end to end."""
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from aur_tf import train_lib
+from aur_tf.config import Config
+from aur_tf.errors import UserError
+from cli_helpers import ROOT, write_npz_source
+
+SCRIPT = os.path.join(ROOT, "bench", "class_assignment.py")
+
+
+@pytest.fixture(scope="module")
+def class_assignment():
+    spec = importlib.util.spec_from_file_location("class_assignment", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("permutation", [(0, 1), (1, 0)])
+@pytest.mark.parametrize("shape", [(6, 8, 8, 1), (5, 7, 9, 3)])
+def test_source_a_kept_marks_the_mixtures_that_follow_the_sets_assignment(
+        class_assignment, permutation, shape):
+    rng = np.random.default_rng(0)
+    source_a, source_b = rng.random(shape), rng.random(shape)
+    follows = np.arange(shape[0]) % 3 != 0
+    on_output_0 = follows == (permutation == (0, 1))  # where source a comes out as estimate 0
+    where = on_output_0[:, None, None, None]
+    estimate_0 = np.where(where, source_a, source_b)
+    estimate_1 = np.where(where, source_b, source_a)
+    kept = class_assignment.source_a_kept(estimate_0, estimate_1, source_a, source_b, permutation)
+    np.testing.assert_array_equal(kept, follows)
+
+
+def test_kept_by_label_pair_counts_only_the_pairs_that_occur(class_assignment):
+    labels_a = np.array([0, 0, 0, 1, 1])
+    labels_b = np.array([5, 5, 6, 5, 5])
+    kept = np.array([True, False, True, True, True])
+    assert class_assignment.kept_by_label_pair(kept, labels_a, labels_b) == {
+        (0, 5): (2, 0.5), (0, 6): (1, 1.0), (1, 5): (2, 1.0)}
+
+
+def test_format_table_leaves_missing_pairs_blank(class_assignment):
+    text = class_assignment.format_table({(0, 5): (2, 0.5), (0, 6): (1, 1.0), (1, 5): (2, 1.0)})
+    assert text.splitlines() == ["a \\ b      5     6",
+                                 "    0    50%  100%",
+                                 "    1   100%      "]
+
+
+def test_a_source_without_labels_filter_is_a_user_error(class_assignment, tmp_path):
+    config = Config(workdir=str(tmp_path))
+    with pytest.raises(UserError, match="no \\?labels filter"):
+        class_assignment.image_labels("npz:/nowhere.npz", np.zeros((1, 32, 32, 1)), config)
+
+
+def test_a_run_on_labelled_sources_gets_one_cell_per_class_pair(tmp_path):
+    archive = tmp_path / "digits.npz"
+    write_npz_source(archive, train_count=60, test_count=40)  # labels 0..9 in turn
+    config = Config(workdir=str(tmp_path / "run"), source_a=f"npz:{archive}?labels=0-1",
+                    source_b=f"npz:{archive}?labels=2-3", train_mixtures=12, test_mixtures=8,
+                    mask_width=4, disc_width=4, batch_pairs=4, train_steps=2, eval_every=2,
+                    checkpoint_every=2, log_every=2, cache_dir=str(tmp_path / "cache"))
+    train_lib.train(config)
+    result = subprocess.run([sys.executable, SCRIPT, f"--workdir={config.workdir}"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert re.search(r"ckpt-2: 8 test mixtures, .* dB PSNR", lines[0]), lines[0]
+    assert lines[1].split() == ["a", "\\", "b", "2", "3"]
+    assert [line.split()[0] for line in lines[2:]] == ["0", "1"]
+    assert all(re.fullmatch(r"\d+%", cell) for line in lines[2:] for cell in line.split()[1:])
