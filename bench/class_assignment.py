@@ -10,6 +10,7 @@ mixtures whose source a comes out where the evaluation's permutation puts it. A 
 50% against every partner goes either way at random, one whose share flips between partners is
 assigned by the pair.
 """
+import argparse
 import os
 import sys
 
@@ -18,19 +19,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import numpy as np  # noqa: E402
-from absl import app, flags  # noqa: E402
 
 from aur_tf import cli, evaluation, metrics  # noqa: E402
 from aur_tf.data.mixtures import fit_images, load_mixture_dataset  # noqa: E402
 from aur_tf.data.sources import SourceSpec, load_source  # noqa: E402
 from aur_tf.errors import UserError  # noqa: E402
 from export.onnx import load_run, restore_mask_net  # noqa: E402
-
-flags.DEFINE_string("workdir", None, "Workdir of a training run whose --source_a and --source_b "
-                    "have ?labels filters.")
-flags.mark_flag_as_required("workdir")
-FLAGS = flags.FLAGS
-
 
 def source_a_kept(estimate_0, estimate_1, source_a, source_b, permutation):
     """Per mixture, whether source a is best matched by the output the whole set assigns it.
@@ -107,15 +101,18 @@ def format_table(table):
     return "\n".join(lines)
 
 
-def main(argv):
-    del argv
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", required=True, help="workdir of a training run whose "
+                        "--source_a and --source_b have ?labels filters")
+    workdir = parser.parse_args().workdir
     cli.configure_logging()
     try:
-        config, _ = load_run(FLAGS.workdir)
+        config, _ = load_run(workdir)
         test = load_mixture_dataset(config).test
         labels_a = image_labels(config.source_a, test.sources_a, config)
         labels_b = image_labels(config.source_b, test.sources_b, config)
-        mask_net, checkpoint = restore_mask_net(FLAGS.workdir, config)
+        mask_net, checkpoint = restore_mask_net(workdir, config)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
@@ -130,4 +127,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    main()
