@@ -1,5 +1,4 @@
 """bench/class_assignment.py: per-mixture assignment, the class-pair table, a run end to end."""
-import importlib.util
 import os
 import re
 import subprocess
@@ -14,14 +13,6 @@ from aur_tf.errors import UserError
 from cli_helpers import ROOT, write_npz_source
 
 SCRIPT = os.path.join(ROOT, "bench", "class_assignment.py")
-
-
-@pytest.fixture(scope="module")
-def class_assignment():
-    spec = importlib.util.spec_from_file_location("class_assignment", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.parametrize("permutation", [(0, 1), (1, 0)])

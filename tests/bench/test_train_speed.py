@@ -1,5 +1,4 @@
 """bench/train_speed.py: FLOPs counted from the layers' shapes, and its argument checks."""
-import importlib.util
 import os
 import subprocess
 import sys
@@ -11,14 +10,6 @@ from aur_tf import models
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCRIPT = os.path.join(ROOT, "bench", "train_speed.py")
-
-
-@pytest.fixture(scope="module")
-def train_speed():
-    spec = importlib.util.spec_from_file_location("train_speed", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_forward_flops_count_two_per_multiply_add_of_every_convolution(train_speed):
