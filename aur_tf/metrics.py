@@ -248,15 +248,11 @@ def score_separation(
     source_b = np.asarray(source_b)
     _check_batch("score_separation", estimate_0, estimate_1, source_a, source_b)
 
-    # Per-image PSNR against (source a, source b) under each assignment.
-    straight = (psnr_per_image(estimate_0, source_a, data_range),
-                psnr_per_image(estimate_1, source_b, data_range))
-    swapped = (psnr_per_image(estimate_1, source_a, data_range),
-               psnr_per_image(estimate_0, source_b, data_range))
+    straight, swapped = _assignment_psnrs(estimate_0, estimate_1, source_a, source_b, data_range)
     if np.mean(sum(swapped)) > np.mean(sum(straight)):
-        permutation, for_a, for_b, chosen, other = (1, 0), estimate_1, estimate_0, swapped, straight
+        permutation, for_a, for_b, chosen = (1, 0), estimate_1, estimate_0, swapped
     else:
-        permutation, for_a, for_b, chosen, other = (0, 1), estimate_0, estimate_1, straight, swapped
+        permutation, for_a, for_b, chosen = (0, 1), estimate_0, estimate_1, straight
     psnr_a, psnr_b = np.mean(chosen[0]), np.mean(chosen[1])
 
     ssim_a = float(np.mean(ssim_per_image(for_a, source_a, data_range)))
@@ -270,8 +266,49 @@ def score_separation(
         ssim_b=ssim_b,
         permutation=permutation,
         energy_share=float(np.mean(_per_image(_energy_share, estimate_0, estimate_1))),
-        swapped_fraction=float(np.mean(sum(other) > sum(chosen))),
+        swapped_fraction=float(np.mean(_swapped_under(permutation, straight, swapped))),
     )
+
+
+def swapped_per_image(
+    estimate_0: np.ndarray,
+    estimate_1: np.ndarray,
+    source_a: np.ndarray,
+    source_b: np.ndarray,
+    permutation: tuple[int, int],
+    data_range: float = 1.0,
+) -> np.ndarray:
+    """Which images the other assignment than `permutation` fits better.
+
+    Per image, the sum of both sources' PSNR is compared under the two assignments; the mean of
+    the result under `score_separation`'s permutation is its `swapped_fraction`.
+
+    Args:
+        estimate_0, estimate_1: [batch, H, W, C] source estimates, nominally in [0, data_range].
+        source_a, source_b: [batch, H, W, C] clean sources in [0, data_range].
+        permutation: (0, 1) (estimate 0 is source a) or (1, 0).
+        data_range: peak-to-peak range of the images.
+
+    Returns:
+        [batch] bool, True where the image is swapped against `permutation` (ties are not).
+    """
+    _check_batch("swapped_per_image", estimate_0, estimate_1, source_a, source_b)
+    return _swapped_under(tuple(permutation), *_assignment_psnrs(
+        estimate_0, estimate_1, source_a, source_b, data_range))
+
+
+def _assignment_psnrs(estimate_0, estimate_1, source_a, source_b, data_range):
+    """Per-image PSNR of (source a, source b) under each assignment: (straight, swapped)."""
+    straight = (psnr_per_image(estimate_0, source_a, data_range),
+                psnr_per_image(estimate_1, source_b, data_range))
+    swapped = (psnr_per_image(estimate_1, source_a, data_range),
+               psnr_per_image(estimate_0, source_b, data_range))
+    return straight, swapped
+
+
+def _swapped_under(permutation, straight, swapped):
+    chosen, other = (straight, swapped) if permutation == (0, 1) else (swapped, straight)
+    return sum(other) > sum(chosen)
 
 
 def score_mask(

@@ -26,31 +26,12 @@ from aur_tf.data.sources import SourceSpec, load_source  # noqa: E402
 from aur_tf.errors import UserError  # noqa: E402
 from export.onnx import load_run, restore_mask_net  # noqa: E402
 
-def source_a_kept(estimate_0, estimate_1, source_a, source_b, permutation):
-    """Per mixture, whether source a is best matched by the output the whole set assigns it.
-
-    Args:
-      estimate_0, estimate_1: `[N, H, W, C]` estimates on the clean scale.
-      source_a, source_b: `[N, H, W, C]` clean sources in [0, 1].
-      permutation: the set's assignment, `(0, 1)` (estimate 0 is source a) or `(1, 0)`.
-
-    Returns:
-      `[N]` bool: the set's assignment scores at least the other one on this mixture (the sum of
-      both sources' PSNR, as `metrics.score_separation` decides per mixture for
-      `swapped_fraction`).
-    """
-    straight = (metrics.psnr_per_image(estimate_0, source_a)
-                + metrics.psnr_per_image(estimate_1, source_b))
-    swapped = (metrics.psnr_per_image(estimate_1, source_a)
-               + metrics.psnr_per_image(estimate_0, source_b))
-    return straight >= swapped if tuple(permutation) == (0, 1) else swapped >= straight
-
 
 def kept_by_label_pair(kept, labels_a, labels_b):
     """`{(label_a, label_b): (mixtures, fraction kept)}` over the pairs that occur.
 
     Args:
-      kept: `[N]` bool from `source_a_kept`.
+      kept: `[N]` bool, whether each mixture's source a comes out where the set puts it.
       labels_a, labels_b: `[N]` integer labels of each mixture's two sources.
     """
     table = {}
@@ -119,7 +100,8 @@ def main():
     estimates = metrics.estimates_from_mask(
         test.mixtures, evaluation.predict_masks(mask_net, test.mixtures))
     scores = metrics.score_separation(*estimates, test.sources_a, test.sources_b)
-    kept = source_a_kept(*estimates, test.sources_a, test.sources_b, scores.permutation)
+    kept = ~metrics.swapped_per_image(*estimates, test.sources_a, test.sources_b,
+                                      scores.permutation)
     print(f"{checkpoint}: {len(kept)} test mixtures, {scores.psnr_db:.2f} dB PSNR, "
           f"{100 * scores.swapped_fraction:.1f}% swapped; % of mixtures whose source a comes out "
           f"on output {scores.permutation[0]}, by label of source a (rows) and b (columns):")

@@ -196,6 +196,11 @@ def test_swapped_fraction_counts_images_against_the_set_wide_assignment(majority
     scores = metrics.score_separation(estimate_0, estimate_1, source_a, source_b)
     assert scores.permutation == ((1, 0) if majority_swapped else (0, 1))
     assert scores.swapped_fraction == pytest.approx(minority / 5)
+    against_set = image_swapped != majority_swapped  # the minority, whichever way the set went
+    for permutation, expected in ((scores.permutation, against_set),
+                                  (scores.permutation[::-1], ~against_set)):
+        np.testing.assert_array_equal(metrics.swapped_per_image(
+            estimate_0, estimate_1, source_a, source_b, permutation), expected)
 
 
 def test_as_dict_has_every_field():
@@ -270,10 +275,12 @@ _BAD_SHAPES = [np.zeros((8, 8, 1)), np.zeros((2, 8, 8, 1, 1)), np.zeros((2, 8, 9
         lambda bad: metrics.ssim_per_image(_GOOD, bad),
         lambda bad: metrics.estimates_from_mask(_GOOD, bad),
         lambda bad: metrics.score_separation(_GOOD, _GOOD, _GOOD, bad),
+        lambda bad: metrics.swapped_per_image(_GOOD, _GOOD, bad, _GOOD, (0, 1)),
         lambda bad: metrics.score_mask(_GOOD, bad, _GOOD, _GOOD),
         lambda bad: metrics.half_mask_scores(_GOOD, _GOOD, bad),
     ],
-    ids=["psnr", "ssim", "estimates", "score_separation", "score_mask", "half_mask"],
+    ids=["psnr", "ssim", "estimates", "score_separation", "swapped_per_image", "score_mask",
+         "half_mask"],
 )
 def test_bad_shapes_raise_value_error(call, bad):
     with pytest.raises(ValueError, match=r"rank-4|same shape"):
