@@ -3,12 +3,11 @@
   python bench/class_assignment.py --workdir=runs/mnist
 
 For a run whose two sources are label-filtered (e.g. `mnist?labels=0-4` and `mnist?labels=5-9`)
-it separates the run's test mixtures with its latest checkpoint, finds each test source image's
-label, and prints for every pair (label of source a, label of source b) the percentage of those
-mixtures whose source a comes out where the evaluation's permutation puts it. A solved run shows
-~100% everywhere. A run on the plateau (README, Results) shows how it is undecided: a class near
-50% against every partner goes either way at random, one whose share flips between partners is
-assigned by the pair.
+it separates the run's test mixtures with its latest checkpoint and prints, for every pair (label
+of source a, label of source b), the percentage of those mixtures whose source a comes out where
+the evaluation's permutation puts it. A solved run shows ~100% everywhere. A run on the plateau
+(README, Results) shows how it is undecided: a class near 50% against every partner goes either
+way at random, one whose share flips between partners is assigned by the pair.
 """
 import argparse
 import os
@@ -18,11 +17,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-import numpy as np  # noqa: E402
-
 from aur_tf import cli, evaluation, metrics  # noqa: E402
-from aur_tf.data.mixtures import fit_images, load_mixture_dataset  # noqa: E402
-from aur_tf.data.sources import SourceSpec, load_source  # noqa: E402
+from aur_tf.data.mixtures import load_mixture_dataset  # noqa: E402
 from aur_tf.errors import UserError  # noqa: E402
 from export.onnx import load_run, restore_mask_net  # noqa: E402
 
@@ -41,33 +37,17 @@ def kept_by_label_pair(kept, labels_a, labels_b):
     return table
 
 
-def image_labels(spec_text, images, config):
-    """`[N]` labels of `images` (`[N, S, S, C]`, fitted test images of source `spec_text`).
-
-    Each label of the spec's filter is loaded on its own, fitted as training fits it, and the
-    images are matched by their bytes.
+def source_labels(split, config):
+    """`(labels_a, labels_b)`, the `[N]` labels of a `MixtureSplit`'s two sources.
 
     Raises:
-      UserError: the source has no labels filter, or an image matches no label or several.
+      UserError: a source of `config` has no labels filter, so its images have no labels.
     """
-    spec = SourceSpec.parse(spec_text)
-    if spec.labels is None:
-        raise UserError(f"source {spec_text!r} has no ?labels filter: the classes of its images "
-                        "are unknown, so there is nothing to break down")
-    label_of = {}
-    for label in sorted(spec.labels):
-        one_label = str(SourceSpec(spec.kind, spec.location, frozenset({label})))
-        fitted = fit_images(load_source(one_label, cache_dir=config.cache_dir).test,
-                            config.image_size, config.channels, config.invert, one_label)
-        for image in fitted:
-            if label_of.setdefault(image.tobytes(), label) != label:
-                raise UserError(f"source {spec_text!r}: one test image has labels "
-                                f"{label_of[image.tobytes()]} and {label}")
-    try:
-        return np.array([label_of[image.tobytes()] for image in images])
-    except KeyError:
-        raise UserError(f"source {spec_text!r}: a test mixture's source is in none of its labels' "
-                        "images; was the run trained on other data?") from None
+    for spec, labels in ((config.source_a, split.labels_a), (config.source_b, split.labels_b)):
+        if labels is None:
+            raise UserError(f"source {spec!r} has no ?labels filter: the classes of its images "
+                            "are unknown, so there is nothing to break down")
+    return split.labels_a, split.labels_b
 
 
 def format_table(table):
@@ -91,8 +71,7 @@ def main():
     try:
         config, _ = load_run(workdir)
         test = load_mixture_dataset(config).test
-        labels_a = image_labels(config.source_a, test.sources_a, config)
-        labels_b = image_labels(config.source_b, test.sources_b, config)
+        labels_a, labels_b = source_labels(test, config)
         mask_net, checkpoint = restore_mask_net(workdir, config)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)

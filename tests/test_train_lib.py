@@ -71,12 +71,15 @@ def test_every_checkpoint_file_and_directory_is_flushed_to_disk(make_config, str
 
 
 def test_unsupervised_training_never_reads_the_ground_truth(make_config, stroke_data):
-    """Replacing every clean source by garbage changes the scores, never the trained weights."""
-    garbage = np.random.default_rng(9).random(stroke_data.train.sources_a.shape, np.float32)
+    """Replacing every clean source (and label) by garbage changes the scores, never the weights."""
+    rng = np.random.default_rng(9)
+    garbage = rng.random(stroke_data.train.sources_a.shape, np.float32)
+    garbage_labels = rng.integers(0, 10, len(garbage))
 
     def corrupt(split):
-        return MixtureSplit(split.mixtures, garbage[:len(split.mixtures)],
-                            garbage[::-1][:len(split.mixtures)])
+        count = len(split.mixtures)
+        return MixtureSplit(split.mixtures, garbage[:count], garbage[::-1][:count],
+                            labels_a=garbage_labels[:count], labels_b=garbage_labels[::-1][:count])
 
     honest_config = make_config("honest")
     blind_config = make_config("blind")

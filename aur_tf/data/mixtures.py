@@ -24,11 +24,15 @@ class MixtureSplit:
       mixtures: `[N, H, W, C]` float32 in [0, 1], (sources_a + sources_b) / 2.
       sources_a: `[N, H, W, C]` float32 in [0, 1].
       sources_b: `[N, H, W, C]` float32 in [0, 1].
+      labels_a, labels_b: `[N]` int64 labels of sources_a and sources_b when their source has a
+        labels filter (`SourceImages`), else None.
     """
 
     mixtures: np.ndarray
     sources_a: np.ndarray
     sources_b: np.ndarray
+    labels_a: np.ndarray | None = None
+    labels_b: np.ndarray | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,18 +77,22 @@ def _draw_without_replacement(pool_size, count, rng):
     return np.resize(rng.permutation(pool_size), count)
 
 
-def mix_split(images_a, images_b, count, rng):
+def mix_split(images_a, images_b, count, rng, labels_a=None, labels_b=None):
     """Draws `count` (a, b) pairs and mixes them with equal weights.
 
     Args:
       images_a: `[Na, H, W, C]` float32 in [0, 1].
       images_b: `[Nb, H, W, C]` float32 in [0, 1].
       count: number of mixtures.
-      rng: `np.random.Generator` that fixes which images are drawn.
+      rng: `np.random.Generator` that fixes which images are drawn (labels do not change the draw).
+      labels_a, labels_b: `[Na]` and `[Nb]` labels of the images, or None; drawn along with them.
     """
-    sources_a = images_a[_draw_without_replacement(len(images_a), count, rng)]
-    sources_b = images_b[_draw_without_replacement(len(images_b), count, rng)]
-    return MixtureSplit((sources_a + sources_b) / 2.0, sources_a, sources_b)
+    drawn_a = _draw_without_replacement(len(images_a), count, rng)
+    drawn_b = _draw_without_replacement(len(images_b), count, rng)
+    sources_a, sources_b = images_a[drawn_a], images_b[drawn_b]
+    return MixtureSplit((sources_a + sources_b) / 2.0, sources_a, sources_b,
+                        labels_a=None if labels_a is None else labels_a[drawn_a],
+                        labels_b=None if labels_b is None else labels_b[drawn_b])
 
 
 def make_mixture_dataset(source_a, source_b, config):
@@ -98,11 +106,15 @@ def make_mixture_dataset(source_a, source_b, config):
             prepared[label, split] = fit_images(getattr(source, split), config.image_size,
                                                 config.channels, config.invert, source.name)
     rng = np.random.default_rng(config.seed)
+
+    def split_mixtures(split, count):
+        return mix_split(prepared["a", split], prepared["b", split], count, rng,
+                         labels_a=getattr(source_a, f"{split}_labels"),
+                         labels_b=getattr(source_b, f"{split}_labels"))
+
     try:
-        return MixtureDataset(
-            train=mix_split(prepared["a", "train"], prepared["b", "train"], config.train_mixtures,
-                            rng),
-            test=mix_split(prepared["a", "test"], prepared["b", "test"], config.test_mixtures, rng))
+        return MixtureDataset(train=split_mixtures("train", config.train_mixtures),
+                              test=split_mixtures("test", config.test_mixtures))
     except MemoryError:
         shape = "x".join(str(n) for n in prepared["a", "train"].shape[1:])
         raise UserError(f"not enough memory for --train_mixtures={config.train_mixtures} and "

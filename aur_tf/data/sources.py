@@ -94,11 +94,16 @@ class SourceImages:
     train: [N, H, W, C] float32 in [0, 1].
     test: [M, H, W, C] float32 in [0, 1], same H, W, C as train.
     name: the spec text, for messages.
+    train_labels, test_labels: [N] and [M] int64 labels of those images when the spec has a
+        labels filter (the labels it was checked against), None otherwise. Only evaluation
+        diagnostics read them.
     """
 
     train: np.ndarray
     test: np.ndarray
     name: str
+    train_labels: np.ndarray | None = None
+    test_labels: np.ndarray | None = None
 
 
 def load_source(spec: str | SourceSpec, *, cache_dir: str) -> SourceImages:
@@ -125,12 +130,13 @@ def load_source(spec: str | SourceSpec, *, cache_dir: str) -> SourceImages:
     loader = {"tfds": _load_tfds, "npz": _load_npz, "folder": _load_folder,
               "mnist": _load_mnist}[spec.kind]
     x_train, y_train, x_test, y_test = loader(spec, name, cache_dir)
-    train = _finish_split(x_train, y_train, spec.labels, name, "train")
-    test = _finish_split(x_test, y_test, spec.labels, name, "test")
+    train, train_labels = _finish_split(x_train, y_train, spec.labels, name, "train")
+    test, test_labels = _finish_split(x_test, y_test, spec.labels, name, "test")
     if train.shape[1:] != test.shape[1:]:
         raise UserError(f"source {name!r}: train images are {train.shape[1:]} but test images are "
                         f"{test.shape[1:]} (H, W, C): make both splits the same size")
-    return SourceImages(train=train, test=test, name=name)
+    return SourceImages(train=train, test=test, name=name, train_labels=train_labels,
+                        test_labels=test_labels)
 
 
 def _parse_labels_option(query: str, text: str) -> frozenset[int]:
@@ -178,8 +184,11 @@ def _format_labels(labels) -> str:
     return ",".join(str(low) if low == high else f"{low}-{high}" for low, high in runs)
 
 
-def _finish_split(x, y, labels, name: str, split: str) -> np.ndarray:
-    """Validate one split, apply the labels filter and convert to float32 [N, H, W, C] in [0, 1]."""
+def _finish_split(x, y, labels, name: str, split: str):
+    """Validate one split, apply the labels filter and convert to float32 [N, H, W, C] in [0, 1].
+
+    Returns the images and, with a labels filter, the kept images' `[N]` int64 labels (else None).
+    """
     x = np.asarray(x)
     if x.ndim == 3:
         x = x[..., np.newaxis]
@@ -196,12 +205,15 @@ def _finish_split(x, y, labels, name: str, split: str) -> np.ndarray:
     if 0 in x.shape:
         raise UserError(f"{split} images of source {name!r} are empty (shape {x.shape}): store "
                         f"images of at least 1x1 pixel")
-    if labels is not None:
-        x = x[_label_mask(y, len(x), labels, name, split)]
-    return _to_unit_float(x, name, split)
+    if labels is None:
+        return _to_unit_float(x, name, split), None
+    y = _checked_labels(y, len(x), name, split)
+    kept = _label_mask(y, labels, name, split)
+    return _to_unit_float(x[kept], name, split), y[kept]
 
 
-def _label_mask(y, count: int, labels: frozenset[int], name: str, split: str) -> np.ndarray:
+def _checked_labels(y, count: int, name: str, split: str) -> np.ndarray:
+    """The `[count]` int64 labels of a split, from `[count]` or `[count, 1]` integers."""
     if y is None:
         raise UserError(f"source {name!r} has no {split} labels, so ?labels cannot select "
                         f"images: remove the ?labels option or provide labels")
@@ -212,6 +224,10 @@ def _label_mask(y, count: int, labels: frozenset[int], name: str, split: str) ->
     if y.dtype.kind not in "iu" or y.shape != (count,):
         raise UserError(f"{split} labels of source {name!r} are {y.dtype} {y.shape}: expected "
                         f"integers of shape [{count}] matching the images")
+    return y.astype(np.int64)
+
+
+def _label_mask(y: np.ndarray, labels: frozenset[int], name: str, split: str) -> np.ndarray:
     mask = np.isin(y, np.fromiter(labels, dtype=np.int64))
     if not mask.any():
         raise UserError(f"?labels={_format_labels(labels)} selects no {split} images of source "

@@ -9,6 +9,7 @@ import pytest
 
 from aur_tf import train_lib
 from aur_tf.config import Config
+from aur_tf.data.mixtures import MixtureSplit
 from aur_tf.errors import UserError
 from cli_helpers import ROOT, write_npz_source
 
@@ -30,10 +31,16 @@ def test_format_table_leaves_missing_pairs_blank(class_assignment):
                                  "    1   100%      "]
 
 
-def test_a_source_without_labels_filter_is_a_user_error(class_assignment, tmp_path):
-    config = Config(workdir=str(tmp_path))
-    with pytest.raises(UserError, match="no \\?labels filter"):
-        class_assignment.image_labels("npz:/nowhere.npz", np.zeros((1, 32, 32, 1)), config)
+@pytest.mark.parametrize("unlabelled", ["a", "b"])
+def test_a_source_without_labels_filter_is_a_user_error(class_assignment, unlabelled):
+    config = Config(source_a="npz:a.npz" if unlabelled == "a" else "npz:a.npz?labels=0",
+                    source_b="npz:b.npz" if unlabelled == "b" else "npz:b.npz?labels=1")
+    labels = np.zeros(2, np.int64)
+    split = MixtureSplit(*np.zeros((3, 2, 32, 32, 1), np.float32),
+                         labels_a=None if unlabelled == "a" else labels,
+                         labels_b=None if unlabelled == "b" else labels)
+    with pytest.raises(UserError, match=f"source 'npz:{unlabelled}.npz' has no \\?labels filter"):
+        class_assignment.source_labels(split, config)
 
 
 def test_a_run_on_labelled_sources_gets_one_cell_per_class_pair(tmp_path):

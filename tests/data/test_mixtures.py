@@ -28,6 +28,32 @@ def test_a_small_pool_is_cycled_every_image_once_before_any_twice():
     assert sorted(counts.tolist()) == [2, 2, 3, 3]
 
 
+def _ids(split_sources):
+    return np.rint(split_sources[:, 14, 14, 0] * 1000).astype(np.int64)
+
+
+def test_labels_are_drawn_with_their_images_without_changing_the_draw():
+    images_a, images_b = _numbered(10), _numbered(4, offset=500)
+    labelled = mixtures.mix_split(images_a, images_b, 10, np.random.default_rng(3),
+                                  labels_a=np.arange(10) + 7000, labels_b=np.arange(4) + 9500)
+    unlabelled = mixtures.mix_split(images_a, images_b, 10, np.random.default_rng(3))
+    np.testing.assert_array_equal(labelled.mixtures, unlabelled.mixtures)
+    np.testing.assert_array_equal(labelled.labels_a, _ids(labelled.sources_a) + 7000)
+    np.testing.assert_array_equal(labelled.labels_b, _ids(labelled.sources_b) + 9000)
+    assert unlabelled.labels_a is None and unlabelled.labels_b is None
+
+
+def test_dataset_carries_each_splits_source_labels(make_config):
+    source_a = SourceImages(_numbered(40), _numbered(20, offset=40), "a",
+                            train_labels=np.arange(40), test_labels=np.arange(40, 60))
+    source_b = SourceImages(_numbered(40, offset=100), _numbered(20, offset=140), "b")
+    dataset = mixtures.make_mixture_dataset(source_a, source_b, make_config(
+        channels=1, train_mixtures=30, test_mixtures=10, batch_pairs=4))
+    for split in (dataset.train, dataset.test):
+        np.testing.assert_array_equal(split.labels_a, _ids(split.sources_a))
+        assert split.labels_b is None
+
+
 @pytest.mark.parametrize("size, target", [(28, 32), (32, 32), (30, 64)])
 def test_smaller_images_are_centre_padded(size, target):
     images = np.ones((2, size, size, 1), np.float32)

@@ -139,6 +139,11 @@ def test_npz_float_colour_with_labels(tmp_path):
 
     np.testing.assert_array_equal(images.train, x_train[[0, 2, 3, 5]])
     np.testing.assert_array_equal(images.test, x_test[[0, 1, 3]])
+    np.testing.assert_array_equal(images.train_labels, [0, 2, 0, 2])
+    np.testing.assert_array_equal(images.test_labels, [2, 0, 2])
+    assert images.train_labels.dtype == images.test_labels.dtype == np.int64
+    unfiltered = load_source(spec, cache_dir=str(tmp_path))
+    assert unfiltered.train_labels is None and unfiltered.test_labels is None
 
 
 def test_npz_accepts_rounding_overshoot_and_clips(tmp_path):
@@ -259,6 +264,9 @@ def test_folder_label_subfolders(tmp_path):
     images = load_source(f"folder:{root}?labels=4,12", cache_dir=str(tmp_path))
     np.testing.assert_array_equal(np.unique(images.train * 255), [4, 12])
     np.testing.assert_array_equal(np.unique(images.test * 255), [104, 112])
+    np.testing.assert_array_equal(images.train_labels, np.rint(images.train[:, 0, 0, 0] * 255))
+    np.testing.assert_array_equal(images.test_labels + 100,
+                                  np.rint(images.test[:, 0, 0, 0] * 255))
 
     with pytest.raises(UserError, match="selects no train images.*labels are 3-4,12"):
         load_source(f"folder:{root}?labels=5", cache_dir=str(tmp_path))
@@ -479,3 +487,5 @@ def test_mnist_source_filters_labels(tmp_path, monkeypatch):
     assert calls == [str(tmp_path)]
     np.testing.assert_array_equal(images.train[:, 0, 0, 0], x_train[[1, 2, 4], 0, 0])
     np.testing.assert_array_equal(images.test[:, 0, 0, 0], x_train[[1, 2], 0, 0])
+    np.testing.assert_array_equal(images.train_labels, [5, 6, 9])
+    np.testing.assert_array_equal(images.test_labels, [5, 6])
