@@ -4,7 +4,8 @@ A workdir holds everything a run produces:
   config.json       the settings of the run (a resumed run must keep the data and model settings)
   checkpoints/      tf.train checkpoints: both nets, both optimizers, step, training seconds
   tensorboard/      scalars (losses, learning rates, steps/s, PSNR/SSIM) and image grids
-  eval.json         the latest evaluation, with its history, the time to reach quality marks and
+  eval.json         the latest evaluation, with its history (each entry with the mean training
+                    scalars since the evaluation before), the time to reach quality marks and
                     the machines the run trained on
   samples.npz       the first test mixtures and their estimates at the latest evaluation (figures)
 Running the same command again resumes from the latest checkpoint.
@@ -231,6 +232,9 @@ class TrainingMonitor(keras.callbacks.Callback):
         self.writer = writer
         self.on_evaluation = on_evaluation
         self._window_start = None
+        # The progress lines' scalars since the last evaluation, which records their means: a
+        # run's loss curve then travels with eval.json, not only with its logs and TensorBoard.
+        self._progress_since_evaluation = []
 
     def on_train_begin(self, logs=None):
         self._clock = time.monotonic()
@@ -270,12 +274,22 @@ class TrainingMonitor(keras.callbacks.Callback):
                 _make_durable(self.manager.save(checkpoint_number=step))
         if step % self.config.eval_every == 0 or step == self.config.train_steps:
             self._tick()
-            self.on_evaluation()
+            self.on_evaluation(self._progress_means())
+            self._progress_since_evaluation = []
             self._clock = time.monotonic()
         if step >= self.config.train_steps:
             self.model.stop_training = True
 
+    def _progress_means(self):
+        """`{scalar name: mean over the progress lines since the last evaluation or the resume}`,
+        each line weighing the same; empty if there were none."""
+        lines = self._progress_since_evaluation
+        if not lines:
+            return {}
+        return {name: float(np.mean([line[name] for line in lines])) for name in lines[0]}
+
     def _log_progress(self, step, values):
+        self._progress_since_evaluation.append(values)
         self._tick()
         first_step, start = self._window_start
         rate = (step - first_step) / max(time.monotonic() - start, 1e-9)
@@ -500,13 +514,20 @@ def train(config: Config, data=None):
              len(data.test.mixtures), baseline["half_mask_psnr_db"], baseline["half_mask_ssim"])
     results = {}
 
-    def evaluate_and_record():
+    def evaluate_and_record(train_means=None):
+        """Scores the mask net on the test split and records it; `train_means`, the training
+        scalars' means since the previous evaluation, go into its history entry when given."""
         scores = evaluation.evaluate(model.mask_net, data.test)
         step = state.step
-        # A finished run evaluated again replaces its own entry instead of repeating it.
+        # A finished run evaluated again replaces its own entry instead of repeating it, keeping
+        # the training means recorded when it trained.
+        replaced = next((h for h in history if h["step"] == step), {})
+        train_means = train_means or replaced.get("train_means")
         history[:] = [h for h in history if h["step"] < step]
         history.append({"step": step, "train_seconds": float(state.train_seconds.numpy()),
                         "psnr_db": scores["psnr_db"], "ssim": scores["ssim"]})
+        if train_means:
+            history[-1]["train_means"] = train_means
         results.clear()
         results.update(scores, **baseline, step=step, train_seconds=history[-1]["train_seconds"],
                        skipped_steps=int(model.skipped_steps.numpy()),

@@ -43,6 +43,22 @@ def test_train_writes_eval_json_checkpoints_and_tensorboard(make_config, stroke_
     assert os.listdir(os.path.join(config.workdir, "tensorboard"))
 
 
+def test_each_history_entry_holds_the_mean_training_scalars_since_the_evaluation_before(
+        make_config, stroke_data, caplog):
+    caplog.set_level(logging.INFO, logger="aur_tf")
+    results = train_lib.train(make_config(log_every=1), data=stroke_data)
+    # Progress lines print each scalar to 4 decimals: "step 2/6 | ... | adversarial 0.5682 ...".
+    lines = [dict(re.findall(r"(\w+) (-?\d+\.\d{4})\b", message.split(" | ", 3)[3]))
+             for message in caplog.messages if re.match(r"step \d+/6 \|", message)]
+    assert len(lines) == 6
+    for entry, window in zip(results["history"], (lines[:3], lines[3:])):
+        means = {name.replace("loss_", ""): value for name, value in entry["train_means"].items()}
+        assert set(means) == set(window[0]) >= {"adversarial", "disc", "cycle", "energy"}
+        for name, value in means.items():
+            assert value == pytest.approx(np.mean([float(line[name]) for line in window]),
+                                          abs=1e-4)
+
+
 def test_a_worker_other_than_the_chief_writes_nothing_into_the_shared_workdir(
         make_config, stroke_data, monkeypatch):
     # Two workers writing the same file race (one's rename finds the other's temporary gone).
@@ -148,6 +164,8 @@ def test_finished_run_is_not_trained_again(make_config, stroke_data):
     assert again["step"] == first["step"]
     assert again["psnr_db"] == pytest.approx(first["psnr_db"])
     assert [h["step"] for h in again["history"]] == [3, 6]
+    assert [h["train_means"] for h in again["history"]] == [
+        h["train_means"] for h in first["history"]]
 
 
 def test_resume_with_other_model_settings_is_refused(make_config, stroke_data):
