@@ -39,9 +39,10 @@ def main(argv):
         print("interrupted: run the same command to resume from the last checkpoint",
               file=sys.stderr)
         sys.exit(INTERRUPTED_EXIT_CODE)
-    print(f"done: step {results['step']}, {results['psnr_db']:.2f} dB PSNR, "
-          f"{results['ssim']:.3f} SSIM (half mask {results['half_mask_psnr_db']:.2f} dB, "
-          f"{results['half_mask_ssim']:.3f}); "
+    test = results["test"]
+    print(f"done: step {results['step']}, validation {results['psnr_db']:.2f} dB PSNR, "
+          f"{results['ssim']:.3f} SSIM; test {test['psnr_db']:.2f} dB, {test['ssim']:.3f} "
+          f"(half mask {test['half_mask_psnr_db']:.2f} dB, {test['half_mask_ssim']:.3f}); "
           f"results in {os.path.join(config.workdir, 'eval.json')}")
 
 

@@ -55,7 +55,10 @@ class Config:
     invert: bool = setting(False, "Use 1 - image, so that backgrounds are 0 (the paper does this "
                             "for Shoes and Bags: masking works best on a zero background).")
     train_mixtures: int = setting(25_000, "Number of training mixtures.")
-    test_mixtures: int = setting(5_000, "Number of held-out test mixtures.")
+    validation_mixtures: int = setting(5_000, "Number of validation mixtures: every evaluation "
+                                        "during training, and every choice made by score.")
+    test_mixtures: int = setting(5_000, "Number of test mixtures, scored once at the end of "
+                                  "training.")
     cache_dir: str = setting(_default_cache_dir(), "Where downloaded and decoded datasets are kept "
                               "(default: $AUR_TF_CACHE or ~/.cache/aur_tf).")
     seed: int = setting(0, f"Seed of the mixtures, the pairing, and the initial weights (0 .. "
@@ -95,7 +98,7 @@ class Config:
     # Bookkeeping.
     checkpoint_every: int = setting(500, "Steps between checkpoints.")
     keep_checkpoints: int = setting(3, "Checkpoints kept on disk.")
-    eval_every: int = setting(1000, "Steps between evaluations on the test mixtures.")
+    eval_every: int = setting(1000, "Steps between evaluations on the validation mixtures.")
     log_every: int = setting(50, "Steps between progress lines and TensorBoard scalars.")
     collapse_windows: int = setting(10, "Consecutive progress windows whose mean training "
                                      "energy_share is outside [0.05, 0.95] that are reported as a "
@@ -110,9 +113,10 @@ class Config:
         self._check_choice("channels", CHANNEL_COUNTS)
         self._check_choice("strategy", STRATEGIES)
         self._check_choice("conv_kernels", CONV_KERNELS)
-        for name in ("train_mixtures", "test_mixtures", "train_steps", "batch_pairs",
-                     "mask_width", "disc_width", "mask_steps_per_disc_step", "checkpoint_every",
-                     "keep_checkpoints", "eval_every", "log_every", "collapse_windows"):
+        for name in ("train_mixtures", "validation_mixtures", "test_mixtures", "train_steps",
+                     "batch_pairs", "mask_width", "disc_width", "mask_steps_per_disc_step",
+                     "checkpoint_every", "keep_checkpoints", "eval_every", "log_every",
+                     "collapse_windows"):
             if getattr(self, name) < 1:
                 raise UserError(f"--{name}={getattr(self, name)} must be a positive integer")
         if not 0 <= self.seed <= MAX_SEED:

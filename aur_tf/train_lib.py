@@ -4,10 +4,11 @@ A workdir holds everything a run produces:
   config.json       the settings of the run (a resumed run must keep the data and model settings)
   checkpoints/      tf.train checkpoints: both nets, both optimizers, step, training seconds
   tensorboard/      scalars (losses, learning rates, steps/s, PSNR/SSIM) and image grids
-  eval.json         the latest evaluation, with its history (each entry with the mean training
-                    scalars since the evaluation before), the time to reach quality marks and
-                    the machines the run trained on
-  samples.npz       the first test mixtures and their estimates at the latest evaluation (figures)
+  eval.json         the latest evaluation on the validation mixtures, with its history (each
+                    entry with the mean training scalars since the evaluation before), the time
+                    to reach quality marks and the machines the run trained on; once training
+                    has finished, also `test`: the one scoring of the test mixtures
+  samples.npz       the first validation mixtures and their estimates at the latest evaluation
 Running the same command again resumes from the latest checkpoint.
 
 Crash safety: the process may die at any moment (kill -9, out of memory, a full disk) and the
@@ -48,7 +49,7 @@ log = logging.getLogger("aur_tf")
 # Settings a resumed run must share with the checkpoint it resumes: they change the data or the
 # shapes of what was saved. Everything else (steps, logging, learning rates) may change.
 _RUN_IDENTITY = ("mode", "source_a", "source_b", "image_size", "channels", "invert",
-                 "train_mixtures", "test_mixtures", "seed", "mask_width", "disc_width",
+                 "train_mixtures", "validation_mixtures", "test_mixtures", "seed", "mask_width", "disc_width",
                  "mixed_precision")
 _GRID_IMAGES = 8
 
@@ -223,12 +224,11 @@ class _RunState:
 class TrainingMonitor(keras.callbacks.Callback):
     """Per-step duties of a run: progress lines, TensorBoard, checkpoints, evaluation, stopping."""
 
-    def __init__(self, config, state, manager, test_split, writer, on_evaluation):
+    def __init__(self, config, state, manager, writer, on_evaluation):
         super().__init__()
         self.config = config
         self.state = state
         self.manager = manager
-        self.test_split = test_split
         self.writer = writer
         self.on_evaluation = on_evaluation
         self._window_start = None
@@ -509,15 +509,16 @@ def train(config: Config, data=None):
             writer = tf.summary.create_file_writer(_tensorboard_dir(config))
     else:
         writer = tf.summary.create_noop_writer()
-    baseline = evaluation.half_mask_baseline(data.test)
-    log.info("half-mask baseline on %d test mixtures: %.2f dB PSNR, %.3f SSIM",
-             len(data.test.mixtures), baseline["half_mask_psnr_db"], baseline["half_mask_ssim"])
+    baseline = evaluation.half_mask_baseline(data.validation)
+    log.info("half-mask baseline on %d validation mixtures: %.2f dB PSNR, %.3f SSIM",
+             len(data.validation.mixtures), baseline["half_mask_psnr_db"],
+             baseline["half_mask_ssim"])
     results = {}
 
     def evaluate_and_record(train_means=None):
-        """Scores the mask net on the test split and records it; `train_means`, the training
+        """Scores the mask net on the validation split and records it; `train_means`, the training
         scalars' means since the previous evaluation, go into its history entry when given."""
-        scores = evaluation.evaluate(model.mask_net, data.test)
+        scores = evaluation.evaluate(model.mask_net, data.validation)
         step = state.step
         # A finished run evaluated again replaces its own entry instead of repeating it, keeping
         # the training means recorded when it trained.
@@ -529,17 +530,17 @@ def train(config: Config, data=None):
         if train_means:
             history[-1]["train_means"] = train_means
         results.clear()
-        results.update(scores, **baseline, step=step, train_seconds=history[-1]["train_seconds"],
+        results.update(scores, **baseline, split="validation", step=step, train_seconds=history[-1]["train_seconds"],
                        skipped_steps=int(model.skipped_steps.numpy()),
                        collapse_detected_at_step=state.collapse_detected_at_step,
                        config=config.to_dict(), machines=machines, history=history,
                        **{f"seconds_to_{metric}": marks for metric, marks
                           in evaluation.seconds_to_quality_marks(history).items()})
-        masks = evaluation.predict_masks(model.mask_net, data.test.mixtures[:_GRID_IMAGES])
+        masks = evaluation.predict_masks(model.mask_net, data.validation.mixtures[:_GRID_IMAGES])
         if chief:  # Every worker evaluates, so all reach the next training step together.
             write_json_atomically(eval_path, results)
             with _writes_to(os.path.join(config.workdir, evaluation.SAMPLES_FILE)):
-                evaluation.write_mask_samples(config.workdir, data.test, masks,
+                evaluation.write_mask_samples(config.workdir, data.validation, masks,
                                               scores["permutation"])
         log.info("eval at step %d: %.2f dB PSNR, %.3f SSIM, %.1f%% swapped (half mask %.2f dB, "
                  "%.3f)%s", step, scores["psnr_db"], scores["ssim"],
@@ -553,7 +554,7 @@ def train(config: Config, data=None):
                 tf.summary.scalar("eval/energy_share", scores["energy_share"])
                 tf.summary.scalar("eval/swapped_fraction", scores["swapped_fraction"])
                 tf.summary.image("eval/mixture|estimate_a|estimate_b|true_a|true_b",
-                                 _image_grid(data.test, masks))
+                                 _image_grid(data.validation, masks))
             writer.flush()
 
     remaining = config.train_steps - state.step
@@ -561,7 +562,7 @@ def train(config: Config, data=None):
         write_dir = distribute.checkpoint_write_dir(checkpoint_dir, chief)
         manager = tf.train.CheckpointManager(checkpoint, write_dir,
                                              max_to_keep=config.keep_checkpoints)
-        monitor = TrainingMonitor(config, state, manager, data.test, writer, evaluate_and_record)
+        monitor = TrainingMonitor(config, state, manager, writer, evaluate_and_record)
         log.info("training %s from step %d to %d in %s on %d replica(s), transposed "
                  "convolutions %s", config.mode, state.step, config.train_steps, config.workdir,
                  replicas, "by phases" if _by_phases(config.conv_kernels) else "native")
@@ -573,4 +574,22 @@ def train(config: Config, data=None):
                 shutil.rmtree(write_dir, ignore_errors=True)
     if not results or results["step"] != state.step:
         evaluate_and_record()
+    if state.step >= config.train_steps:
+        results["test"] = score_test(model.mask_net, data.test)
+        if chief:
+            write_json_atomically(eval_path, results)
     return results
+
+
+def score_test(mask_net, split):
+    """The one scoring of a finished run on its test mixtures, logged and returned.
+
+    Returns:
+      `evaluation.evaluate`'s scores with the split's half-mask baseline added.
+    """
+    scores = dict(evaluation.evaluate(mask_net, split), **evaluation.half_mask_baseline(split))
+    log.info("test (%d mixtures, final checkpoint): %.2f dB PSNR, %.3f SSIM, %.1f%% swapped "
+             "(half mask %.2f dB, %.3f)", len(split.mixtures), scores["psnr_db"], scores["ssim"],
+             100 * scores["swapped_fraction"], scores["half_mask_psnr_db"],
+             scores["half_mask_ssim"])
+    return scores

@@ -3,9 +3,9 @@
   python bench/class_assignment.py --workdir=runs/mnist
 
 For a run whose two sources are label-filtered (e.g. `mnist?labels=0-4` and `mnist?labels=5-9`)
-it separates the run's test mixtures with its latest checkpoint and prints, for every pair (label
-of source a, label of source b), the percentage of those mixtures whose source a comes out where
-the evaluation's permutation puts it. A solved run shows ~100% everywhere. A run on the plateau
+it separates the run's validation mixtures with its latest checkpoint and prints, for every pair
+(label of source a, label of source b), the percentage of those mixtures whose source a comes out
+where the evaluation's permutation puts it. A solved run shows ~100% everywhere. A run on the plateau
 (README, Results) shows how it is undecided: a class near 50% against every partner goes either
 way at random, one whose share flips between partners is assigned by the pair.
 """
@@ -70,18 +70,18 @@ def main():
     cli.configure_logging()
     try:
         config, _ = load_run(workdir)
-        test = load_mixture_dataset(config).test
-        labels_a, labels_b = source_labels(test, config)
+        validation = load_mixture_dataset(config).validation
+        labels_a, labels_b = source_labels(validation, config)
         mask_net, checkpoint = restore_mask_net(workdir, config)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     estimates = metrics.estimates_from_mask(
-        test.mixtures, evaluation.predict_masks(mask_net, test.mixtures))
-    scores = metrics.score_separation(*estimates, test.sources_a, test.sources_b)
-    kept = ~metrics.swapped_per_image(*estimates, test.sources_a, test.sources_b,
+        validation.mixtures, evaluation.predict_masks(mask_net, validation.mixtures))
+    scores = metrics.score_separation(*estimates, validation.sources_a, validation.sources_b)
+    kept = ~metrics.swapped_per_image(*estimates, validation.sources_a, validation.sources_b,
                                       scores.permutation)
-    print(f"{checkpoint}: {len(kept)} test mixtures, {scores.psnr_db:.2f} dB PSNR, "
+    print(f"{checkpoint}: {len(kept)} validation mixtures, {scores.psnr_db:.2f} dB PSNR, "
           f"{100 * scores.swapped_fraction:.1f}% swapped; % of mixtures whose source a comes out "
           f"on output {scores.permutation[0]}, by label of source a (rows) and b (columns):")
     print(format_table(kept_by_label_pair(kept, labels_a, labels_b)))

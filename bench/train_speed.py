@@ -107,7 +107,8 @@ def time_torch(torch_python, data, config, steps):
         # The reference reads uint8 sources with a scale; MNIST pixels are exactly k/256.
         as_u8 = {name: np.round(getattr(split, f"sources_{ab}")[..., 0] * 256).astype(np.uint8)
                  for name, split, ab in (("train_x", data.train, "a"), ("train_b", data.train, "b"),
-                                         ("test_x", data.test, "a"), ("test_b", data.test, "b"))}
+                                         ("test_x", data.validation, "a"),
+                                         ("test_b", data.validation, "b"))}
         np.savez(path, scale=np.float32(256), **as_u8)
         result = subprocess.run(
             [torch_python, REFERENCE, "--data", path, "--energy", config.energy, "--device", "cpu",

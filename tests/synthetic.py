@@ -20,19 +20,28 @@ def color_strokes(count, channel, rng, image_size=32):
     return images
 
 
-def stroke_dataset(train_count=256, test_count=64, seed=0):
-    """A `MixtureDataset` of red bars (source a) mixed with green bars (source b), 32x32x3."""
+def stroke_dataset(train_count=256, held_out_count=64, seed=0):
+    """A `MixtureDataset` of red bars (source a) mixed with green bars (source b), 32x32x3, with
+    `held_out_count` validation and test mixtures each.
+
+    The test images are drawn last, so train and validation are those of the two-split dataset
+    this replaced, and tests calibrated on it kept their data.
+    """
     rng = np.random.default_rng(seed)
-    pools = {name: color_strokes(train_count + test_count, channel, rng)
+    pools = {name: color_strokes(train_count + held_out_count, channel, rng)
              for name, channel in (("a", 0), ("b", 1))}
-    return MixtureDataset(
-        train=mix_split(pools["a"][:train_count], pools["b"][:train_count], train_count, rng),
-        test=mix_split(pools["a"][train_count:], pools["b"][train_count:], test_count, rng))
+    train = mix_split(pools["a"][:train_count], pools["b"][:train_count], train_count, rng)
+    validation = mix_split(pools["a"][train_count:], pools["b"][train_count:], held_out_count,
+                           rng)
+    test_pools = [color_strokes(held_out_count, channel, rng) for channel in (0, 1)]
+    return MixtureDataset(train=train, validation=validation,
+                          test=mix_split(*test_pools, held_out_count, rng))
 
 
 def tiny_config(workdir, **overrides):
     """A Config for `stroke_dataset()` with narrow nets and short schedules."""
-    settings = dict(workdir=str(workdir), channels=3, train_mixtures=256, test_mixtures=64,
+    settings = dict(workdir=str(workdir), channels=3, train_mixtures=256, validation_mixtures=64,
+                    test_mixtures=64,
                     mask_width=4, disc_width=4, batch_pairs=8, train_steps=6, eval_every=3,
                     checkpoint_every=3, log_every=3, cache_dir=str(workdir) + "_cache")
     settings.update(overrides)

@@ -19,9 +19,11 @@ MNIST = {"source_a": "mnist?labels=0-4", "source_b": "mnist?labels=5-9"}
 
 
 def _fake_run(directory, psnr_db, ssim, seed, method=None, samples=True, history=(),
-              machines=("AMD EPYC, 2 cores, AVX-512",), **config):
+              machines=("AMD EPYC, 2 cores, AVX-512",), test=None, **config):
     """A workdir as train_lib (method None) or the baselines runner would leave it.
 
+    `psnr_db`, `ssim`: the validation scores; `test`: `(psnr_db, ssim)` on the test split, None
+    for a record from before the test split.
     `history`: a mask-net run's evaluations before the last, `(train_seconds, psnr_db, ssim)` each.
     `machines`: None for a record from before eval.json named them.
     """
@@ -31,6 +33,8 @@ def _fake_run(directory, psnr_db, ssim, seed, method=None, samples=True, history
                "config": {**MNIST, "workdir": str(directory), "seed": seed, **config}}
     if machines is not None:
         results["machines"] = list(machines)
+    if test is not None:
+        results["test"] = {"psnr_db": test[0], "ssim": test[1]}
     if method:
         results.update(method=method, method_settings={}, step=0, test_seconds=30.0)
     else:
@@ -50,14 +54,14 @@ def _fake_run(directory, psnr_db, ssim, seed, method=None, samples=True, history
 
 @pytest.fixture
 def runs(tmp_path):
-    _fake_run(tmp_path / "rpca", 11.0, 0.5, seed=0, method="rpca")
+    _fake_run(tmp_path / "rpca", 11.0, 0.5, seed=0, method="rpca", test=(10.5, 0.45))
     for seed, psnr in enumerate((13.0, 14.0, 15.0)):
         _fake_run(tmp_path / f"glo_seed{seed}", psnr, 0.6, seed=seed, method="glo",
-                  samples=seed == 0)
+                  samples=seed == 0, test=(psnr - 1, 0.5))
     # Seeds of one setting, computed with different convolution kernels (seed 1 by a version
     # that predates --conv_kernels): the kernels do not change the method.
     _fake_run(tmp_path / "ours_seed0", 22.0, 0.91, seed=0, conv_kernels="phases",
-              history=[(600.0, 18.5, 0.8), (1200.0, 21.0, 0.89), (1500.0, 20.0, 0.9)])
+              test=(21.5, 0.9), history=[(600.0, 18.5, 0.8), (1200.0, 21.0, 0.89), (1500.0, 20.0, 0.9)])
     _fake_run(tmp_path / "ours_seed1", 23.0, 0.89, seed=1, machines=None,
               history=[(720.0, 18.2, 0.85), (900.0, 19.0, 0.88), (1800.0, 20.3, 0.87)])
     _fake_run(tmp_path / "ours_pixel", 11.5, 0.5, seed=0, energy="pixel", samples=False)
@@ -70,19 +74,25 @@ def test_table_groups_seeds_and_settings_beside_the_paper(runs):
                                         "unsupervised (energy=pixel)"]
     table = report.markdown_table(groups)
     rows = {line.split(" | ")[0].strip("| "): line for line in table.splitlines()}
-    # Sample standard deviation over seeds: 13, 14, 15 -> 14 ± 1.
-    assert "| 14.00 ± 1.00 | 0.600 ± 0.000 | 13.0 / 0.74 | 0, 1, 2 |" in rows["glo"]
-    assert "| 22.50 ± 0.71 | 0.900 ± 0.014 | 20.4 / 0.90 | 0, 1 | 100 |" in rows[
-        "unsupervised (energy=batch)"]
+    # Test first, then validation. Sample standard deviation over seeds: 13, 14, 15 -> 14 ± 1.
+    assert ("| 13.00 ± 1.00 | 0.500 ± 0.000 | 14.00 ± 1.00 | 0.600 ± 0.000 | 13.0 / 0.74 "
+            "| 0, 1, 2 |") in rows["glo"]
+    # Seed 1's record predates the test split.
+    assert ("| 21.50 (1 of 2 seeds) | 0.900 (1 of 2 seeds) | 22.50 ± 0.71 | 0.900 ± 0.014 "
+            "| 20.4 / 0.90 | 0, 1 | 100 |") in rows["unsupervised (energy=batch)"]
+    assert "| — | — | 11.50 | 0.500 |" in rows["unsupervised (energy=pixel)"]
+    assert table.splitlines()[0].startswith(
+        "| method | test PSNR (dB) | test SSIM | validation PSNR (dB) | validation SSIM |")
     assert table.splitlines()[0].endswith(
-        "| time to 18 / 20.4 dB / 0.9 SSIM | test time | machine |")
+        "| time to 18 / 20.4 dB / 0.9 SSIM (validation) | separation time | machine |")
     # First crossings from the histories: 18 dB after 10 and 12 minutes, 20.4 dB after 20 and
     # (at seed 1's last evaluation) 33.3; 0.9 SSIM only by seed 0, after 25.
     assert "| 11.0 ± 1.4 min / 26.7 ± 9.4 min / 25.0 min (1 of 2 seeds) |" in rows[
         "unsupervised (energy=batch)"]
     assert "| not reached / not reached / not reached |" in rows["unsupervised (energy=pixel)"]
     assert rows["rpca"].endswith(
-        "| 11.00 | 0.500 | 11.5 / 0.36 | 0 | 0 | 1.5 min | — | 30 s | AMD EPYC, 2 cores, AVX-512 |")
+        "| 10.50 | 0.450 | 11.00 | 0.500 | 11.5 / 0.36 | 0 | 0 | 1.5 min | — | 30 s "
+        "| AMD EPYC, 2 cores, AVX-512 |")
     # Seed 1's record predates eval.json's machines.
     assert rows["unsupervised (energy=batch)"].endswith(
         "| — | AMD EPYC, 2 cores, AVX-512; unrecorded |")
@@ -108,7 +118,7 @@ def test_paper_figures_only_for_the_papers_data_and_unfinished_runs_marked(tmp_p
               source_b="folder:bags")
     table = report.markdown_table(report.group_runs(report.find_runs([str(tmp_path / "*")])))
     assert "paper" in table.splitlines()[0]
-    assert "| 9.00 | 0.200 | — |" in table
+    assert "| — | — | 9.00 | 0.200 | — |" in table
     assert "100 of 500 (unfinished)" in table
 
 
@@ -215,7 +225,7 @@ def test_mask_net_runs_write_samples_the_figure_can_use(make_config, stroke_data
     with np.load(os.path.join(config.workdir, evaluation.SAMPLES_FILE)) as samples:
         assert samples["estimates_a"].shape == (evaluation.SAMPLE_COUNT, 32, 32, 3)
         np.testing.assert_allclose(samples["estimates_a"] + samples["estimates_b"],
-                                   2 * stroke_data.test.mixtures[:evaluation.SAMPLE_COUNT],
+                                   2 * stroke_data.validation.mixtures[:evaluation.SAMPLE_COUNT],
                                    atol=1e-5)
     table = report.write_report([config.workdir], str(tmp_path / "out"))
     assert f"{results['psnr_db']:.2f}" in table
@@ -229,8 +239,8 @@ def test_command_line(runs, tmp_path):
                                      f"--readme={readme}"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert "| glo | 14.00 ± 1.00 |" in done.stdout
-    assert "| glo | 14.00 ± 1.00 |" in readme.read_text()
+    assert "| glo | 13.00 ± 1.00 | 0.500 ± 0.000 | 14.00 ± 1.00 |" in done.stdout
+    assert "| glo | 13.00 ± 1.00 | 0.500 ± 0.000 | 14.00 ± 1.00 |" in readme.read_text()
     bad = subprocess.run(command + [f"--runs={runs / 'nothing_*'}"], cwd=ROOT,
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2

@@ -100,11 +100,34 @@ def test_unsupervised_training_never_reads_the_ground_truth(make_config, stroke_
     honest_config = make_config("honest")
     blind_config = make_config("blind")
     honest = train_lib.train(honest_config, data=stroke_data)
-    blind = train_lib.train(blind_config, data=MixtureDataset(corrupt(stroke_data.train),
-                                                              corrupt(stroke_data.test)))
+    blind = train_lib.train(blind_config, data=MixtureDataset(
+        *(corrupt(getattr(stroke_data, split)) for split in ("train", "validation", "test"))))
     for a, b in zip(_final_weights(honest_config), _final_weights(blind_config)):
         np.testing.assert_array_equal(a, b)
     assert honest["psnr_db"] != blind["psnr_db"]
+    assert honest["test"]["psnr_db"] != blind["test"]["psnr_db"]
+
+
+def test_evaluations_score_validation_and_test_is_scored_once_at_the_end(make_config,
+                                                                          stroke_data,
+                                                                          monkeypatch):
+    """Swapping the validation and test splits swaps the two scorings and nothing else."""
+    scorings = []
+    score_test = train_lib.score_test
+    monkeypatch.setattr(train_lib, "score_test",
+                        lambda *args: scorings.append(args) or score_test(*args))
+    swapped_data = dataclasses.replace(stroke_data, validation=stroke_data.test,
+                                       test=stroke_data.validation)
+    honest = train_lib.train(make_config("honest"), data=stroke_data)
+    swapped = train_lib.train(make_config("swapped"), data=swapped_data)
+    assert len(scorings) == 2  # once per run, though each evaluated twice (steps 3 and 6)
+    assert honest["split"] == "validation" and [h["step"] for h in honest["history"]] == [3, 6]
+    for metric in ("psnr_db", "ssim", "half_mask_psnr_db"):
+        assert honest[metric] == swapped["test"][metric]
+        assert honest["test"][metric] == swapped[metric]
+    assert honest["psnr_db"] != honest["test"]["psnr_db"]
+    with open(os.path.join(make_config("honest").workdir, "eval.json")) as f:
+        assert json.load(f)["test"] == json.loads(json.dumps(honest["test"]))
 
 
 def test_resume_continues_the_same_step_count_and_result(make_config, stroke_data):
@@ -227,7 +250,8 @@ def test_mixed_precision_runs_train(make_config, stroke_data, precision, caplog)
 def test_divergence_stops_with_the_loss_and_step(make_config, stroke_data):
     nan_data = MixtureDataset(
         MixtureSplit(np.full_like(stroke_data.train.mixtures, np.nan),
-                     stroke_data.train.sources_a, stroke_data.train.sources_b), stroke_data.test)
+                     stroke_data.train.sources_a, stroke_data.train.sources_b),
+        stroke_data.validation, stroke_data.test)
     config = make_config()
     with pytest.raises(TrainingDiverged, match="became nan at step 1; no checkpoint"):
         train_lib.train(config, data=nan_data)

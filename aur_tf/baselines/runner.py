@@ -1,11 +1,12 @@
 """`run_baseline(method, config)`: a baseline on the mask net's data, scored and saved the same way.
 
 A baseline's workdir holds
-  eval.json     the scores under the fields train_lib writes where they apply (psnr_db, ssim, per
-                source, permutation, energy_share, swapped_fraction, collapsed, half_mask_*, step,
-                train_seconds, config, machines), plus method, method_settings, method_details
-                and test_seconds
-  samples.npz   the first test mixtures and their estimates, for `aur_tf.report` figures
+  eval.json     the validation scores under the fields train_lib writes where they apply (psnr_db,
+                ssim, per source, permutation, energy_share, swapped_fraction, collapsed,
+                half_mask_*, split, test, step, train_seconds, config, machines), plus method,
+                method_settings, method_details and test_seconds (the time to separate the
+                validation mixtures)
+  samples.npz   the first validation mixtures and their estimates, for `aur_tf.report` figures
 """
 import dataclasses
 import json
@@ -27,7 +28,7 @@ log = logging.getLogger("aur_tf")
 # The Config fields a baseline reads; only these go into its eval.json, so that settings of the
 # mask net it never used cannot make two runs of one baseline look different in a report.
 DATA_FIELDS = ("workdir", "source_a", "source_b", "image_size", "channels", "invert",
-               "train_mixtures", "test_mixtures", "cache_dir", "seed")
+               "train_mixtures", "validation_mixtures", "test_mixtures", "cache_dir", "seed")
 
 
 def _check_workdir(workdir, method):
@@ -49,30 +50,34 @@ def _check_workdir(workdir, method):
                             f"give --method={method} a directory of its own")
 
 
-def _separate(method, data, rpca_settings, glo_settings, seed):
-    """The method's two test estimates `[N, H, W, C]`, its training steps, seconds and details."""
-    mixtures = data.test.mixtures
+def _separate(method, mixtures, rpca_settings, glo_model, seed):
+    """The method's two estimates `[N, H, W, C]` of `mixtures` and its per-call details."""
     if method == "identity":  # M = 1: everything in one output, x_hat = 2y, b_hat = 0
-        return (*metrics.estimates_from_mask(mixtures, np.ones_like(mixtures)), 0, 0.0, {})
+        return (*metrics.estimates_from_mask(mixtures, np.ones_like(mixtures)), {})
     if method == "half_mask":  # M = 1/2: both outputs are the mixture
-        return (*metrics.estimates_from_mask(mixtures, np.full_like(mixtures, 0.5)), 0, 0.0, {})
+        return (*metrics.estimates_from_mask(mixtures, np.full_like(mixtures, 0.5)), {})
     if method == "rpca":
         low_rank, sparse, iterations = rpca.separate(mixtures, rpca_settings)
-        return low_rank, sparse, 0, 0.0, {"iterations": iterations}
-    keras.utils.set_random_seed(seed)
-    model = glo.Glo(glo_settings, mixtures.shape[1], mixtures.shape[3])
+        return low_rank, sparse, {"iterations": iterations}
+    # Held-out codes get their own seed so they never start where a training code did.
+    estimates_a, estimates_b, losses = glo_model.separate(mixtures, seed + 1)
+    return estimates_a, estimates_b, {"l1": losses}
+
+
+def _score(method, split, rpca_settings, glo_model, seed):
+    """Separates one held-out `MixtureSplit`: (scores with its half mask, estimates, details,
+    seconds)."""
     start = time.monotonic()
-    train_losses = model.fit(data.train.mixtures, seed)
-    train_seconds = time.monotonic() - start
-    # Test codes get their own seed so they never start where a training code did.
-    estimates_a, estimates_b, test_losses = model.separate(mixtures, seed + 1)
-    return (estimates_a, estimates_b, glo_settings.glo_train_steps, train_seconds,
-            {"train_l1": train_losses, "test_l1": test_losses})
+    estimate_0, estimate_1, details = _separate(method, split.mixtures, rpca_settings, glo_model,
+                                                seed)
+    scores = dict(evaluation.score_estimates(split, estimate_0, estimate_1),
+                  **evaluation.half_mask_baseline(split))
+    return scores, (estimate_0, estimate_1), details, time.monotonic() - start
 
 
 def run_baseline(method, config, rpca_settings=rpca.RpcaSettings(),
                  glo_settings=glo.GloSettings(), data=None):
-    """Runs one baseline on `config`'s test mixtures and writes its workdir.
+    """Runs one baseline on `config`'s validation and test mixtures and writes its workdir.
 
     Args:
       method: one of `METHODS`.
@@ -80,7 +85,7 @@ def run_baseline(method, config, rpca_settings=rpca.RpcaSettings(),
       rpca_settings: used when `method` is "rpca".
       glo_settings: used when `method` is "glo".
       data: a `MixtureDataset`; loaded from the config when None. GLO trains on
-        `data.train.mixtures`; the other methods see only the test mixtures.
+        `data.train.mixtures`; the other methods see only the held-out mixtures.
 
     Returns:
       The dict written to `WORKDIR/eval.json`.
@@ -90,23 +95,33 @@ def run_baseline(method, config, rpca_settings=rpca.RpcaSettings(),
     _check_workdir(config.workdir, method)
     if data is None:
         data = load_mixture_dataset(config)
-    start = time.monotonic()
-    estimate_0, estimate_1, step, train_seconds, details = _separate(
-        method, data, rpca_settings, glo_settings, config.seed)
-    test_seconds = time.monotonic() - start - train_seconds
-    scores = evaluation.score_estimates(data.test, estimate_0, estimate_1)
+    glo_model, train_seconds, train_losses = None, 0.0, None
+    if method == "glo":
+        keras.utils.set_random_seed(config.seed)
+        glo_model = glo.Glo(glo_settings, data.train.mixtures.shape[1],
+                            data.train.mixtures.shape[3])
+        start = time.monotonic()
+        train_losses = glo_model.fit(data.train.mixtures, config.seed)
+        train_seconds = time.monotonic() - start
+    scores, estimates, details, test_seconds = _score(method, data.validation, rpca_settings,
+                                                      glo_model, config.seed)
+    test_scores, _, test_details, _ = _score(method, data.test, rpca_settings, glo_model,
+                                             config.seed)
+    if train_losses is not None:
+        details = {"train_l1": train_losses, "validation_l1": details["l1"],
+                   "test_l1": test_details["l1"]}
     settings = {"rpca": rpca_settings, "glo": glo_settings}.get(method)
     results = dict(
-        scores, **evaluation.half_mask_baseline(data.test), method=method,
+        scores, method=method, split="validation", test=test_scores,
         method_settings=dataclasses.asdict(settings) if settings else {},
-        method_details=details, step=step, train_seconds=train_seconds,
-        test_seconds=test_seconds, config={k: getattr(config, k) for k in DATA_FIELDS},
-        machines=[machine.describe()])
+        method_details=details, step=glo_settings.glo_train_steps if glo_model else 0,
+        train_seconds=train_seconds, test_seconds=test_seconds,
+        config={k: getattr(config, k) for k in DATA_FIELDS}, machines=[machine.describe()])
     write_json_atomically(os.path.join(config.workdir, "eval.json"), results)
-    evaluation.write_samples(config.workdir, data.test, estimate_0, estimate_1,
-                             scores["permutation"])
-    log.info("%s on %d test mixtures: %.2f dB PSNR, %.3f SSIM (half mask %.2f dB, %.3f); "
-             "%.0f s training, %.0f s on the test mixtures", method, len(data.test.mixtures),
-             results["psnr_db"], results["ssim"], results["half_mask_psnr_db"],
-             results["half_mask_ssim"], train_seconds, test_seconds)
+    evaluation.write_samples(config.workdir, data.validation, *estimates, scores["permutation"])
+    log.info("%s on %d validation mixtures: %.2f dB PSNR, %.3f SSIM (half mask %.2f dB, %.3f); "
+             "test %.2f dB, %.3f; %.0f s training, %.0f s separating the validation mixtures",
+             method, len(data.validation.mixtures), results["psnr_db"], results["ssim"],
+             results["half_mask_psnr_db"], results["half_mask_ssim"], test_scores["psnr_db"],
+             test_scores["ssim"], train_seconds, test_seconds)
     return results

@@ -12,7 +12,7 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
-from aur_tf.data.sources import load_source
+from aur_tf.data.sources import SPLITS, load_source
 from aur_tf.errors import UserError
 
 
@@ -37,7 +37,11 @@ class MixtureSplit:
 
 @dataclasses.dataclass(frozen=True)
 class MixtureDataset:
+    """A run's mixtures: `train` to learn from, `validation` for every evaluation and choice made
+    during or about training, `test` scored once on the final (or selected) checkpoint."""
+
     train: MixtureSplit
+    validation: MixtureSplit
     test: MixtureSplit
 
 
@@ -96,13 +100,15 @@ def mix_split(images_a, images_b, count, rng, labels_a=None, labels_b=None):
 
 
 def make_mixture_dataset(source_a, source_b, config):
-    """Mixtures for training and testing from two loaded sources (`SourceImages`).
+    """Train, validation and test mixtures from two loaded sources (`SourceImages`).
 
-    Deterministic given `config.seed`: the same seed gives the same mixtures.
+    Deterministic given `config.seed`: the same seed gives the same mixtures. The splits are
+    drawn in the order train, validation, test from one generator, so the train and validation
+    mixtures do not depend on `config.test_mixtures`.
     """
     prepared = {}
     for label, source in (("a", source_a), ("b", source_b)):
-        for split in ("train", "test"):
+        for split in SPLITS:
             prepared[label, split] = fit_images(getattr(source, split), config.image_size,
                                                 config.channels, config.invert, source.name)
     rng = np.random.default_rng(config.seed)
@@ -113,13 +119,14 @@ def make_mixture_dataset(source_a, source_b, config):
                          labels_b=getattr(source_b, f"{split}_labels"))
 
     try:
-        return MixtureDataset(train=split_mixtures("train", config.train_mixtures),
-                              test=split_mixtures("test", config.test_mixtures))
+        return MixtureDataset(**{split: split_mixtures(split, getattr(config, f"{split}_mixtures"))
+                                 for split in SPLITS})
     except MemoryError:
         shape = "x".join(str(n) for n in prepared["a", "train"].shape[1:])
-        raise UserError(f"not enough memory for --train_mixtures={config.train_mixtures} and "
-                        f"--test_mixtures={config.test_mixtures} mixtures of {shape} (three "
-                        "float32 copies each): lower them") from None
+        counts = " ".join(f"--{split}_mixtures={getattr(config, f'{split}_mixtures')}"
+                          for split in SPLITS)
+        raise UserError(f"not enough memory for {counts} mixtures of {shape} (three float32 "
+                        "copies each): lower them") from None
 
 
 def load_mixture_dataset(config):

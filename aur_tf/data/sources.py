@@ -8,7 +8,15 @@ Spec syntax: `KIND:LOCATION[?labels=L]`
                   [N,H,W,C], uint8 0..255 or float in [0, 1]) and y_train, y_test (integer
                   labels [N] or [N, 1]; needed only with a labels filter).
 - `folder:PATH`   a directory of PNG/JPEG files, see `_load_folder`.
-- `mnist`         the built-in offline MNIST (50 000 train / 10 000 test), see `mnist_offline`.
+- `mnist`         the built-in offline MNIST (50 000 train / 10 000 validation / 10 000 test),
+                  see `mnist_offline`.
+
+Every source has three splits: train (the mixtures a run learns from), validation (evaluations
+during training, checkpoint and setting choices) and test (scored once, at the end). Where a
+dataset has no validation split of its own (tfds, npz, folders without `validation/`), it is
+carved from train, never from test: image i of the train split goes to validation iff
+`_held_out(str(i), VALIDATION)` (for folders, its relative path instead of i), about one in five,
+the same on every machine.
 
 `L` is a comma list of labels and inclusive ranges, e.g. `0-4`, `1,3,5`, `0-2,7`; labels are
 integers 0..99999. `?` cannot appear in a location (it always starts the labels option).
@@ -38,11 +46,14 @@ _MAX_CHANNELS = 4
 # Float images may overshoot [0, 1] by rounding error only.
 _RANGE_TOLERANCE = 1e-6
 _IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
-# Without train/ and test/ subfolders, a file goes to test iff the sha256 of its path relative
-# to the folder (with '/' separators), read as a big-endian integer from its first 8 bytes, is
-# divisible by this: about 20% test, the same on every machine, and adding or removing files
-# never moves other files between the splits.
-_TEST_ONE_IN = 5
+SPLITS = mnist_offline.SPLITS  # ("train", "validation", "test"), the order used everywhere
+# `_held_out(key, part)` holds for about one key in this many, independently for each part: a
+# hash, not a random draw, so the splits are the same on every machine and adding or removing
+# images never moves others between splits.
+_HELD_OUT_ONE_IN = 5
+# Which 8 bytes of the key's sha256 decide each held-out split. TEST keeps the rule folders had
+# before there was a validation split, so their test images did not change.
+TEST, VALIDATION = 0, 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,17 +103,20 @@ class SourceImages:
     """Clean images of one source.
 
     train: [N, H, W, C] float32 in [0, 1].
+    validation: [V, H, W, C] float32 in [0, 1], same H, W, C as train.
     test: [M, H, W, C] float32 in [0, 1], same H, W, C as train.
     name: the spec text, for messages.
-    train_labels, test_labels: [N] and [M] int64 labels of those images when the spec has a
-        labels filter (the labels it was checked against), None otherwise. Only evaluation
-        diagnostics read them.
+    train_labels, validation_labels, test_labels: [N], [V] and [M] int64 labels of those images
+        when the spec has a labels filter (the labels it was checked against), None otherwise.
+        Only evaluation diagnostics read them.
     """
 
     train: np.ndarray
+    validation: np.ndarray
     test: np.ndarray
     name: str
     train_labels: np.ndarray | None = None
+    validation_labels: np.ndarray | None = None
     test_labels: np.ndarray | None = None
 
 
@@ -115,7 +129,8 @@ def load_source(spec: str | SourceSpec, *, cache_dir: str) -> SourceImages:
             offline MNIST wheel and its decoded .npz directly in it).
 
     Returns:
-        SourceImages with train [N, H, W, C] and test [M, H, W, C] float32 in [0, 1], C >= 1.
+        SourceImages with train, validation and test images, each [N, H, W, C] float32 in
+        [0, 1] with the same H, W and C >= 1.
 
     Raises:
         UserError: bad spec, missing or corrupt files, images of the wrong rank, dtype or range,
@@ -126,17 +141,40 @@ def load_source(spec: str | SourceSpec, *, cache_dir: str) -> SourceImages:
     else:
         name = spec
         spec = SourceSpec.parse(spec)
-    # Each loader returns the raw (x_train, y_train, x_test, y_test); y is None without labels.
+    # Each loader returns the raw `{split: (x, y)}`, y None without labels; a loader whose
+    # dataset has no validation split leaves it to be carved from train.
     loader = {"tfds": _load_tfds, "npz": _load_npz, "folder": _load_folder,
               "mnist": _load_mnist}[spec.kind]
-    x_train, y_train, x_test, y_test = loader(spec, name, cache_dir)
-    train, train_labels = _finish_split(x_train, y_train, spec.labels, name, "train")
-    test, test_labels = _finish_split(x_test, y_test, spec.labels, name, "test")
-    if train.shape[1:] != test.shape[1:]:
-        raise UserError(f"source {name!r}: train images are {train.shape[1:]} but test images are "
-                        f"{test.shape[1:]} (H, W, C): make both splits the same size")
-    return SourceImages(train=train, test=test, name=name, train_labels=train_labels,
-                        test_labels=test_labels)
+    raw = loader(spec, name, cache_dir)
+    if "validation" not in raw:
+        x, y = raw["train"]
+        x = _checked_images(x, name, "train")
+        y = None if spec.labels is None else _checked_labels(y, len(x), name, "train")
+        raw["train"], raw["validation"] = _carve_validation(x, y)
+    fields = {}
+    for split in SPLITS:
+        fields[split], fields[f"{split}_labels"] = _finish_split(*raw[split], spec.labels, name,
+                                                                 split)
+        if fields[split].shape[1:] != fields["train"].shape[1:]:
+            raise UserError(f"source {name!r}: train images are {fields['train'].shape[1:]} but "
+                            f"{split} images are {fields[split].shape[1:]} (H, W, C): make every "
+                            "split the same size")
+    return SourceImages(name=name, **fields)
+
+
+def _held_out(key: str, part: int) -> bool:
+    """Whether the image named `key` goes to held-out split `part` (TEST or VALIDATION): bytes
+    8*part .. 8*part+7 of its sha256, read as a big-endian integer, divide by _HELD_OUT_ONE_IN."""
+    digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).digest()
+    return int.from_bytes(digest[8 * part:8 * part + 8], "big") % _HELD_OUT_ONE_IN == 0
+
+
+def _carve_validation(x, y):
+    """Splits a train split's images `x` `[N, H, W, C]` and labels `y` (`[N]` or None) into
+    ((x, y) train, (x, y) validation) by `_held_out` of each image's index."""
+    chosen = np.fromiter((_held_out(str(i), VALIDATION) for i in range(len(x))), bool, len(x))
+    return ((x[~chosen], None if y is None else y[~chosen]),
+            (x[chosen], None if y is None else y[chosen]))
 
 
 def _parse_labels_option(query: str, text: str) -> frozenset[int]:
@@ -189,6 +227,16 @@ def _finish_split(x, y, labels, name: str, split: str):
 
     Returns the images and, with a labels filter, the kept images' `[N]` int64 labels (else None).
     """
+    x = _checked_images(x, name, split)
+    if labels is None:
+        return _to_unit_float(x, name, split), None
+    y = _checked_labels(y, len(x), name, split)
+    kept = _label_mask(y, labels, name, split)
+    return _to_unit_float(x[kept], name, split), y[kept]
+
+
+def _checked_images(x, name: str, split: str) -> np.ndarray:
+    """A split's images as a non-empty `[N, H, W, C]` array, C <= _MAX_CHANNELS, values as read."""
     x = np.asarray(x)
     if x.ndim == 3:
         x = x[..., np.newaxis]
@@ -200,16 +248,14 @@ def _finish_split(x, y, labels, name: str, split: str):
                         f"{x.shape[-1]} channels: expected channels-last [N, H, W, C] with C <= "
                         f"{_MAX_CHANNELS} (transpose channels-first data)")
     if len(x) == 0:
+        where = "train split (validation is carved from it)" if split == "validation" else (
+            f"{split} split")
         raise UserError(f"source {name!r} has no {split} images (shape {x.shape}): add images "
-                        f"to its {split} split")
+                        f"to its {where}")
     if 0 in x.shape:
         raise UserError(f"{split} images of source {name!r} are empty (shape {x.shape}): store "
                         f"images of at least 1x1 pixel")
-    if labels is None:
-        return _to_unit_float(x, name, split), None
-    y = _checked_labels(y, len(x), name, split)
-    kept = _label_mask(y, labels, name, split)
-    return _to_unit_float(x[kept], name, split), y[kept]
+    return x
 
 
 def _checked_labels(y, count: int, name: str, split: str) -> np.ndarray:
@@ -252,7 +298,8 @@ def _to_unit_float(x: np.ndarray, name: str, split: str) -> np.ndarray:
 
 
 def _load_mnist(spec: SourceSpec, name: str, cache_dir: str):
-    return mnist_offline.load_mnist(cache_dir)
+    arrays = mnist_offline.load_mnist(cache_dir)
+    return {split: arrays[2 * i:2 * i + 2] for i, split in enumerate(SPLITS)}
 
 
 def _load_npz(spec: SourceSpec, name: str, cache_dir: str):
@@ -273,8 +320,9 @@ def _load_npz(spec: SourceSpec, name: str, cache_dir: str):
             if missing:
                 raise UserError(f"{path!r} of source {name!r} lacks {', '.join(missing)} (it "
                                 f"has {', '.join(loaded.files) or 'no arrays'}): {fix}")
-            return tuple(loaded[key] if key in loaded.files else None
-                         for key in ("x_train", "y_train", "x_test", "y_test"))
+            return {split: (loaded[f"x_{split}"], loaded[f"y_{split}"]
+                            if f"y_{split}" in loaded.files else None)
+                    for split in ("train", "test")}
     # np.load reports unreadable input through all of these, depending on where it breaks.
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:
         raise UserError(f"cannot read npz file {path!r} of source {name!r} ({error}): the file "
@@ -286,7 +334,7 @@ def _load_tfds(spec: SourceSpec, name: str, cache_dir: str):
     import tensorflow_datasets as tfds
 
     data_dir = os.path.join(cache_dir, "tfds")
-    arrays = []
+    arrays = {}
     for split in ("train", "test"):
         # TFDS signals a missing dataset, a missing split or a failed download through many
         # unrelated exception types; each one means the same to the user, so all are reported.
@@ -313,16 +361,19 @@ def _load_tfds(spec: SourceSpec, name: str, cache_dir: str):
         if not images:
             raise UserError(f"TFDS dataset {spec.location!r} split {split!r} of source {name!r} "
                             f"is empty: use a dataset with images in both splits")
-        arrays += [np.concatenate(images), np.concatenate(labels)]
-    return tuple(arrays)
+        arrays[split] = (np.concatenate(images), np.concatenate(labels))
+    return arrays
 
 
 def _load_folder(spec: SourceSpec, name: str, cache_dir: str):
     """Images from a directory tree of PNG/JPEG files.
 
-    Layout: if the folder has both `train/` and `test/`, those are the splits; otherwise every
-    image under the folder is split by a hash of its relative path (see `_TEST_ONE_IN`, about
-    80/20). Within a split, if every immediate subfolder is named by an integer and no image sits
+    Layout: if the folder has both `train/` and `test/`, those are the splits, with
+    `validation/` as the third if present, else validation carved from `train/` by
+    `_held_out(relative path, VALIDATION)`; otherwise every image under the folder is split by
+    its relative path: test if `_held_out(path, TEST)`, else validation if
+    `_held_out(path, VALIDATION)`, else train (about 64/16/20). Relative paths are taken from
+    the folder, with '/' separators. Within a split, if every immediate subfolder is named by an integer and no image sits
     directly in the split folder, the subfolder names are the labels (`train/3/x.png` has label
     3); otherwise there are no labels. Order is fixed: within each folder, its files by name, then
     its subfolders by name. Files and folders whose name starts with '.' (e.g.
@@ -339,40 +390,46 @@ def _load_folder(spec: SourceSpec, name: str, cache_dir: str):
     if not os.path.isdir(root):
         raise UserError(f"image folder {spec.location!r} of source {name!r} does not exist or is "
                         f"not a directory: check the path")
-    has_train = os.path.isdir(os.path.join(root, "train"))
-    has_test = os.path.isdir(os.path.join(root, "test"))
-    if has_train != has_test:
-        raise UserError(f"image folder {root!r} of source {name!r} has a "
-                        f"{'train' if has_train else 'test'}/ subfolder but no "
-                        f"{'test' if has_train else 'train'}/ one: add it, or move all images out "
-                        f"of it for an automatic split")
+    present = {split: os.path.isdir(os.path.join(root, split)) for split in SPLITS}
+    if present["train"] != present["test"] or (present["validation"] and not present["train"]):
+        has = [split for split in SPLITS if present[split]]
+        raise UserError(f"image folder {root!r} of source {name!r} has {'/, '.join(has)}/ but "
+                        "not both train/ and test/: add the missing ones, or move all images out "
+                        "of them for an automatic split")
+    files = {split: [] for split in SPLITS}
     try:
-        if has_train:
-            train_files = _list_images(root, os.path.join(root, "train"), name)
-            test_files = _list_images(root, os.path.join(root, "test"), name)
+        if present["train"]:
+            for split in SPLITS:
+                if present[split]:
+                    files[split] = _list_images(root, os.path.join(root, split), name)
+            if not present["validation"]:
+                pooled, files["train"] = files["train"], []
+                for path, label in pooled:
+                    held_out = _held_out(_relative_key(root, path), VALIDATION)
+                    files["validation" if held_out else "train"].append((path, label))
         else:
-            train_files, test_files = [], []
             for path, label in _list_images(root, root, name):
-                (test_files if _goes_to_test(root, path) else train_files).append((path, label))
+                key = _relative_key(root, path)
+                split = ("test" if _held_out(key, TEST)
+                         else "validation" if _held_out(key, VALIDATION) else "train")
+                files[split].append((path, label))
     # Unreadable folders, or links that cannot be resolved (e.g. into another user's /proc).
     except OSError as error:
         raise UserError(f"cannot list image folder {root!r} of source {name!r} ({error}): make "
                         f"it readable, or remove what cannot be read") from error
-    arrays = []
-    for split, split_files in (("train", train_files), ("test", test_files)):
+    arrays = {}
+    for split, split_files in files.items():
         if not split_files:
             raise UserError(f"image folder {root!r} of source {name!r} has no {split} images "
-                            f"(.png, .jpg, .jpeg): add images, or use train/ and test/ subfolders")
+                            "(.png, .jpg, .jpeg): add images, or use train/ and test/ subfolders")
         labels = [label for _, label in split_files]
-        arrays += [_stack_images([path for path, _ in split_files], name),
-                   None if None in labels else np.array(labels, dtype=np.int64)]
-    return tuple(arrays)
+        arrays[split] = (_stack_images([path for path, _ in split_files], name),
+                         None if None in labels else np.array(labels, dtype=np.int64))
+    return arrays
 
 
-def _goes_to_test(root: str, path: str) -> bool:
-    relative = os.path.relpath(path, root).replace(os.sep, "/")
-    digest = hashlib.sha256(relative.encode("utf-8", "surrogateescape")).digest()
-    return int.from_bytes(digest[:8], "big") % _TEST_ONE_IN == 0
+def _relative_key(root: str, path: str) -> str:
+    return os.path.relpath(path, root).replace(os.sep, "/")
 
 
 def _list_images(root: str, top: str, name: str) -> list[tuple[str, int | None]]:

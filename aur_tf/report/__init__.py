@@ -4,7 +4,7 @@ A run is a workdir with an `eval.json` (from `train_lib.train` or `aur_tf.baseli
 grouped by method (a baseline's `method`, else the mask net's `mode`) plus every setting that
 differs between runs of that method, except seeds, bookkeeping and the adversarial settings that
 supervised runs ignore; a group with several seeds shows mean ± sample standard deviation. The
-figure shows the first test mixtures of each group's first run, from its `samples.npz`, laid out
+figure shows the first validation mixtures of each group's first run, from its `samples.npz`, laid out
 like the paper's Fig. 2. With `copy_runs`, the report also keeps each run's `eval.json` and
 `samples.npz` under OUT/runs/, so that it can be regenerated from OUT alone where the workdirs (and
 their checkpoints) are not.
@@ -117,6 +117,12 @@ def _invalid_field(results):
         return "history"
     if not is_machine_list(results.get("machines", [])):
         return "machines"
+    test = results.get("test", {})
+    if not isinstance(test, dict):
+        return "test"
+    for key in ("psnr_db", "ssim") if test else ():
+        if not is_number(test.get(key)):
+            return f"test.{key}"
     return None
 
 
@@ -251,17 +257,31 @@ def _quality_marks_heading():
                       + f" {QUALITY_MARK_UNITS[metric]}" for metric, marks in QUALITY_MARKS.items())
 
 
+def _test_scores(runs, metric, digits):
+    """The mean ± spread of `metric` over the runs' test scorings; `—` where none was scored
+    (records from before the test split), and how many seeds where only some were."""
+    values = [r.results["test"][metric] for r in runs if "test" in r.results]
+    if not values:
+        return "—"
+    cell = _mean_std(values, digits)
+    return cell if len(values) == len(runs) else f"{cell} ({len(values)} of {len(runs)} seeds)"
+
+
 def markdown_table(groups):
-    """The results table: one row per group, the paper's MNIST figures beside ours."""
-    lines = ["| method | PSNR (dB) | SSIM | paper PSNR / SSIM | seeds | steps | train time | "
-             f"time to {_quality_marks_heading()} | test time | machine |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    """The results table: one row per group, test scores first, then validation (what every
+    choice was made on), the paper's MNIST figures beside ours."""
+    lines = ["| method | test PSNR (dB) | test SSIM | validation PSNR (dB) | validation SSIM | "
+             "paper PSNR / SSIM | seeds | steps | train time | "
+             f"time to {_quality_marks_heading()} (validation) | separation time | machine |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for group in groups:
         runs = group.runs
         paper = PAPER_MNIST.get(group.method) if all(_is_paper_mnist(r) for r in runs) else None
         test_seconds = [r.results["test_seconds"] for r in runs if "test_seconds" in r.results]
         lines.append("| " + " | ".join([
             group.name,
+            _test_scores(runs, "psnr_db", 2),
+            _test_scores(runs, "ssim", 3),
             _mean_std([r.results["psnr_db"] for r in runs], 2),
             _mean_std([r.results["ssim"] for r in runs], 3),
             f"{paper[0]:.1f} / {paper[1]:.2f}" if paper else "—",
@@ -276,7 +296,7 @@ def markdown_table(groups):
                   for g in groups for r in g.runs}
     if len(half_masks) == 1:
         (psnr, ssim), = half_masks
-        lines += ["", f"Half mask (M = 1/2) on these test mixtures: {psnr:.2f} dB, "
+        lines += ["", f"Half mask (M = 1/2) on these validation mixtures: {psnr:.2f} dB, "
                       f"{ssim:.3f} SSIM."]
     return "\n".join(lines) + "\n"
 
@@ -316,7 +336,7 @@ def render_figure(groups, path, count=4):
     """Writes the Fig. 2-style PNG: per mixture two rows (sources a, b); columns mixture | each
     group's estimates | ground truth.
 
-    Only groups whose first run has a `samples.npz` appear; runs whose test mixtures differ from
+    Only groups whose first run has a `samples.npz` appear; runs whose validation mixtures differ from
     the first such run's are left out with a warning.
 
     Returns:
@@ -333,7 +353,7 @@ def render_figure(groups, path, count=4):
         if reference is None:
             reference = samples
         elif not np.array_equal(samples["mixtures"], reference["mixtures"]):
-            log.warning("%s: other test mixtures than %s, left out of the figure",
+            log.warning("%s: other validation mixtures than %s, left out of the figure",
                         group.runs[0].workdir, columns[0][0])
             continue
         columns.append((group.runs[0].workdir, samples["estimates_a"], samples["estimates_b"]))
@@ -406,7 +426,7 @@ def write_report(patterns, out_dir, figure_mixtures=4, copy_runs=False, readme=N
     Args:
       patterns: run directories or glob patterns.
       out_dir: where the report goes (created if needed).
-      figure_mixtures: test mixtures shown in the figure (at most the 8 in samples.npz).
+      figure_mixtures: validation mixtures shown in the figure (at most the 8 in samples.npz).
       copy_runs: also copy the runs' records into OUT/runs (`copy_run_records`).
       readme: a Markdown file whose lines between README_BEGIN and README_END become the table
         and the figure, or None. It is checked before anything is written.

@@ -27,7 +27,7 @@ def test_training_lowers_the_loss_and_test_codes_leave_generators_alone(stroke_d
     assert train_losses[-1] < 0.7 * train_losses[0]
 
     weights = [g.get_weights() for g in model.generators]
-    test = stroke_data.test.mixtures[:24]
+    test = stroke_data.validation.mixtures[:24]
     estimate_a, estimate_b, test_losses = model.separate(test, seed=1, log_every=10, batch_size=10)
     for before, generator in zip(weights, model.generators):
         for w0, w1 in zip(before, generator.get_weights()):

