@@ -42,25 +42,28 @@ _ORT_DEFAULT_LOG_SEVERITY = 2  # warnings: onnxruntime's own default
 _ORT_FATAL_ONLY = 4
 
 
-def separation_function(mask_net, invert):
-    """The serving computation of a float32 mask net, as a `tf.function` with a fixed signature.
+def separation_function(mask_net, invert, dtype="float32"):
+    """The serving computation of a mask net, as a `tf.function` with a fixed signature.
 
     Args:
-      mask_net: a float32 Keras mask net `[batch, H, W, C] -> [batch, H, W, C]` masks in (0, 1).
+      mask_net: a Keras mask net `[batch, H, W, C] -> [batch, H, W, C]` masks in (0, 1), computing
+        in `dtype`.
       invert: whether the net was trained on inverted images (`Config.invert`); see the module
         docstring for how this is baked in.
+      dtype: of the input, the arithmetic and the outputs: "float32" for serving, "float64" for
+        the reference the export's parity check measures float32 rounding against.
 
     Returns:
-      A `tf.function` taking `mixture` `[batch, H, W, C]` float32 in [0, 1] (batch dynamic) and
-      returning `{"source_a", "source_b", "mask"}`, each `[batch, H, W, C]` float32. BatchNorm runs
-      in inference mode.
+      A `tf.function` taking `mixture` `[batch, H, W, C]` `dtype` in [0, 1] (batch dynamic) and
+      returning `{"source_a", "source_b", "mask"}`, each `[batch, H, W, C]` `dtype`. BatchNorm
+      runs in inference mode.
     """
     import tensorflow as tf
 
     _, height, width, channels = mask_net.input_shape
 
     @tf.function(input_signature=[
-        tf.TensorSpec([None, height, width, channels], tf.float32, name=INPUT_NAME)])
+        tf.TensorSpec([None, height, width, channels], dtype, name=INPUT_NAME)])
     def separate(mixture):
         y = 1.0 - mixture if invert else mixture
         mask = mask_net(y, training=False)

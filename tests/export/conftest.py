@@ -1,8 +1,10 @@
-"""The export suite's shared session fixture `exported`.
+"""The export suite's shared session fixtures `exported` and `trained_run`.
 
-It trains one tiny run on synthetic strokes (horizontal vs vertical, loaded through npz sources so
-the parity check rebuilds real test mixtures) and exports it once; an inverted twin shares its
-checkpoint. Every export test reuses it, so the suite trains and exports only once.
+`exported` trains one tiny run on synthetic strokes (horizontal vs vertical, loaded through npz
+sources so the parity check rebuilds real test mixtures) and exports it once; an inverted twin
+shares its checkpoint. Most export tests reuse it, so the suite trains and exports it only once.
+`trained_run` trains, once per width, the runs whose masks saturate as a finished run's do, for
+the tests of the parity bound.
 """
 import dataclasses
 import json
@@ -60,8 +62,11 @@ class ExportedRun:
         return self.inverted_report["files"]["onnx"]
 
 
-def build_exported_run(root):
-    """Trains and exports the shared tiny run under `root`."""
+def stroke_run_config(root, **settings):
+    """The config of a tiny run in `root/run` on strokes, writing its npz sources into `root`.
+
+    `settings` override the defaults (width 4, 4 unsupervised steps of 8 pairs, 16 test mixtures).
+    """
     root = Path(root)
     root.mkdir()
     rng = np.random.default_rng(0)
@@ -70,10 +75,16 @@ def build_exported_run(root):
         path = root / f"{name}.npz"
         np.savez(path, x_train=_strokes(rng, 64, horizontal), x_test=_strokes(rng, 16, horizontal))
         sources.append(f"npz:{path}")
-    config = Config(workdir=str(root / "run"), source_a=sources[0], source_b=sources[1],
-                    train_mixtures=64, test_mixtures=16, mask_width=4, disc_width=4,
-                    batch_pairs=8, train_steps=4, eval_every=4, checkpoint_every=4, log_every=4,
-                    cache_dir=str(root / "cache"))
+    defaults = dict(train_mixtures=64, test_mixtures=16, mask_width=4, disc_width=4, batch_pairs=8,
+                    train_steps=4, eval_every=4, checkpoint_every=4, log_every=4)
+    return Config(workdir=str(root / "run"), source_a=sources[0], source_b=sources[1],
+                  cache_dir=str(root / "cache"), **{**defaults, **settings})
+
+
+def build_exported_run(root):
+    """Trains and exports the shared tiny run under `root`."""
+    root = Path(root)
+    config = stroke_run_config(root)
     train_lib.train(config)
     log = []
     report = export_onnx.export_run(config.workdir, fp16=True, log=log.append)
@@ -84,7 +95,7 @@ def build_exported_run(root):
     (inverted / "config.json").write_text(
         json.dumps({**config.to_dict(), "workdir": str(inverted), "invert": True}))
     inverted_report = export_onnx.export_run(str(inverted), log=lambda line: None)
-    mixtures, _ = export_onnx.parity_mixtures(config, count=8)
+    mixtures, _, _ = export_onnx.parity_mixtures(config, count=8)
     return ExportedRun(config, Path(config.workdir), report, log, inverted, inverted_report,
                        mixtures)
 
@@ -92,6 +103,25 @@ def build_exported_run(root):
 @pytest.fixture(scope="session")
 def exported(tmp_path_factory):
     return build_exported_run(str(tmp_path_factory.getbasetemp() / "exported_run"))
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    """`trained_run(width)`: the config of a stroke run of that mask width trained to saturated
+    masks (supervised, learning rate 1e-2, 60 steps; see the export tests for why), trained once
+    per width and session."""
+    runs = {}
+
+    def get(width):
+        if width not in runs:
+            root = tmp_path_factory.mktemp(f"trained_width{width}") / "sources"
+            runs[width] = stroke_run_config(
+                root, mode="supervised", mask_width=width, mask_learning_rate=1e-2,
+                train_steps=60, eval_every=60, checkpoint_every=60, log_every=60)
+            train_lib.train(runs[width])
+        return runs[width]
+
+    return get
 
 
 # --- parity and artifacts ---------------------------------------------------------------------
