@@ -26,6 +26,7 @@ import os
 
 import numpy as np
 
+from aur_tf import safe_io
 from aur_tf.errors import UserError
 
 INPUT_NAME = "mixture"
@@ -93,9 +94,12 @@ class Separator:
         cannot be loaded), or "tensorflow-cpu" / "tensorflow-gpu" for a SavedModel.
       tried_providers: the onnxruntime providers asked for, in order of preference; more than one
         with `provider` CPU means the GPU providers could not be used.
+      fixed_batch: the batch size the model's input is fixed to, or None if it takes any (as
+        `python -m export.onnx` writes it); `separate` then runs it on exactly that many images.
     """
 
-    def __init__(self, path, run, image_size, channels, metadata, provider, tried_providers=()):
+    def __init__(self, path, run, image_size, channels, metadata, provider, tried_providers=(),
+                 fixed_batch=None):
         self.path = path
         self._run = run
         self.image_size = image_size
@@ -103,6 +107,7 @@ class Separator:
         self.metadata = metadata
         self.provider = provider
         self.tried_providers = tuple(tried_providers)
+        self.fixed_batch = fixed_batch
 
     @classmethod
     def load(cls, path, provider="auto"):
@@ -123,9 +128,14 @@ class Separator:
                             f"{', '.join(PROVIDER_CHOICES)}")
         if os.path.isdir(path):
             return _load_saved_model(path, provider)
-        if not os.path.isfile(path):
+        if not os.path.exists(path):
             raise UserError(f"separator {path} does not exist: give an exported .onnx file or "
                             "SavedModel directory (see python -m export.onnx)")
+        # onnxruntime would wait for ever on a FIFO, and has no business reading a device.
+        kind = safe_io.file_type(os.stat(path).st_mode)
+        if kind:
+            raise UserError(f"separator {path} is {kind}, not a regular file: give an exported "
+                            ".onnx file or SavedModel directory")
         return _load_onnx(path, provider)
 
     @property
@@ -175,7 +185,8 @@ class Separator:
 
         Args:
           mixtures: as for `prepare`.
-          batch_size: images per call of the model (bounds memory; larger is faster on GPUs).
+          batch_size: images per call of the model (bounds memory; larger is faster on GPUs);
+            a model with a `fixed_batch` always takes that many, the last call padded with zeros.
           return_mask: also return the mask M.
 
         Returns:
@@ -189,10 +200,19 @@ class Separator:
             raise ValueError(f"batch_size={batch_size} must be >= 1")
         batch = self.prepare(mixtures)
         names = OUTPUT_NAMES if return_mask else OUTPUT_NAMES[:2]
-        chunks = [self._run(batch[i:i + batch_size]) for i in range(0, len(batch), batch_size)]
+        step = self.fixed_batch or batch_size
+        chunks = [self._run_chunk(batch[i:i + step]) for i in range(0, len(batch), step)]
         shape = np.shape(mixtures) if np.ndim(mixtures) < 4 else batch.shape
         return tuple(np.concatenate([c[name] for c in chunks]).reshape(shape) if chunks
                      else np.zeros(shape, np.float32) for name in names)
+
+    def _run_chunk(self, chunk):
+        """The model's outputs for `[n, H, W, C]`, zero-padded to `fixed_batch` when it has one."""
+        if self.fixed_batch is None or len(chunk) == self.fixed_batch:
+            return self._run(chunk)
+        padded = np.zeros((self.fixed_batch, *self.input_shape), np.float32)
+        padded[:len(chunk)] = chunk
+        return {name: output[:len(chunk)] for name, output in self._run(padded).items()}
 
 
 def _load_onnx(path, provider):
@@ -212,13 +232,18 @@ def _load_onnx(path, provider):
         raise UserError(f"provider {provider} was asked for but onnxruntime could not load "
                         f"{wanted[0]} for {path} (it fell back to {in_use}; see its messages "
                         "above): install the GPU libraries it names, or use --provider=auto or cpu")
-    image_size, channels = _check_onnx_interface(session, path)
+    image_size, channels, fixed_batch = _check_onnx_interface(session, path)
     metadata = dict(session.get_modelmeta().custom_metadata_map)
+    # A failing run raises, and the caller reports it; onnxruntime's own log line about it would
+    # be a second message.
+    run_options = ort.RunOptions()
+    run_options.log_severity_level = _ORT_FATAL_ONLY
 
     def run(batch):
-        return dict(zip(OUTPUT_NAMES, session.run(list(OUTPUT_NAMES), {INPUT_NAME: batch})))
+        return dict(zip(OUTPUT_NAMES, session.run(list(OUTPUT_NAMES), {INPUT_NAME: batch},
+                                                  run_options)))
 
-    return Separator(path, run, image_size, channels, metadata, in_use, wanted)
+    return Separator(path, run, image_size, channels, metadata, in_use, wanted, fixed_batch)
 
 
 def _onnx_session(ort, path, providers, quiet):
@@ -247,20 +272,23 @@ def _onnx_session(ort, path, providers, quiet):
 
 
 def _check_onnx_interface(session, path):
-    """`(image_size, channels)` of a separator session; UserError if it is not one."""
+    """`(image_size, channels, fixed batch or None)` of a separator session; UserError if it is
+    not one."""
     inputs = session.get_inputs()
     outputs = {o.name for o in session.get_outputs()}
     shape = inputs[0].shape if len(inputs) == 1 else None
     fits = (len(inputs) == 1 and inputs[0].name == INPUT_NAME and inputs[0].type == "tensor(float)"
             and len(shape) == 4 and all(isinstance(d, int) for d in shape[1:])
-            and shape[1] == shape[2] and set(OUTPUT_NAMES) <= outputs)
+            and shape[1] == shape[2] and set(OUTPUT_NAMES) <= outputs
+            # A fixed batch below 1 takes no image; a symbolic one (a str or None) takes any.
+            and not (isinstance(shape[0], int) and shape[0] < 1))
     if not fits:
         found = ", ".join(f"{i.name} {i.type} {i.shape}" for i in inputs)
         raise UserError(f"{path} is not an aur_tf separator: it takes {found} and gives "
                         f"{', '.join(sorted(outputs))}, but a separator takes one float "
                         f"'{INPUT_NAME}' [batch, H, W, C] and gives {', '.join(OUTPUT_NAMES)}; "
                         "export one with python -m export.onnx")
-    return shape[1], shape[3]
+    return shape[1], shape[3], shape[0] if isinstance(shape[0], int) else None
 
 
 def _load_saved_model(path, provider):
@@ -280,15 +308,20 @@ def _load_saved_model(path, provider):
     signature = loaded.signatures.get("serving_default")
     spec = signature.structured_input_signature[1].get(INPUT_NAME) if signature else None
     if (spec is None or spec.dtype != tf.float32 or spec.shape.rank != 4
-            or not set(OUTPUT_NAMES) <= set(signature.structured_outputs)):
+            or not set(OUTPUT_NAMES) <= set(signature.structured_outputs)
+            or (spec.shape[0] is not None and spec.shape[0] < 1)):
         raise UserError(f"{path} is not an aur_tf separator: its serving_default signature must "
                         f"take '{INPUT_NAME}' [batch, H, W, C] float32 and give "
                         f"{', '.join(OUTPUT_NAMES)}; export one with python -m export.onnx")
     metadata_path = os.path.join(path, SAVED_MODEL_METADATA)
     metadata = {}
     if os.path.exists(metadata_path):
-        with open(metadata_path) as f:
-            metadata = json.load(f)
+        try:
+            with safe_io.open_regular(metadata_path) as f:
+                metadata = json.load(f)
+        except (OSError, ValueError, safe_io.FileRefused) as error:
+            raise UserError(f"cannot read {metadata_path} ({error}): re-export the separator "
+                            "with python -m export.onnx") from None
     on_cpu = provider == "cpu" or not tf.config.list_logical_devices("GPU")
     device = "/CPU:0" if on_cpu else "/GPU:0"
 
@@ -298,6 +331,6 @@ def _load_saved_model(path, provider):
             outputs = loaded.signatures["serving_default"](**{INPUT_NAME: tf.constant(batch)})
         return {name: outputs[name].numpy() for name in OUTPUT_NAMES}
 
-    _, image_size, _, channels = spec.shape.as_list()
+    fixed_batch, image_size, _, channels = spec.shape.as_list()
     return Separator(path, run, image_size, channels, metadata,
-                     "tensorflow-cpu" if on_cpu else "tensorflow-gpu")
+                     "tensorflow-cpu" if on_cpu else "tensorflow-gpu", fixed_batch=fixed_batch)

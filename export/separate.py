@@ -10,9 +10,13 @@
   * a folder: every such image directly inside it (sorted; subfolders are not entered);
   * a .npy array of mixtures [N, H, W, C] ([N, H, W] for 1-channel models), uint8 0..255,
     uint16 0..65535 or float in [0, 1], giving <stem>_<index>_a.png and <stem>_<index>_b.png;
-  * a .npz archive: its array `mixtures` if it has one (other arrays, e.g. the clean sources,
-    are then ignored), else every array in it, giving <stem>_<key>_<index>_a.png.
-With --grid, <stem>_grid.png shows mixture | source a | source b side by side.
+  * a .npz archive: its array `mixtures` if it has one (other members, e.g. the clean sources,
+    are then not read), else every array in it, giving <stem>_<key>_<index>_a.png; a member
+    that is not a .npy array makes the archive a bad INPUT.
+With --grid, <stem>_grid.png shows mixture | source a | source b side by side. Output names keep
+letters, digits and `-_.+` of <stem> and <key>; any other character (a space, a `/` in an
+archive member's name, an undecodable byte) becomes `_`, as does a leading `.`, so no output
+lands outside DIR and none is hidden.
 
 Images are never resized: they must already have the model's height and width. Conversions made
 (and reported once per INPUT): 16-bit images are scaled to [0, 1] by 1/65535; RGBA images lose
@@ -21,12 +25,23 @@ alpha becomes gray; palette and 1-bit images are expanded to RGB or gray first. 
 that still differs from the model's is an error, as is any other size.
 
 Outputs are the source estimates clipped to [0, 1] and stored as 8-bit PNG, each written under a
-temporary name and renamed, so no half-written file carries a final name. A bad INPUT (missing,
-corrupt, wrong size or channels, NaN values, ...) is reported as one line
-`error: <input>: <reason>` on stderr and the others are still processed; the exit status is then
-1. Bad flags, an unusable --model or --out end at once with one line and exit status 2.
+fresh temporary name in DIR and renamed, so no half-written file carries a final name (see
+`aur_tf.safe_io.OutputDirectory`). DIR must not be one of the input folders (its outputs would
+mix with the images being read; a subfolder of one is fine, as folders are listed once, before
+anything is written, and their subfolders are not entered). An output that would replace an
+INPUT, a symbolic link or anything but a regular file fails its INPUT instead, so nothing
+outside DIR and no INPUT is ever changed. Only regular files are read: a FIFO, socket or
+device is a bad INPUT, never waited on, and an array's size is checked against its file (and
+a tenth of physical memory) before it is allocated.
+
+A bad INPUT (missing, corrupt, not a regular file, wrong size or channels, NaN values, failing
+in the model, ...) is reported as one line `error: <input>: <reason>` on stderr and the others
+are still processed; the exit status is then 1. Bad flags, an unusable --model or --out end at
+once with one line and exit status 2. Undecodable bytes and control characters in names are
+printed escaped (`\\xff`, `\\n`), so every message stays one line.
 """
 import dataclasses
+import io
 import os
 import sys
 import time
@@ -37,7 +52,7 @@ import numpy as np
 from absl import app, flags
 from PIL import Image
 
-from aur_tf import cli
+from aur_tf import cli, safe_io
 from aur_tf.errors import UserError
 from aur_tf.separator import ONNX_PROVIDERS, PROVIDER_CHOICES, Separator
 
@@ -70,15 +85,44 @@ def _unit_float(array):
     return array, None
 
 
-def read_image(path, channels):
-    """Decodes one image file into `([H, W, channels] uint8 or float32 in [0, 1], note or None)`."""
+def _open_input(path):
+    """`safe_io.open_regular(path)`, with its refusals and OS errors as InputError."""
     try:
-        with Image.open(path) as image:
+        return safe_io.open_regular(path)
+    except safe_io.FileRefused as e:
+        raise InputError(str(e)) from None
+    except OSError as e:
+        raise InputError(f"cannot open it ({e.strerror})") from None
+
+
+def _max_array_bytes():
+    """Bytes of array data one .npy/.npz INPUT may hold: a tenth of physical memory, since its
+    float32 copy (4x the bytes of uint8 data) and the batches made from it live beside it."""
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 10
+
+
+def read_image(path, channels, size=None):
+    """Decodes one image file into `([H, W, channels] uint8 or float32 in [0, 1], note or None)`.
+
+    With `size`, an image that is not `size` x `size` is refused from its header, before its
+    pixels are decoded (so a huge one costs no memory).
+    """
+    with _open_input(path) as f:
+        try:
+            image = Image.open(f)
+            if size is not None and image.size != (size, size):
+                width, height = image.size
+                raise InputError(f"image is {width}x{height} but the model takes {size}x{size}: "
+                                 "resize or pad it")
             image.load()
-    # PIL reports unreadable files as OSError (UnidentifiedImageError), SyntaxError or ValueError
-    # depending on the decoder, and oversized ones as DecompressionBombError.
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise InputError(f"cannot read the image ({e}): it is corrupt or not an image") from None
+        except Image.UnidentifiedImageError:
+            raise InputError("cannot read the image (unknown format): it is corrupt or not an "
+                             "image") from None
+        # PIL reports unreadable files as OSError, SyntaxError or ValueError depending on the
+        # decoder, and oversized ones as DecompressionBombError.
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+            raise InputError(f"cannot read the image ({e}): it is corrupt or not an "
+                             "image") from None
     mode, note = image.mode, None
     if mode in _SIXTEEN_BIT_MODES:
         array = np.asarray(image)
@@ -111,18 +155,30 @@ def read_image(path, channels):
     return array, note
 
 
-def read_array_rows(path, channels):
-    """`[(stem suffix, rows [N, H, W, C] or [N, H, W]), ...]` and a note, from a .npy or .npz."""
+def _array_keys(keys):
+    """The .npz arrays separated: `mixtures` alone if there is one, else all, sorted."""
+    return [ARRAY_KEY] if ARRAY_KEY in keys else sorted(keys)
+
+
+def read_array_rows(path, channels, max_bytes=None):
+    """`[(stem suffix, rows [N, H, W, C] or [N, H, W]), ...]` and a note, from a .npy or .npz.
+
+    At most `max_bytes` of array data are read (default: `_max_array_bytes()`); headers that
+    declare more, or more than their file holds, are refused before anything is allocated.
+    """
+    max_bytes = _max_array_bytes() if max_bytes is None else max_bytes
     try:
-        loaded = np.load(path, allow_pickle=False)
-        if isinstance(loaded, np.lib.npyio.NpzFile):
-            with loaded:
-                keys = [ARRAY_KEY] if ARRAY_KEY in loaded.files else sorted(loaded.files)
-                arrays = [(f"_{key}" if key != ARRAY_KEY else "", loaded[key]) for key in keys]
+        if path.lower().endswith(".npz"):
+            arrays = [("" if key == ARRAY_KEY else f"_{key}", array) for key, array
+                      in safe_io.load_npz(path, max_bytes, select=_array_keys)]
         else:
-            arrays = [("", loaded)]
-    # np.load reports unreadable input through all of these, depending on where it breaks.
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+            arrays = [("", safe_io.load_npy(path, max_bytes))]
+    except safe_io.FileRefused as e:
+        raise InputError(str(e)) from None
+    except OSError as e:
+        raise InputError(f"cannot read it ({e.strerror or e})") from None
+    # Reading a damaged archive fails with any of these, depending on where it breaks.
+    except (ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
         raise InputError(f"cannot read the array file ({e}): it is corrupt") from None
     if not arrays:
         raise InputError("the .npz archive holds no arrays")
@@ -141,10 +197,18 @@ def read_array_rows(path, channels):
 
 
 def _expand(inputs):
-    """`(input, file or None, error or None)` for each INPUT, folders replaced by their images."""
+    """`(input, file or None, error or None)` for each INPUT, folders replaced by their images.
+
+    Folder entries are listed once, here, before anything is written.
+    """
     for item in inputs:
         if os.path.isdir(item):
-            files = sorted(os.path.join(item, name) for name in os.listdir(item)
+            try:
+                names = os.listdir(item)
+            except OSError as e:
+                yield item, None, f"cannot list the folder ({e.strerror}): make it readable"
+                continue
+            files = sorted(os.path.join(item, name) for name in names
                            if name.lower().endswith(IMAGE_SUFFIXES))
             if not files:
                 yield item, None, f"folder has no {'/'.join(IMAGE_SUFFIXES)} images"
@@ -157,23 +221,20 @@ def _expand(inputs):
 
 
 def _load(path, separator):
-    """`(stems, mixtures [n, H, W, C] float32 in [0, 1], note)` of one input file."""
+    """`(output stems, mixtures [n, H, W, C] float32 in [0, 1], note)` of one input file."""
     stem, suffix = os.path.splitext(os.path.basename(path))
     try:
         if suffix.lower() in IMAGE_SUFFIXES:
-            array, note = read_image(path, separator.channels)
-            height, width = array.shape[:2]
-            if (height, width) != (separator.image_size, separator.image_size):
-                raise InputError(f"image is {width}x{height} but the model takes "
-                                 f"{separator.image_size}x{separator.image_size}: resize or pad it")
-            return [stem], separator.prepare(array), note
+            array, note = read_image(path, separator.channels, separator.image_size)
+            return [safe_io.safe_name(stem)], separator.prepare(array), note
         if suffix.lower() in (".npy", ".npz"):
             arrays, note = read_array_rows(path, separator.channels)
             stems, mixtures = [], []
             for key_suffix, rows in arrays:
                 prepared = separator.prepare(rows)
                 digits = len(str(max(len(prepared) - 1, 0)))
-                stems += [f"{stem}{key_suffix}_{i:0{digits}d}" for i in range(len(prepared))]
+                name = safe_io.safe_name(f"{stem}{key_suffix}")
+                stems += [f"{name}_{i:0{digits}d}" for i in range(len(prepared))]
                 mixtures.append(prepared)
             if not stems:
                 raise InputError("holds no mixtures (0 rows)")
@@ -183,12 +244,29 @@ def _load(path, separator):
     raise InputError(f"is not an image ({', '.join(IMAGE_SUFFIXES)}), folder, .npy or .npz")
 
 
-def write_png(array, path):
-    """Writes `[H, W, C]` values clipped to [0, 1] as an 8-bit PNG, atomically (temp + rename)."""
+def png_bytes(array):
+    """The bytes of an 8-bit PNG of `[H, W, C]` values, clipped to [0, 1]."""
     pixels = np.round(np.clip(array, 0.0, 1.0) * 255).astype(np.uint8)
-    temporary = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp")
-    Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).save(temporary, "PNG")
-    os.replace(temporary, path)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def _describe(error):
+    """`Type: first line of the message` of an exception no narrower handler expected, so that a
+    bug stays recognisable in the one line reporting it."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+
+
+def _refuse_input_folder_as_out(inputs, out_dir):
+    """UserError if `out_dir` is one of the folders in `inputs` (under any path)."""
+    out = safe_io.file_identity(out_dir)
+    for item in inputs:
+        if out and os.path.isdir(item) and safe_io.file_identity(item) == out:
+            raise UserError(f"--out={out_dir} is the input folder {item}: its outputs would be "
+                            "mixed with the images read there and could replace them; choose "
+                            "another --out")
 
 
 def separate_inputs(separator, inputs, out_dir, batch_size=256, grid=False, say=print,
@@ -196,76 +274,116 @@ def separate_inputs(separator, inputs, out_dir, batch_size=256, grid=False, say=
     """Separates every INPUT (see the module docstring) into PNGs in `out_dir`.
 
     Mixtures from many inputs share model calls of up to `batch_size` images. A failing input is
-    reported through `complain` and skipped; the others go on.
+    reported through `complain` and skipped; the others go on. Whatever makes one input fail
+    (reading, the model, writing its outputs) is reported as one line; an exception of a kind no
+    handler expects is reported with its type.
 
     Args:
       separator: a loaded `Separator`.
       inputs: paths of image files, folders, .npy or .npz files.
-      out_dir: existing, writable output directory.
+      out_dir: existing, writable output directory; not one of the folders in `inputs`.
       batch_size: mixtures per model call.
       grid: also write `<stem>_grid.png` (mixture | source a | source b).
-      say: called with progress and note lines.
-      complain: called with each failure line; default prints `error: ...` to stderr.
+      say: called with progress and note lines (printable, one line each).
+      complain: called with each failure line (printable, one line); default prints it to
+        stderr.
 
     Returns:
-      A `Summary`.
+      A `Summary`; its failures hold the raw input paths and reasons.
+
+    Raises:
+      UserError: `out_dir` is one of the input folders or cannot be opened.
     """
     complain = complain or (lambda line: print(line, file=sys.stderr))
     summary, pending, owners, announced = Summary(), [], {}, set()
     read = 0  # mixtures read so far, for progress lines
+    _refuse_input_folder_as_out(inputs, out_dir)
     expanded = list(_expand(inputs))
+    protected = {safe_io.file_identity(path): path for _, path, _ in expanded if path}
+    kinds = ("a", "b", "grid") if grid else ("a", "b")
+    try:
+        outputs = safe_io.OutputDirectory(out_dir, protected)
+    except OSError as e:
+        raise UserError(f"cannot write to --out={out_dir} ({e.strerror}): choose a writable "
+                        "directory") from None
     last_progress = time.monotonic()
 
-    def failed(item, reason):
+    # Failures are tracked by position in `expanded`, not by path: the same file given twice
+    # must not lose the outputs of its first, good, occurrence when the second fails.
+    failed_entries = set()
+
+    def failed(entry, reason):
+        item = expanded[entry][0]
+        failed_entries.add(entry)
         summary.failures[item] = reason
-        complain(f"error: {item}: {reason}")
+        complain(safe_io.printable(f"error: {item}: {reason}"))
 
     def flush(count):
         nonlocal pending
         batch, pending = pending[:count], pending[count:]
-        sources_a, sources_b = separator.separate(np.stack([m for _, m, _ in batch]),
-                                                  batch_size=batch_size)
-        for (stem, mixture, item), a, b in zip(batch, sources_a, sources_b):
-            if item in summary.failures:  # an earlier write of the same input failed
+        try:
+            sources_a, sources_b = separator.separate(np.stack([m for _, m, _ in batch]),
+                                                      batch_size=batch_size)
+        # The model failing on one batch (a runtime error of the graph, memory) fails the inputs
+        # in it, not the inputs still to come.
+        except Exception as e:  # noqa: BLE001
+            for entry in dict.fromkeys(entry for _, _, entry in batch):
+                if entry not in failed_entries:
+                    failed(entry, f"the model failed on the batch holding it ({_describe(e)})")
+            return
+        for (stem, mixture, entry), a, b in zip(batch, sources_a, sources_b):
+            if entry in failed_entries:  # an earlier write or batch of the same input failed
+                continue
+            images = {"a": a, "b": b}
+            if grid:
+                images["grid"] = np.concatenate([mixture, a, b], axis=1)
+            try:
+                for kind, image in images.items():
+                    outputs.write(f"{stem}_{kind}.png", png_bytes(image))
+                summary.separated += 1
+            except safe_io.FileRefused as e:
+                failed(entry, str(e))
+            except OSError as e:
+                failed(entry, f"cannot write its outputs in {out_dir} ({e.strerror or e})")
+            except Exception as e:  # noqa: BLE001  (as for reading: this input only)
+                failed(entry, f"cannot write its outputs in {out_dir} ({_describe(e)})")
+
+    with outputs:
+        for index, (item, path, error) in enumerate(expanded):
+            if error:
+                failed(index, error)
                 continue
             try:
-                write_png(a, os.path.join(out_dir, f"{stem}_a.png"))
-                write_png(b, os.path.join(out_dir, f"{stem}_b.png"))
-                if grid:
-                    write_png(np.concatenate([mixture, a, b], axis=1),
-                              os.path.join(out_dir, f"{stem}_grid.png"))
-                summary.separated += 1
-            except OSError as e:
-                failed(item, f"cannot write its outputs in {out_dir} ({e.strerror})")
-
-    for index, (item, path, error) in enumerate(expanded):
-        if error:
-            failed(item, error)
-            continue
-        try:
-            stems, mixtures, note = _load(path, separator)
-        except InputError as e:
-            failed(item, str(e))
-            continue
-        clash = next((s for s in stems if s in owners), None)
-        if clash:
-            failed(item, f"its output {clash}_a.png would overwrite that of {owners[clash]}: "
-                         "rename one of them")
-            continue
-        owners.update(dict.fromkeys(stems, item))
-        if note and note not in announced:
-            announced.add(note)
-            say(f"note: {note} (first seen in {item})")
-        pending += [(stem, mixture, item) for stem, mixture in zip(stems, mixtures)]
-        read += len(stems)
-        while len(pending) >= batch_size:
-            flush(batch_size)
-            if time.monotonic() - last_progress > _PROGRESS_SECONDS:
-                last_progress = time.monotonic()
-                say(f"progress: {summary.separated} of the {read} mixtures read so far are "
-                    f"separated (input {index + 1} of {len(expanded)})")
-    if pending:
-        flush(len(pending))
+                stems, mixtures, note = _load(path, separator)
+                clash = next((s for s in stems if s in owners), None)
+                if clash:
+                    raise InputError(f"its output {clash}_a.png would overwrite that of "
+                                     f"{owners[clash]}: rename one of them")
+                for stem in stems:  # before separating, so a refused input writes nothing
+                    for kind in kinds:
+                        outputs.check(f"{stem}_{kind}.png")
+            except (InputError, safe_io.FileRefused) as e:
+                failed(index, str(e))
+                continue
+            # Anything else going wrong with one input (a decoder's own exception, memory) fails
+            # that input only.
+            except Exception as e:  # noqa: BLE001
+                failed(index, f"cannot read it ({_describe(e)})")
+                continue
+            owners.update(dict.fromkeys(stems, item))
+            if note and note not in announced:
+                announced.add(note)
+                say(safe_io.printable(f"note: {note} (first seen in {item})"))
+            pending += [(stem, mixture, index) for stem, mixture in zip(stems, mixtures)]
+            read += len(stems)
+            while len(pending) >= batch_size:
+                flush(batch_size)
+                if time.monotonic() - last_progress > _PROGRESS_SECONDS:
+                    last_progress = time.monotonic()
+                    say(f"progress: {summary.separated} of the {read} mixtures read so far are "
+                        f"separated (input {index + 1} of {len(expanded)})")
+        if pending:
+            flush(len(pending))
     return summary
 
 
@@ -301,14 +419,18 @@ def main(inputs):
         if not os.access(values.out, os.W_OK):
             raise PermissionError(13, "Permission denied")
     except OSError as e:
-        cli.fail(f"cannot write to --out={values.out} ({e.strerror}): choose a writable directory")
+        cli.fail(safe_io.printable(f"cannot write to --out={values.out} ({e.strerror}): choose a "
+                                   "writable directory"))
     try:
         separator = Separator.load(values.model, provider=values.provider)
     except UserError as e:
-        cli.fail(e)
-    print(provider_line(separator))
-    summary = separate_inputs(separator, inputs, values.out, values.batch_size, values.grid)
-    print(f"separated {summary.separated} mixtures into {values.out}")
+        cli.fail(safe_io.printable(e))
+    print(safe_io.printable(provider_line(separator)))
+    try:
+        summary = separate_inputs(separator, inputs, values.out, values.batch_size, values.grid)
+    except UserError as e:
+        cli.fail(safe_io.printable(e))
+    print(safe_io.printable(f"separated {summary.separated} mixtures into {values.out}"))
     if summary.failures:
         cli.fail(f"{len(summary.failures)} input(s) failed (see above)",
              code=FAILED_INPUTS_EXIT_CODE)

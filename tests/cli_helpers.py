@@ -1,6 +1,7 @@
 """Helpers for tests that drive the command line: sources on disk, subprocess runs, error checks."""
 import os
 import re
+import stat
 import subprocess
 import sys
 
@@ -37,3 +38,21 @@ def assert_one_line_error(status, stderr, pattern, expected_status=2):
     errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1, stderr
     assert re.search(pattern, errors[0]), errors[0]
+
+
+def snapshot(root):
+    """`{relative path: bytes}` of every file under `root` (symlinks by their target, FIFOs,
+    sockets and devices by their type, since reading them could block)."""
+    files = {}
+    for directory, _, names in os.walk(root):
+        for name in names:
+            path = os.path.join(directory, name)
+            relative = os.path.relpath(path, root)
+            if os.path.islink(path):
+                files[relative] = ("link", os.readlink(path))
+            elif not stat.S_ISREG(os.stat(path).st_mode):
+                files[relative] = ("special", stat.S_IFMT(os.stat(path).st_mode))
+            else:
+                with open(path, "rb") as f:
+                    files[relative] = f.read()
+    return files

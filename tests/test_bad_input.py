@@ -29,7 +29,7 @@ from aur_tf.config import Config
 from aur_tf.data import mnist_offline
 from aur_tf.data.sources import SourceImages, load_source
 from aur_tf.errors import UserError
-from cli_helpers import ROOT, assert_one_line_error, write_npz_source
+from cli_helpers import ROOT, assert_one_line_error, snapshot, write_npz_source
 
 hypothesis = pytest.importorskip("hypothesis")
 st = hypothesis.strategies
@@ -47,21 +47,6 @@ FRESH = "--workdir=fresh"
 def write_digits(path, **changes):
     """The good source archive (40 train / 16 test 8x8 images), with `changes` applied."""
     write_npz_source(path, train_count=40, test_count=16, side=8, **changes)
-
-
-def snapshot(root):
-    """`{relative path: bytes}` of every file under `root` (symlinks by their target)."""
-    files = {}
-    for directory, _, names in os.walk(root):
-        for name in names:
-            path = os.path.join(directory, name)
-            relative = os.path.relpath(path, root)
-            if os.path.islink(path):
-                files[relative] = ("link", os.readlink(path))
-            else:
-                with open(path, "rb") as f:
-                    files[relative] = f.read()
-    return files
 
 
 @pytest.fixture(scope="module")

@@ -125,3 +125,29 @@ def test_forced_provider_is_used_or_refused(exported):
 def test_bad_provider_choices(exported, provider, message):
     with pytest.raises(UserError, match=message):
         Separator.load(exported.saved_model_path, provider=provider)
+
+
+@pytest.mark.parametrize("fixed_batch", [1, 3])
+def test_a_fixed_batch_model_runs_in_chunks_of_its_batch(exported, tmp_path, fixed_batch):
+    model = onnx.load(exported.onnx_path)
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = fixed_batch
+    path = tmp_path / "fixed.onnx"
+    onnx.save(model, path)
+    separator = Separator.load(str(path), provider="cpu")
+    assert separator.fixed_batch == fixed_batch
+    expected = Separator.load(exported.onnx_path, provider="cpu").separate(exported.mixtures)
+    for batch_size in (2, 256):  # 8 mixtures: a partial last chunk for batch 3
+        for got, want in zip(separator.separate(exported.mixtures, batch_size=batch_size),
+                             expected):
+            np.testing.assert_allclose(got, want, atol=1e-6)
+    single_a, _ = separator.separate(exported.mixtures[0])
+    np.testing.assert_allclose(single_a, expected[0][0], atol=1e-6)
+
+
+def test_a_model_with_batch_zero_is_refused(exported, tmp_path):
+    model = onnx.load(exported.onnx_path)
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 0
+    path = tmp_path / "empty.onnx"
+    onnx.save(model, path)
+    with pytest.raises(UserError, match=f"{path} is not an aur_tf separator"):
+        Separator.load(str(path))
