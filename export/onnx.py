@@ -22,7 +22,7 @@ same tf2onnx call plus a monkeypatch of tf2onnx internals for numpy 2 that tf2on
 not need.
 
 Before anything is written under its final name, a parity self-check runs Keras (eager, float32),
-the reloaded SavedModel and the ONNX file (onnxruntime, CPU) on a batch of the run's real test
+the reloaded SavedModel and the ONNX file (onnxruntime, CPU) on a batch of the run's validation
 mixtures (rebuilt from its config; deterministic synthetic mixtures when the sources cannot be
 loaded, which is said) and compares each with a float64 evaluation of the same weights
 (`float64_twin`: the net rebuilt with float64 variables and arithmetic). It judges what a user
@@ -181,22 +181,24 @@ def parity_mixtures(config, count=PARITY_MIXTURES):
 
     Returns:
       `(mixtures, split, description)`: `[count, H, W, C]` float32 in [0, 1] natural images (an
-      inverted run's test mixtures are turned back); the `MixtureSplit` of the same test
+      inverted run's validation mixtures are turned back); the `MixtureSplit` of the same
       mixtures in the net's own domain (inverted for inverted runs, as evaluation scores them),
       or None for synthetic mixtures; and a sentence saying where they come from.
     """
     try:
-        test = load_mixture_dataset(config).test
+        # Validation, not test: test is scored once, when training ends, and nowhere else.
+        held_out = load_mixture_dataset(config).validation
     except UserError as e:
         shape = (count, config.image_size, config.image_size, config.channels)
         mixtures = np.random.default_rng(_SYNTHETIC_SEED).random(shape, dtype=np.float32)
         return mixtures, None, (
             f"{count} deterministic synthetic mixtures (uniform, seed {_SYNTHETIC_SEED}), "
             f"because the run's sources cannot be loaded: {e}")
-    split = MixtureSplit(test.mixtures[:count], test.sources_a[:count], test.sources_b[:count])
+    split = MixtureSplit(held_out.mixtures[:count], held_out.sources_a[:count],
+                         held_out.sources_b[:count])
     mixtures = split.mixtures
     return (1.0 - mixtures if config.invert else mixtures), split, (
-        f"{len(mixtures)} test mixtures rebuilt from the run's config "
+        f"{len(mixtures)} validation mixtures rebuilt from the run's config "
         f"({config.source_a} + {config.source_b})")
 
 
@@ -415,9 +417,9 @@ def check_parity(mask_net, invert, paths, mixtures, split, tolerance, log):
         log("separation quality not compared: no clean sources for synthetic mixtures")
     else:
         scores = {label: separation_scores(outputs[label], split, invert) for label in outputs}
-        quality = {"against": "clean test sources", "psnr_agreement_db": PSNR_AGREEMENT_DB,
+        quality = {"against": "clean validation sources", "psnr_agreement_db": PSNR_AGREEMENT_DB,
                    "scores": scores}
-        log(f"{f'separation of the {len(mixtures)} test mixtures':<39}PSNR dB    SSIM")
+        log(f"{f'separation of the {len(mixtures)} validation mixtures':<39}PSNR dB    SSIM")
         for label, figures in scores.items():
             log(f"  {_TITLES[label]:<36} {figures['psnr_db']:7.3f}  {figures['ssim']:.4f}")
         keras_psnr = scores["keras"]["psnr_db"]

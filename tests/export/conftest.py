@@ -1,7 +1,7 @@
 """The export suite's shared session fixtures `exported` and `trained_run`.
 
 `exported` trains one tiny run on synthetic strokes (horizontal vs vertical, loaded through npz
-sources so the parity check rebuilds real test mixtures) and exports it once; an inverted twin
+sources so the parity check rebuilds real validation mixtures) and exports it once; an inverted twin
 shares its checkpoint. Most export tests reuse it, so the suite trains and exports it only once.
 `trained_run` trains, once per width, the runs whose masks saturate as a finished run's do, for
 the tests of the parity bound.
@@ -43,7 +43,7 @@ class ExportedRun:
     log: list
     inverted_workdir: Path
     inverted_report: dict
-    mixtures: np.ndarray  # [8, 32, 32, 1] float32 natural test mixtures
+    mixtures: np.ndarray  # [8, 32, 32, 1] float32 natural validation mixtures
 
     @property
     def out_dir(self):
@@ -65,7 +65,8 @@ class ExportedRun:
 def stroke_run_config(root, **settings):
     """The config of a tiny run in `root/run` on strokes, writing its npz sources into `root`.
 
-    `settings` override the defaults (width 4, 4 unsupervised steps of 8 pairs, 16 test mixtures).
+    `settings` override the defaults (width 4, 4 unsupervised steps of 8 pairs, 16 validation and 16 test
+    mixtures).
     """
     root = Path(root)
     root.mkdir()
@@ -75,8 +76,8 @@ def stroke_run_config(root, **settings):
         path = root / f"{name}.npz"
         np.savez(path, x_train=_strokes(rng, 64, horizontal), x_test=_strokes(rng, 16, horizontal))
         sources.append(f"npz:{path}")
-    defaults = dict(train_mixtures=64, test_mixtures=16, mask_width=4, disc_width=4, batch_pairs=8,
-                    train_steps=4, eval_every=4, checkpoint_every=4, log_every=4)
+    defaults = dict(train_mixtures=64, validation_mixtures=16, test_mixtures=16, mask_width=4,
+                    disc_width=4, batch_pairs=8, train_steps=4, eval_every=4, checkpoint_every=4, log_every=4)
     return Config(workdir=str(root / "run"), source_a=sources[0], source_b=sources[1],
                   cache_dir=str(root / "cache"), **{**defaults, **settings})
 

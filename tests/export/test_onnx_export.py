@@ -34,7 +34,7 @@ def _check_derived_parity(report):
     for label in ("saved_model", "onnx"):
         assert export_onnx.source_error(from_float64[label]) <= report["parity_bound"]
     quality = report["parity_quality"]
-    assert quality["against"] == "clean test sources"
+    assert quality["against"] == "clean validation sources"
     keras_psnr = quality["scores"]["keras"]["psnr_db"]
     for label in ("saved_model", "onnx"):
         assert abs(quality["scores"][label]["psnr_db"] - keras_psnr) <= 0.01
@@ -44,7 +44,8 @@ def _check_derived_parity(report):
 def test_parity_judges_the_sources_against_float64(exported):
     for report in (exported.report, exported.inverted_report):
         assert 0 < _check_derived_parity(report) < 1e-5
-        assert report["parity_inputs"].startswith("16 test mixtures rebuilt from the run's config")
+        assert report["parity_inputs"].startswith(
+            "16 validation mixtures rebuilt from the run's config")
     assert set(exported.report["parity_quality"]["scores"]) == {
         "keras", "saved_model", "onnx", "onnx_fp16"}
     assert any(line.startswith("parity bound on the sources") for line in exported.log)
@@ -52,7 +53,7 @@ def test_parity_judges_the_sources_against_float64(exported):
 
 
 def test_quality_matches_the_runs_own_evaluation(exported):
-    """The export scores as training's evaluation does (on all 16 test mixtures here).
+    """The export scores as training's evaluation does (on all 16 validation mixtures here).
 
     An inverted run is scored in its own (inverted) domain, where SSIM differs from the natural
     images'; its twin has no eval.json, so it is compared with `evaluation.evaluate` directly.
@@ -63,7 +64,7 @@ def test_quality_matches_the_runs_own_evaluation(exported):
     recorded = json.loads((exported.workdir / "eval.json").read_text())
     config, _ = export_onnx.load_run(str(exported.inverted_workdir))
     mask_net, _ = export_onnx.restore_mask_net(str(exported.inverted_workdir), config)
-    inverted = evaluation.evaluate(mask_net, load_mixture_dataset(config).test)
+    inverted = evaluation.evaluate(mask_net, load_mixture_dataset(config).validation)
     for report, expected in ((exported.report, recorded), (exported.inverted_report, inverted)):
         scores = report["parity_quality"]["scores"]["keras"]
         assert scores["psnr_db"] == pytest.approx(expected["psnr_db"], abs=1e-4)
