@@ -138,17 +138,20 @@ def load_run(workdir):
                         "without evaluation figures") from None
 
 
-def restore_mask_net(workdir, config):
-    """Rebuilds the run's mask net in float32 and restores it from the latest checkpoint.
+def restore_mask_net(workdir, config, checkpoint=None):
+    """Rebuilds the run's mask net in float32 and restores it from a checkpoint.
 
     Only the mask net is read; the discriminator, optimizers and counters in the checkpoint are
     ignored. Every variable of the net must be found in the checkpoint with its shape.
+
+    Args:
+      checkpoint: the prefix of the checkpoint to restore (`.../ckpt-N`); None for the latest.
 
     Returns:
       `(mask_net, checkpoint_path)`: a float32 Keras model `[batch, H, W, C] -> masks`.
     """
     checkpoint_dir = os.path.join(workdir, "checkpoints")
-    latest = tf.train.latest_checkpoint(checkpoint_dir)
+    latest = checkpoint or tf.train.latest_checkpoint(checkpoint_dir)
     if latest is None:
         raise UserError(f"no checkpoint in {checkpoint_dir}: train the run first, or give the "
                         "workdir of a run that saved one")
