@@ -103,8 +103,10 @@ def _average_ranks(values):
 
 
 def spearman(a, b):
-    """Spearman's rank correlation of two equal-length sequences."""
+    """Spearman's rank correlation of two equal-length sequences; NaN if either is constant."""
     ranks_a, ranks_b = _average_ranks(np.asarray(a, float)), _average_ranks(np.asarray(b, float))
+    if ranks_a.std() == 0 or ranks_b.std() == 0:
+        return float("nan")
     return float(np.corrcoef(ranks_a, ranks_b)[0, 1])
 
 

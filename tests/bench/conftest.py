@@ -22,3 +22,8 @@ def train_speed():
 @pytest.fixture(scope="session")
 def class_assignment():
     return _load_script("class_assignment")
+
+
+@pytest.fixture(scope="session")
+def unsupervised_score():
+    return _load_script("unsupervised_score")

@@ -1,0 +1,103 @@
+"""How well each unsupervised score tells good checkpoints from bad ones, from run records.
+
+  python bench/unsupervised_score.py --runs='runs/mnist_fast_seed*,runs/fashion_seed*'
+
+For every run (a workdir, or a copied record, holding `eval.json` with its history and
+`unsupervised_scores.json` from `python -m aur_tf.unsupervised`), each checkpoint that has both a
+validation PSNR and unsupervised scores is one point. Per dataset (the pair of sources) and
+candidate score it prints:
+  spearman   rank correlation with the validation PSNR over every point (sign: higher is better
+             for the score's direction);
+  auc        ROC AUC of the score separating "separated" points (validation PSNR at least
+             SEPARATED_MARGIN_DB above the run's half mask) from the others;
+  loss_db    per run, the validation PSNR of the best checkpoint minus that of the checkpoint the
+             score picks, averaged over the runs.
+The clean sources were used only to compute the validation PSNR in eval.json, never the scores.
+"""
+import argparse
+import glob
+import json
+import os
+import sys
+
+import numpy as np
+
+from aur_tf.unsupervised import runs as score_runs
+from aur_tf.unsupervised.scores import roc_auc, spearman
+
+SEPARATED_MARGIN_DB = 3.0
+# How each candidate is oriented so that higher means better separated.
+DIRECTIONS = {
+    "remix_consistency_db": lambda value: value,
+    "judge_auc": lambda value: -value,
+    "energy_share": lambda value: -abs(value - 0.5),
+    "mask_confidence": lambda value: value,
+}
+
+
+def load_points(workdir):
+    """`(dataset, half_mask_psnr_db, [(step, psnr_db, {score: value})])` of one run, or None
+    when it has no unsupervised scores."""
+    scores_path = os.path.join(workdir, score_runs.SCORES_FILE)
+    if not os.path.isfile(scores_path):
+        return None
+    with open(os.path.join(workdir, "eval.json")) as f:
+        record = json.load(f)
+    with open(scores_path) as f:
+        scored = {entry["step"]: entry for entry in json.load(f)["checkpoints"]}
+    config = record["config"]
+    points = [(entry["step"], entry["psnr_db"], scored[entry["step"]])
+              for entry in record["history"] if entry["step"] in scored]
+    return (f"{config['source_a']} vs {config['source_b']}", record["half_mask_psnr_db"],
+            points)
+
+
+def summarize(runs):
+    """`{dataset: {score: {"spearman", "auc", "loss_db", "points", "runs"}}}` over `runs`, a list
+    of `load_points` results."""
+    by_dataset = {}
+    for dataset, half_mask, points in runs:
+        by_dataset.setdefault(dataset, []).append((half_mask, points))
+    summary = {}
+    for dataset, members in by_dataset.items():
+        summary[dataset] = {}
+        for name, orient in DIRECTIONS.items():
+            values, psnrs, separated, losses = [], [], [], []
+            for half_mask, points in members:
+                oriented = [orient(scores[name]) for _, _, scores in points]
+                run_psnrs = [psnr for _, psnr, _ in points]
+                values += oriented
+                psnrs += run_psnrs
+                separated += [psnr >= half_mask + SEPARATED_MARGIN_DB for psnr in run_psnrs]
+                losses.append(max(run_psnrs) - run_psnrs[int(np.argmax(oriented))])
+            separated = np.array(separated)
+            values = np.array(values)
+            auc = (roc_auc(values[separated], values[~separated])
+                   if separated.any() and (~separated).any() else float("nan"))
+            summary[dataset][name] = {"spearman": spearman(values, psnrs), "auc": auc,
+                                      "loss_db": float(np.mean(losses)), "points": len(values),
+                                      "runs": len(members)}
+    return summary
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", required=True, help="comma-separated run directories or glob "
+                        "patterns (quoted)")
+    patterns = parser.parse_args().runs.split(",")
+    workdirs = sorted({path for pattern in patterns for path in glob.glob(pattern)})
+    loaded = [points for points in map(load_points, workdirs) if points]
+    if not loaded:
+        print(f"error: no run with {score_runs.SCORES_FILE} matches {patterns}", file=sys.stderr)
+        sys.exit(2)
+    for dataset, by_score in summarize(loaded).items():
+        first = next(iter(by_score.values()))
+        print(f"{dataset}: {first['runs']} runs, {first['points']} checkpoints")
+        print(f"  {'score':<22}{'spearman':>9}{'auc':>8}{'loss_db':>9}")
+        for name, figures in by_score.items():
+            print(f"  {name:<22}{figures['spearman']:>9.3f}{figures['auc']:>8.3f}"
+                  f"{figures['loss_db']:>9.2f}")
+
+
+if __name__ == "__main__":
+    main()
