@@ -38,3 +38,12 @@ def test_each_flagfile_gives_the_settings_of_its_committed_results(flagfile, rec
                  if name not in NOT_FROM_THE_FLAGFILE and name in recorded
                  and recorded[name] != value}
     assert differing == {}
+
+
+@pytest.mark.parametrize("flagfile", sorted(p.relative_to(REPOSITORY).as_posix()
+                                            for p in (REPOSITORY / "configs").glob("*.cfg")))
+def test_every_flagfile_gives_valid_settings(flagfile, monkeypatch):
+    monkeypatch.chdir(REPOSITORY)
+    settings = _settings_of_flagfile(flagfile)
+    assert settings["workdir"].startswith("runs/")
+    assert settings["workdir"] != "runs/mnist" or flagfile == "configs/mnist.cfg"

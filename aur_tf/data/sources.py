@@ -10,6 +10,8 @@ Spec syntax: `KIND:LOCATION[?labels=L]`
 - `folder:PATH`   a directory of PNG/JPEG files, see `_load_folder`.
 - `mnist`         the built-in offline MNIST (50 000 train / 10 000 validation / 10 000 test),
                   see `mnist_offline`.
+- `fashion_mnist[:FOLDER]`  Fashion-MNIST's four idx files from FOLDER, or where they are usually
+                  kept (Debian's dataset-fashion-mnist, Keras's cache), see `fashion_mnist`.
 
 Every source has three splits: train (the mixtures a run learns from), validation (evaluations
 during training, checkpoint and setting choices) and test (scored once, at the end). Where a
@@ -33,11 +35,13 @@ import zlib
 import numpy as np
 from PIL import Image
 
-from aur_tf.data import mnist_offline
+from aur_tf.data import fashion_mnist, mnist_offline
 from aur_tf.errors import UserError
 
-_KINDS = ("tfds", "npz", "folder", "mnist")
-_KIND_HELP = "use tfds:NAME, npz:PATH, folder:PATH or mnist"
+_KINDS = ("tfds", "npz", "folder", "mnist", "fashion_mnist")
+_KIND_HELP = "use tfds:NAME, npz:PATH, folder:PATH, mnist or fashion_mnist[:FOLDER]"
+# Kinds whose location may be left out, and those that take none.
+_LOCATION_OPTIONAL = ("fashion_mnist",)
 # Caps the size of a label set so a typo such as 0-999999999 cannot exhaust memory.
 _MAX_LABEL = 99_999
 # Images with more channels than this are almost always channels-first arrays read as
@@ -60,8 +64,8 @@ TEST, VALIDATION = 0, 1
 class SourceSpec:
     """A parsed source spec.
 
-    kind: one of 'tfds', 'npz', 'folder', 'mnist'.
-    location: dataset name or path as written ('' for mnist).
+    kind: one of 'tfds', 'npz', 'folder', 'mnist', 'fashion_mnist'.
+    location: dataset name or path as written ('' for mnist, and fashion_mnist without one).
     labels: the integer labels to keep, or None to keep every image.
     """
 
@@ -85,7 +89,7 @@ class SourceSpec:
         if kind == "mnist" and location:
             raise UserError(f"the built-in mnist source takes no location, got {text!r}: "
                             f"write mnist or mnist?labels=L")
-        if kind != "mnist" and not location:
+        if kind not in ("mnist", *_LOCATION_OPTIONAL) and not location:
             raise UserError(f"source {text!r} has no location: write {kind}:"
                             f"{'NAME' if kind == 'tfds' else 'PATH'}")
         labels = _parse_labels_option(query, text) if has_query else None
@@ -144,7 +148,7 @@ def load_source(spec: str | SourceSpec, *, cache_dir: str) -> SourceImages:
     # Each loader returns the raw `{split: (x, y)}`, y None without labels; a loader whose
     # dataset has no validation split leaves it to be carved from train.
     loader = {"tfds": _load_tfds, "npz": _load_npz, "folder": _load_folder,
-              "mnist": _load_mnist}[spec.kind]
+              "mnist": _load_mnist, "fashion_mnist": _load_fashion_mnist}[spec.kind]
     raw = loader(spec, name, cache_dir)
     if "validation" not in raw:
         x, y = raw["train"]
@@ -300,6 +304,10 @@ def _to_unit_float(x: np.ndarray, name: str, split: str) -> np.ndarray:
 def _load_mnist(spec: SourceSpec, name: str, cache_dir: str):
     arrays = mnist_offline.load_mnist(cache_dir)
     return {split: arrays[2 * i:2 * i + 2] for i, split in enumerate(SPLITS)}
+
+
+def _load_fashion_mnist(spec: SourceSpec, name: str, cache_dir: str):
+    return fashion_mnist.load(spec.location)
 
 
 def _load_npz(spec: SourceSpec, name: str, cache_dir: str):

@@ -25,6 +25,8 @@ from aur_tf.errors import UserError
     ("folder:~/imgs?labels=0-2,7", "folder", "~/imgs", frozenset({0, 1, 2, 7})),
     ("folder:imgs?labels= 4 , 06-7", "folder", "imgs", frozenset({4, 6, 7})),
     ("npz:x?labels=3-3", "npz", "x", frozenset({3})),
+    ("fashion_mnist?labels=5,7,9", "fashion_mnist", "", frozenset({5, 7, 9})),
+    ("fashion_mnist:/data/fm", "fashion_mnist", "/data/fm", None),
 ])
 def test_parse_good_specs(text, kind, location, labels):
     spec = SourceSpec.parse(text)
@@ -39,8 +41,8 @@ def test_str_compresses_label_ranges():
 
 
 @pytest.mark.parametrize("text, expected", [
-    ("foo:x", "unknown source kind 'foo' in 'foo:x': use tfds:NAME, npz:PATH, folder:PATH or "
-              "mnist"),
+    ("foo:x", "unknown source kind 'foo' in 'foo:x': use tfds:NAME, npz:PATH, folder:PATH, "
+              "mnist or fashion_mnist[:FOLDER]"),
     ("", "empty source spec"),
     ("   ", "empty source spec"),
     ("MNIST", "unknown source kind 'MNIST'"),
@@ -98,7 +100,7 @@ def test_parse_never_raises_anything_but_user_error():
         except UserError as error:
             assert str(error) and "\n" not in str(error)
         else:
-            assert spec.kind in ("tfds", "npz", "folder", "mnist")
+            assert spec.kind in ("tfds", "npz", "folder", "mnist", "fashion_mnist")
             assert SourceSpec.parse(str(spec)) == spec
 
     check()
