@@ -13,9 +13,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app  # noqa: E402
 
-from aur_tf import cli  # noqa: E402
+from aur_tf import cli, memory  # noqa: E402
 from aur_tf.config import Config  # noqa: E402
 from aur_tf.errors import TrainingDiverged, UserError  # noqa: E402
+from aur_tf.safe_io import printable  # noqa: E402
 
 cli.define_flags(Config)
 # The shell's status for a run ended by Ctrl-C (128 + SIGINT).
@@ -29,6 +30,8 @@ def main(argv):
     cli.configure_logging()
     try:
         config = cli.settings_from_flags(Config)
+        # Before TensorFlow allocates anything: settings that cannot fit are refused in one line.
+        memory.check_training(config)
         from aur_tf import train_lib  # TensorFlow loads only once the flags are known to be good.
         results = train_lib.train(config)
     except UserError as e:
@@ -43,7 +46,7 @@ def main(argv):
     print(f"done: step {results['step']}, validation {results['psnr_db']:.2f} dB PSNR, "
           f"{results['ssim']:.3f} SSIM; test {test['psnr_db']:.2f} dB, {test['ssim']:.3f} "
           f"(half mask {test['half_mask_psnr_db']:.2f} dB, {test['half_mask_ssim']:.3f}); "
-          f"results in {os.path.join(config.workdir, 'eval.json')}")
+          f"results in {printable(os.path.join(config.workdir, 'eval.json'))}")
 
 
 if __name__ == "__main__":

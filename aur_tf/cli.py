@@ -6,12 +6,16 @@ this; the library itself takes settings objects and never reads flags.
 """
 import dataclasses
 import logging
+import os
 import sys
 
 from absl import flags
 from absl import logging as absl_logging
 
+from aur_tf import safe_io
+
 USAGE_EXIT_CODE = 2
+_FLAGFILE_PREFIXES = ("--flagfile=", "-flagfile=")
 _DEFINE_BY_TYPE = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer, float: flags.DEFINE_float,
                    str: flags.DEFINE_string}
 
@@ -29,9 +33,47 @@ def settings_from_flags(settings_type):
 
 
 def fail(message, code=USAGE_EXIT_CODE):
-    """Ends the command with `error: <message>` on stderr: one line, no traceback."""
-    print(f"error: {message}", file=sys.stderr)
+    """Ends the command with `error: <message>` on stderr: one printable line (`message` may
+    quote file names with newlines or undecodable bytes), no traceback."""
+    print(f"error: {safe_io.printable(message)}", file=sys.stderr)
     sys.exit(code)
+
+
+def _flagfile_lines(path):
+    """The lines of flagfile `path`, read only if it is a regular file of UTF-8 text.
+
+    absl opens flagfiles with a plain `open`, which waits forever on a FIFO and reads a device
+    such as /dev/zero without end, and decodes them as UTF-8 (a traceback on other bytes).
+    """
+    try:
+        with safe_io.open_regular(path) as f:
+            return f.read().decode("utf-8").splitlines()
+    except safe_io.FileRefused as e:
+        raise flags.Error(f"Unable to open flagfile {path}: it {e}") from None
+    except UnicodeDecodeError as e:
+        raise flags.Error(f"Unable to read flagfile {path}: not UTF-8 text ({e.reason} at "
+                          f"byte {e.start})") from None
+    except ValueError:  # a NUL character, which no path can hold
+        raise flags.Error(f"Unable to open flagfile {path}: its name contains a NUL character"
+                          ) from None
+    except OSError as e:
+        raise flags.Error(f"Unable to open flagfile {path} ({e.strerror or e})") from None
+
+
+def _check_flagfiles(args, seen=()):
+    """Refuses (flags.Error) a --flagfile in `args` or nested in one that `_flagfile_lines`
+    refuses, before absl reads them. absl's syntax: `--flagfile=PATH` or `--flagfile PATH` on the
+    command line, `--flagfile=PATH` lines in files, one or two dashes, `~` expanded."""
+    for index, arg in enumerate(args):
+        if arg in ("--flagfile", "-flagfile") and index + 1 < len(args):
+            path = args[index + 1]
+        elif arg.startswith(_FLAGFILE_PREFIXES):
+            path = arg.partition("=")[2].strip()
+        else:
+            continue
+        path = os.path.expanduser(path)
+        if path and path not in seen:  # absl skips empty and circular ones
+            _check_flagfiles(_flagfile_lines(path), (*seen, path))
 
 
 def parse_flags_and_inputs(argv):
@@ -41,8 +83,10 @@ def parse_flags_and_inputs(argv):
       The positional arguments after the program name (a command's INPUT files, say).
     """
     try:
+        _check_flagfiles(argv[1:])
         return flags.FLAGS(argv)[1:]
-    except flags.Error as e:
+    # UnicodeError: absl decodes flagfiles in the locale's encoding, which may not be UTF-8.
+    except (flags.Error, UnicodeError) as e:
         fail(f"{e}; see --helpfull for every flag")
 
 

@@ -9,6 +9,7 @@ import math
 import os
 
 from aur_tf.errors import UserError
+from aur_tf.safe_io import printable
 
 MODES = ("unsupervised", "supervised")
 ENERGY_TERMS = ("batch", "pixel", "none")
@@ -22,6 +23,16 @@ STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 CONV_KERNELS = ("auto", "phases", "native")
 # NumPy's legacy seeding, which Keras seeds too, takes 32-bit seeds only.
 MAX_SEED = 2**32 - 1
+# The largest value of any count or width. Far beyond any sane run (a billion steps take years at
+# the fastest rates measured), it keeps every count clear of 32-bit overflow in tensor shapes
+# (2 * batch_pairs mixtures per step), of the step ETA's timestamps and of float rounding; what
+# actually fits is checked against the machine's memory (aur_tf.memory) before training.
+MAX_COUNT = 10**9
+# Fields that must be integers in 1 .. MAX_COUNT.
+COUNT_FIELDS = ("train_mixtures", "validation_mixtures", "test_mixtures", "train_steps",
+                "batch_pairs", "mask_width", "disc_width", "mask_steps_per_disc_step",
+                "checkpoint_every", "keep_checkpoints", "eval_every", "log_every",
+                "collapse_windows")
 
 
 def _default_cache_dir():
@@ -113,12 +124,12 @@ class Config:
         self._check_choice("channels", CHANNEL_COUNTS)
         self._check_choice("strategy", STRATEGIES)
         self._check_choice("conv_kernels", CONV_KERNELS)
-        for name in ("train_mixtures", "validation_mixtures", "test_mixtures", "train_steps",
-                     "batch_pairs", "mask_width", "disc_width", "mask_steps_per_disc_step",
-                     "checkpoint_every", "keep_checkpoints", "eval_every", "log_every",
-                     "collapse_windows"):
+        for name in COUNT_FIELDS:
             if getattr(self, name) < 1:
                 raise UserError(f"--{name}={getattr(self, name)} must be a positive integer")
+            if getattr(self, name) > MAX_COUNT:
+                raise UserError(f"--{name}={getattr(self, name)} is absurdly large: at most "
+                                f"{MAX_COUNT}")
         if not 0 <= self.seed <= MAX_SEED:
             raise UserError(f"--seed={self.seed} must be in 0 .. {MAX_SEED}")
         # NaN passes every comparison below unnoticed and would only surface as a NaN loss.
@@ -137,6 +148,17 @@ class Config:
                 "--train_mixtures")
         if not self.workdir:
             raise UserError("--workdir is empty: give the directory for checkpoints and results")
+        for name in ("workdir", "cache_dir"):
+            if "\0" in getattr(self, name):
+                raise UserError(f"--{name}={printable(getattr(self, name))} contains a NUL "
+                                "character: remove it")
+        # TensorFlow's file system layer (checkpoints, TensorBoard) takes paths as UTF-8 text;
+        # Python keeps undecodable bytes of a name as lone surrogates, which it cannot encode.
+        try:
+            self.workdir.encode("utf-8")
+        except UnicodeEncodeError:
+            raise UserError(f"--workdir={printable(self.workdir)} is not valid UTF-8, which "
+                            "TensorFlow needs for checkpoint paths: rename it") from None
 
     def _check_choice(self, name, choices):
         if getattr(self, name) not in choices:

@@ -8,11 +8,19 @@ BatchNorm statistics and the batch energy term are all-reduced over the global b
 import functools
 import json
 import os
+import re
 import tempfile
 
 import tensorflow as tf
 
 from aur_tf.errors import UserError
+
+# The roles a MultiWorkerMirroredStrategy cluster has; worker 0 leads if there is no chief.
+_ROLES = ("chief", "worker")
+# host:port, the host a name, an IPv4 address or a bracketed IPv6 one.
+_ADDRESS = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):([0-9]{1,5})")
+_MAX_PORT = 65535
+_SCALING_OUT = "see README, Scaling out"
 
 
 def make_strategy(name):
@@ -41,11 +49,7 @@ def _distributed_strategy(name):
         devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
         return tf.distribute.MirroredStrategy([d.name for d in devices])
     if name == "multi_worker":
-        try:
-            json.loads(os.environ["TF_CONFIG"])["task"]
-        except (KeyError, ValueError, TypeError):
-            raise UserError("--strategy=multi_worker needs $TF_CONFIG with this worker's cluster "
-                            "and task (see README, Scaling out)") from None
+        check_tf_config(os.environ.get("TF_CONFIG"))
         return tf.distribute.MultiWorkerMirroredStrategy()
     if name == "tpu":
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
@@ -53,6 +57,61 @@ def _distributed_strategy(name):
         tf.tpu.experimental.initialize_tpu_system(resolver)
         return tf.distribute.TPUStrategy(resolver)
     raise ValueError(f"unknown strategy {name!r}")
+
+
+def check_tf_config(text):
+    """Raises a one-line UserError unless `text` ($TF_CONFIG) describes a cluster that
+    --strategy=multi_worker can join, before TensorFlow reads it (its own checks end in
+    tracebacks, or in waiting forever for a task that cannot exist).
+
+    Expected: `{"cluster": {"chief": [ADDRESS], "worker": [ADDRESS, ...]}, "task": {"type":
+    ROLE, "index": I}}`: the chief optional and at most one, every ADDRESS a distinct
+    `host:port` string, ROLE a role of the cluster and I an integer in 0 .. (its addresses - 1).
+    """
+    if text is None:
+        raise UserError("--strategy=multi_worker needs $TF_CONFIG with this worker's cluster and "
+                        f"task ({_SCALING_OUT})")
+    try:
+        tf_config = json.loads(text)
+    except (ValueError, RecursionError) as e:  # RecursionError: nested too deep
+        raise UserError(f"$TF_CONFIG is not JSON ({e}): {_SCALING_OUT}") from None
+    cluster = tf_config.get("cluster") if isinstance(tf_config, dict) else None
+    if not (isinstance(cluster, dict) and cluster):
+        raise UserError("$TF_CONFIG has no \"cluster\" object mapping roles to lists of "
+                        f"host:port addresses: {_SCALING_OUT}")
+    addresses = []
+    for role, members in cluster.items():
+        if role not in _ROLES:
+            raise UserError(f"$TF_CONFIG's cluster has the role {role!r}: --strategy=multi_worker"
+                            f" takes {' and '.join(_ROLES)} only ({_SCALING_OUT})")
+        if not (isinstance(members, list) and members
+                and all(isinstance(member, str) for member in members)):
+            raise UserError(f"$TF_CONFIG's cluster {role!r} is {json.dumps(members)}: give a "
+                            f"non-empty list of host:port strings ({_SCALING_OUT})")
+        for member in members:
+            port = _ADDRESS.fullmatch(member)
+            if not (port and 1 <= int(port[1]) <= _MAX_PORT):
+                raise UserError(f"$TF_CONFIG's cluster {role!r} has the address {member!r}: "
+                                f"write host:port, the port 1 .. {_MAX_PORT} ({_SCALING_OUT})")
+        addresses += members
+    if len(cluster.get("chief", [])) > 1:
+        raise UserError(f"$TF_CONFIG's cluster has {len(cluster['chief'])} chiefs: at most one "
+                        f"({_SCALING_OUT})")
+    repeated = sorted({address for address in addresses if addresses.count(address) > 1})
+    if repeated:
+        raise UserError(f"$TF_CONFIG's cluster lists {', '.join(repeated)} more than once: every "
+                        f"task needs its own host:port ({_SCALING_OUT})")
+    task = tf_config.get("task")
+    role = task.get("type") if isinstance(task, dict) else None
+    if not (isinstance(role, str) and role in cluster):
+        raise UserError(f"$TF_CONFIG's task is {json.dumps(task)}: its \"type\" must be a role "
+                        f"of the cluster, one of {', '.join(cluster)} ({_SCALING_OUT})")
+    index = task.get("index")
+    # bool is an int subclass, but true is no index.
+    if type(index) is not int or not 0 <= index < len(cluster[role]):
+        raise UserError(f"$TF_CONFIG's task index {json.dumps(index)} is not an integer in 0 .. "
+                        f"{len(cluster[role]) - 1}, one of the cluster's {len(cluster[role])} "
+                        f"{role} addresses ({_SCALING_OUT})")
 
 
 def is_chief(strategy):

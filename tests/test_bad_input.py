@@ -14,8 +14,11 @@ import io
 import json
 import os
 import re
+import signal
 import shutil
+import socket
 import subprocess
+import zipfile
 
 import numpy as np
 import pytest
@@ -24,7 +27,7 @@ from PIL import Image
 from absl import flags
 
 import main  # noqa: F401  (defines the flags parsed here)
-from aur_tf import cli, train_lib
+from aur_tf import cli, memory, models, train_lib
 from aur_tf.config import Config
 from aur_tf.data import mnist_offline
 from aur_tf.data.sources import SourceImages, load_source
@@ -71,6 +74,19 @@ def case(finished_run, tmp_path, monkeypatch):
     return root
 
 
+@pytest.fixture
+def no_hang():
+    """Fails a test that blocks (on a FIFO, say) for a minute instead of letting it hang."""
+    def give_up(signum, frame):
+        raise TimeoutError("blocked for 60 s")
+
+    previous = signal.signal(signal.SIGALRM, give_up)
+    signal.alarm(60)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+
+
 # --- setups: each breaks one thing in the case directory ------------------------------------
 
 def replace_npz(**changes):
@@ -101,12 +117,15 @@ def save_png(relative, array, mode=None):
 
 
 def image_folder(*extra):
-    """A valid 8x8 gray folder `data/imgs` with train/ and test/, plus `extra` setups."""
+    """A valid 8x8 gray folder `data/imgs` with train/ and test/, plus `extra` setups.
+
+    train/a.png is carved out for validation, train/e.png stays in train (`_held_out`).
+    """
     gray = np.full((8, 8), 200, np.uint8)
 
     def setup(root):
-        save_png("data/imgs/train/a.png", gray)(root)
-        save_png("data/imgs/test/a.png", gray)(root)
+        for name in ("train/a.png", "train/e.png", "test/a.png"):
+            save_png(f"data/imgs/{name}", gray)(root)
         for step in extra:
             step(root)
     return setup
@@ -158,6 +177,39 @@ def only_a_garbage_state_file(root):
     (directory / "checkpoint").write_bytes(b"\xff")
 
 
+def make_fifo(relative):
+    return lambda root: os.mkfifo(root / relative)
+
+
+def bind_socket(relative):
+    def setup(root):
+        # Bound by its path relative to the case directory (the working directory): a socket's
+        # absolute path may exceed the 108 bytes that sockets allow.
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.bind(relative)
+    return setup
+
+
+def write_zip(relative, members):
+    """An archive of `members` {name: bytes or a setup-time function of the case root}."""
+    def setup(root):
+        with zipfile.ZipFile(root / relative, "w") as archive:
+            for name, content in members.items():
+                archive.writestr(name, content(root) if callable(content) else content)
+    return setup
+
+
+def npy_header_only(shape):
+    """A .npy whose header declares `shape` (uint8) but that holds 64 bytes of data."""
+    header = f"{{'descr': '|u1', 'fortran_order': False, 'shape': {shape}, }}".ljust(117) + "\n"
+    return b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode() + bytes(64)
+
+
+def undecodable(text):
+    """`text` with bytes that are not UTF-8, as Python gives them in argv and file names."""
+    return os.fsdecode(os.fsencode(text).replace(b"XX", b"\xff\xfe"))
+
+
 FOLDER_A = ["--source_a=folder:data/imgs", FRESH]
 RGB = np.zeros((8, 8, 3), np.uint8)
 RGBA = np.zeros((8, 8, 4), np.uint8)
@@ -179,8 +231,21 @@ CASES = [
     ("channels-2", None, ["--channels=2"], r"--channels=2 is not one of: 1, 3"),
     ("channels-mismatch", None, ["--channels=3", FRESH], r"1 channel\(s\) but --channels=3"),
     ("batch-too-big", None, ["--batch_pairs=100"], r"--batch_pairs=100 needs 200 mixtures"),
-    ("mixtures-too-many", None, ["--train_mixtures=1000000000000", FRESH],
-     r"not enough memory for --train_mixtures=1000000000000 .*: lower them"),
+    ("mixtures-too-many", None, ["--train_mixtures=900000000", FRESH],
+     r"not enough memory for --train_mixtures=900000000 .*: lower them"),
+    # -- absurd sizes, refused before TensorFlow allocates anything
+    ("mixtures-absurd", None, ["--train_mixtures=1000000000000", FRESH],
+     r"--train_mixtures=1000000000000 is absurdly large: at most 1000000000"),
+    ("mask-width-absurd", None, ["--mask_width=100000", FRESH],
+     r"not enough memory for .*--mask_width=100000 .*: lower them"),
+    ("disc-width-absurd", None, ["--disc_width=1000000", FRESH], r"not enough memory"),
+    ("batch-absurd", None, ["--batch_pairs=500000000", "--train_mixtures=1000000000", FRESH],
+     r"not enough memory for .*--batch_pairs=500000000"),
+    ("validation-mixtures-absurd", None, ["--validation_mixtures=999999999", FRESH],
+     r"--validation_mixtures=999999999 .*need at least .* GB but .* GB are available"),
+    ("steps-absurd", None, ["--train_steps=100000000000000000000", FRESH],
+     r"--train_steps=1+0+ is absurdly large"),
+    ("keep-absurd", None, ["--keep_checkpoints=10000000000"], r"--keep_checkpoints=.* absurdly"),
     ("stray-argument", None, ["stray"], r"unexpected arguments \['stray'\]"),
     ("flagfile-missing", None, ["--flagfile=data/none.cfg"], r"Unable to open flagfile"),
     ("flagfile-directory", None, ["--flagfile=data"], r"Unable to open flagfile"),
@@ -262,8 +327,9 @@ CASES = [
     ("jpeg-truncated", image_folder(write_bytes(
         "data/imgs/test/b.jpg", lambda root: png_bytes(RGB + 90, image_format="JPEG")[:100])),
      FOLDER_A, r"cannot decode image"),
-    ("rgba-png-into-gray", both(save_png("data/imgs/train/a.png", RGBA, "RGBA"),
-                                save_png("data/imgs/test/a.png", RGBA, "RGBA")), FOLDER_A,
+    ("rgba-png-into-gray", both(*(save_png(f"data/imgs/{name}", RGBA, "RGBA")
+                                  for name in ("train/a.png", "train/e.png", "test/a.png"))),
+     FOLDER_A,
      r"3 channel\(s\) but --channels=1"),
     ("rgba-and-gray-pngs", image_folder(save_png("data/imgs/train/b.png", RGBA, "RGBA")), FOLDER_A,
      r"differ in size.*one colour mode"),
@@ -272,13 +338,60 @@ CASES = [
      FOLDER_A, r"differ in size"),
     ("folder-empty", lambda root: (root / "data/imgs").mkdir(), FOLDER_A, r"has no train images"),
     ("folder-no-test", save_png("data/imgs/train/a.png", GRAY), FOLDER_A,
-     r"has a train/ subfolder but no test/ one"),
+     r"has train/ but not both train/ and test/"),
+    # train/3/d.png is carved out for validation, train/3/a.png stays in train.
     ("folder-labels-miss", both(save_png("data/imgs/train/3/a.png", GRAY),
+                                save_png("data/imgs/train/3/d.png", GRAY),
                                 save_png("data/imgs/test/3/a.png", GRAY)),
      ["--source_a=folder:data/imgs?labels=1", FRESH], r"selects no train images .*labels are 3"),
     ("folder-symlink-out", image_folder(lambda root: os.symlink(root / NPZ,
                                                                 root / "data/imgs/train/b.png")),
      FOLDER_A, r"outside the folder"),
+    # -- files that are not regular files, where an input file is expected: never opened
+    ("png-fifo", image_folder(make_fifo("data/imgs/train/b.png")), FOLDER_A,
+     r"image '.*/train/b\.png' of source 'folder:data/imgs' is a FIFO, not a regular file"),
+    ("jpeg-fifo-in-labels", both(save_png("data/imgs/train/3/a.png", GRAY),
+                                 save_png("data/imgs/train/3/d.png", GRAY),
+                                 save_png("data/imgs/test/3/a.png", GRAY),
+                                 make_fifo("data/imgs/test/3/b.jpg")), FOLDER_A,
+     r"test/3/b\.jpg' of source .* is a FIFO"),
+    ("png-socket", image_folder(bind_socket("data/imgs/test/b.png")), FOLDER_A,
+     r"b\.png' of source .* is a socket"),
+    ("npz-fifo", make_fifo("data/f.npz"), ["--source_a=npz:data/f.npz", FRESH],
+     r"cannot read npz file 'data/f\.npz' .*: is a FIFO"),
+    ("flagfile-fifo", make_fifo("data/f.cfg"), ["--flagfile=data/f.cfg", FRESH],
+     r"flagfile data/f\.cfg: it is a FIFO"),
+    ("flagfile-nested-fifo", both(make_fifo("data/f.cfg"),
+                                  write_bytes("data/outer.cfg", b"--flagfile=data/f.cfg\n")),
+     ["--flagfile", "data/outer.cfg", FRESH], r"flagfile data/f\.cfg: it is a FIFO"),
+    # -- npz members that are not arrays, or whose header lies about their size
+    ("npz-header-huge", write_zip("data/huge.npz", {
+        "x_train.npy": npy_header_only((10**11, 8, 8)),
+        "x_test.npy": npy_bytes(np.zeros((4, 8, 8), np.uint8))}),
+     ["--source_a=npz:data/huge.npz", FRESH],
+     r"array x_train: its header declares uint8 \[100000000000, 8, 8\] .* truncated or corrupt"),
+    ("npz-text-member", write_zip("data/text.npz", {
+        "x_train": b"not an array", "x_test.npy": npy_bytes(np.zeros((4, 8, 8), np.uint8))}),
+     ["--source_a=npz:data/text.npz", FRESH], r"member x_train is not a \.npy array"),
+    # -- names that are not valid UTF-8 or hold newlines: printed as one printable line
+    ("png-undecodable-name", image_folder(write_bytes(undecodable("data/imgs/test/XX.png"),
+                                                      b"garbage")), FOLDER_A,
+     r"cannot decode image '.*/test/\\xff\\xfe\.png' .*not a PNG or JPEG image"),
+    ("npz-undecodable-newline-name", None,
+     [undecodable("--source_a=npz:data/XX\n.npz"), FRESH],
+     r"npz file 'data/\\xff\\xfe\\n\.npz' .*does not exist"),
+    ("npz-newline-name-channels",
+     lambda root: shutil.copy(root / NPZ, root / "data" / "a\nb.npz"),
+     ["--source_a=npz:data/a\nb.npz?labels=0-4", "--channels=3", FRESH],
+     r"source 'npz:data/a\\nb\.npz\?labels=0-4' has 1 channel\(s\) but --channels=3"),
+    ("workdir-undecodable", None, [undecodable("--workdir=runXX")],
+     r"--workdir=run\\xff\\xfe is not valid UTF-8"),
+    ("workdir-nul-in-flagfile", write_bytes("data/nul.cfg", b"--workdir=a\0b\n"),
+     ["--flagfile=data/nul.cfg"], r"--workdir=a\\x00b contains a NUL character"),
+    ("flagfile-undecodable", write_bytes("data/bad.cfg", b"--mask_width=4\n# caf\xe9\n"),
+     ["--flagfile=data/bad.cfg", FRESH], r"flagfile data/bad\.cfg: not UTF-8 text"),
+    ("flag-name-undecodable", None, [undecodable("--XX=1"), FRESH],
+     r"Unknown command line flag '\\xff\\xfe'"),
     ("folder-unresolvable-link", image_folder(lambda root: os.symlink(
         "/proc/1/cwd", root / "data/imgs/train/b.png")), FOLDER_A,
      r"cannot list image folder .*make it readable|outside the folder"),
@@ -315,15 +428,52 @@ CASES = [
 
 @pytest.mark.parametrize("setup, args, expected", [case[1:] for case in CASES],
                          ids=[case[0] for case in CASES])
-def test_bad_input_is_refused_in_one_line(case, run_cli, setup, args, expected):
+def test_bad_input_is_refused_in_one_line(case, run_cli, no_hang, setup, args, expected):
     if setup:
         setup(case)
     before = snapshot(case)
     status, _, err = run_cli(*BASE_ARGS, *args)
     assert_one_line_error(status, err, expected)
+    error = next(line for line in err.splitlines() if line.startswith("error: "))
+    assert error.isprintable(), error
     after = snapshot(case)
     assert {path: after.get(path) for path in before} == before
     assert not (case / "fresh" / "config.json").exists()
+
+
+WORKER = {"worker": ["localhost:20001", "localhost:20002"]}
+
+
+@pytest.mark.parametrize("tf_config, expected", [
+    ({"cluster": WORKER, "task": {"type": "worker", "index": 2}},
+     r"task index 2 is not an integer in 0 \.\. 1"),
+    ({"cluster": WORKER, "task": {"type": "worker", "index": -1}}, r"task index -1"),
+    ({"cluster": WORKER, "task": {"type": "worker", "index": "0"}}, r"task index \"0\""),
+    ({"cluster": {"worker": "localhost:20001"}, "task": {"type": "worker", "index": 0}},
+     r"cluster 'worker' is \"localhost:20001\": give a non-empty list of host:port"),
+    ({"cluster": WORKER, "task": {"type": "chief", "index": 0}},
+     r"\"type\" must be a role of the cluster, one of worker"),
+    ({"cluster": {"ps": ["localhost:20001"]}, "task": {"type": "ps", "index": 0}},
+     r"role 'ps': --strategy=multi_worker takes chief and worker only"),
+    ({"cluster": {**WORKER, "chief": ["localhost:20003", "localhost:20004"]},
+      "task": {"type": "chief", "index": 0}}, r"has 2 chiefs: at most one"),
+    ({"cluster": {"worker": ["localhost:20001", "localhost:20001"]},
+      "task": {"type": "worker", "index": 0}}, r"lists localhost:20001 more than once"),
+    ({"cluster": {"worker": ["localhost"]}, "task": {"type": "worker", "index": 0}},
+     r"address 'localhost': write host:port"),
+    ({"cluster": WORKER, "task": {"index": 0}}, r"\"type\" must be a role of the cluster"),
+], ids=["index-out-of-range", "index-negative", "index-text", "addresses-not-a-list",
+        "missing-chief", "ps-role", "two-chiefs", "same-address-twice", "no-port",
+        "no-task-type"])
+def test_bad_cluster_config_is_refused_in_one_line(case, run_cli, no_hang, monkeypatch,
+                                                    tf_config, expected):
+    """$TF_CONFIG is checked before TensorFlow reads it, which would raise a traceback or wait
+    forever for a task that cannot exist."""
+    monkeypatch.setenv("TF_CONFIG", json.dumps(tf_config))
+    before = snapshot(case)
+    status, _, err = run_cli(*BASE_ARGS, "--strategy=multi_worker", FRESH)
+    assert_one_line_error(status, err, r"\$TF_CONFIG.*" + expected + r".*Scaling out")
+    assert snapshot(case) == before
 
 
 # --- a full disk ----------------------------------------------------------------------------
@@ -515,7 +665,7 @@ ODD_NAMES = ["good.npz", "empty.npz", "cut.npz", "garbage.npz", "one.npy", "labe
 def test_fuzzed_source_specs_load_or_are_refused(odd_files, monkeypatch):
     """SourceSpec.parse + load_source on specs built from odd paths and label lists."""
     fake_mnist = np.linspace(0, 1, 30 * 9, dtype=np.float32).reshape(30, 3, 3), np.arange(30) % 10
-    monkeypatch.setattr(mnist_offline, "load_mnist", lambda cache_dir: (*fake_mnist, *fake_mnist))
+    monkeypatch.setattr(mnist_offline, "load_mnist", lambda cache_dir: fake_mnist * 3)
     monkeypatch.chdir(odd_files)
     specs = st.builds(
         lambda kind, location, labels: f"{kind}{location}{labels}",
@@ -598,3 +748,25 @@ def test_no_shell_and_no_unpickling_of_data():
                                                                                            name)
             if name in ("np.load", "numpy.load"):
                 assert keywords.get("allow_pickle") == "False", (path, name)
+
+
+# --- the memory estimate ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("image_size, channels, width", [(32, 1, 4), (64, 3, 6)])
+def test_memory_estimate_counts_no_more_weights_than_the_nets_have(image_size, channels, width):
+    """aur_tf.memory repeats the nets' architecture: its weight count must stay a lower bound of
+    models.py's (it refuses only runs that cannot fit)."""
+    mask_net = models.build_mask_net(image_size, channels, width)
+    discriminator = models.build_discriminator(image_size, channels, width)
+    estimated = (memory._mask_net_weights(channels, width)
+                 + memory._discriminator_weights(image_size, channels, width))
+    actual = mask_net.count_params() + discriminator.count_params()
+    assert 0.95 * actual <= estimated <= actual
+
+
+def test_memory_check_refuses_only_what_exceeds_the_available_memory():
+    config = Config(train_mixtures=1000, validation_mixtures=10, test_mixtures=10)
+    needed = memory.mixture_bytes(config) + memory.training_bytes(config)
+    memory.check_training(config, available=needed)
+    with pytest.raises(UserError, match=r"--train_mixtures=1000 .* need at least .* GB but"):
+        memory.check_training(config, available=needed - 1)

@@ -12,8 +12,10 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
+from aur_tf import memory
 from aur_tf.data.sources import SPLITS, load_source
 from aur_tf.errors import UserError
+from aur_tf.safe_io import printable
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,8 +66,9 @@ def fit_images(images, image_size, channels, invert, name):
     """
     if images.shape[-1] != channels:
         raise UserError(
-            f"source '{name}' has {images.shape[-1]} channel(s) but --channels={channels}: "
-            f"set --channels={images.shape[-1]} or use a source with {channels} channel(s)")
+            f"source '{printable(name)}' has {images.shape[-1]} channel(s) but "
+            f"--channels={channels}: set --channels={images.shape[-1]} or use a source with "
+            f"{channels} channel(s)")
     if invert:
         images = 1.0 - images
     height, width = images.shape[1:3]
@@ -123,16 +126,27 @@ def make_mixture_dataset(source_a, source_b, config):
                                  for split in SPLITS})
     except MemoryError:
         shape = "x".join(str(n) for n in prepared["a", "train"].shape[1:])
-        counts = " ".join(f"--{split}_mixtures={getattr(config, f'{split}_mixtures')}"
-                          for split in SPLITS)
-        raise UserError(f"not enough memory for {counts} mixtures of {shape} (three float32 "
-                        "copies each): lower them") from None
+        raise UserError(f"not enough memory for {_mixture_counts(config)} mixtures of {shape} "
+                        "(three float32 copies each): lower them") from None
+
+
+def _mixture_counts(config):
+    return " ".join(f"--{split}_mixtures={getattr(config, f'{split}_mixtures')}"
+                    for split in SPLITS)
 
 
 def load_mixture_dataset(config):
-    """Loads both sources named by `config.source_a` / `config.source_b` and mixes them."""
+    """Loads both sources named by `config.source_a` / `config.source_b` and mixes them.
+
+    Raises:
+      UserError: bad sources, or more mixtures than the free memory holds (checked before the
+        sources are read).
+    """
     if config.source_a == config.source_b:
-        raise UserError(f"--source_a and --source_b are both '{config.source_a}': the two sources "
-                        "must differ (e.g. mnist?labels=0-4 and mnist?labels=5-9)")
+        raise UserError(f"--source_a and --source_b are both '{printable(config.source_a)}': the "
+                        "two sources must differ (e.g. mnist?labels=0-4 and mnist?labels=5-9)")
+    memory.check(memory.mixture_bytes(config),
+                 f"{_mixture_counts(config)} of {config.image_size}x{config.image_size}x"
+                 f"{config.channels} (three float32 copies each)", "lower them")
     return make_mixture_dataset(load_source(config.source_a, cache_dir=config.cache_dir),
                                 load_source(config.source_b, cache_dir=config.cache_dir), config)
