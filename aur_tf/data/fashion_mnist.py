@@ -12,12 +12,14 @@ The idx format: a big-endian header (two zero bytes, a type code, the number of 
 n 32-bit dimensions) followed by the values in row-major order. Only unsigned bytes (type 0x08)
 occur in Fashion-MNIST and only they are read.
 """
+import contextlib
 import gzip
 import os
 import zlib
 
 import numpy as np
 
+from aur_tf import safe_io
 from aur_tf.errors import UserError
 
 FILES = {"x_train": "train-images-idx3-ubyte", "y_train": "train-labels-idx1-ubyte",
@@ -107,8 +109,9 @@ def read_idx(path, dimensions):
       UserError: the file is unreadable, truncated, too long, or not such an idx file.
     """
     try:
-        opener = gzip.open if path.endswith(".gz") else open
-        with opener(path, "rb") as f:
+        with safe_io.open_regular(path) as raw, (
+                gzip.GzipFile(fileobj=raw) if path.endswith(".gz")
+                else contextlib.nullcontext(raw)) as f:
             header = f.read(4 + 4 * dimensions)
             problem = _header_problem(header, dimensions)
             if problem:
@@ -120,8 +123,9 @@ def read_idx(path, dimensions):
                 raise UserError(f"{path} declares {shape} values, more than any Fashion-MNIST "
                                 "file holds: it is damaged; replace it")
             body = f.read(count + 1)
-    except (OSError, EOFError, zlib.error) as error:
-        raise UserError(f"cannot read {path} ({error}): replace the file") from None
+    except (OSError, EOFError, zlib.error, safe_io.FileRefused) as error:
+        raise UserError(f"cannot read {safe_io.printable(path)} ({error}): replace the "
+                        "file") from None
     if len(body) != count:
         held = "more than" if len(body) > count else f"{len(body)} of"
         raise UserError(f"{path} holds {held} the {count} values its header declares: it is "

@@ -107,3 +107,12 @@ def test_a_corrupt_gzip_is_one_line(tmp_path):
     (tmp_path / "fm" / "train-images-idx3-ubyte.gz").write_bytes(b"\x1f\x8b\x08garbage")
     with pytest.raises(UserError, match="cannot read .*train-images"):
         fashion_mnist.load(str(tmp_path / "fm"))
+
+
+def test_a_fifo_in_place_of_a_file_is_refused_without_blocking(tmp_path):
+    _write_folder(tmp_path / "fm", compress=False)
+    fifo = tmp_path / "fm" / "t10k-labels-idx1-ubyte"
+    fifo.unlink()
+    os.mkfifo(fifo)
+    with pytest.raises(UserError, match="t10k-labels.*not a regular file|does not hold"):
+        fashion_mnist.load(str(tmp_path / "fm"))
