@@ -49,5 +49,10 @@ def main(argv):
           f"results in {printable(os.path.join(config.workdir, 'eval.json'))}")
 
 
-if __name__ == "__main__":
+def run():
+    """The console script's entry point."""
     app.run(main, flags_parser=cli.parse_flags)
+
+
+if __name__ == "__main__":
+    run()

@@ -42,5 +42,10 @@ def main(argv):
           f"{os.path.join(settings[0].workdir, 'eval.json')}")
 
 
-if __name__ == "__main__":
+def run():
+    """The console script's entry point."""
     app.run(main, flags_parser=cli.parse_flags)
+
+
+if __name__ == "__main__":
+    run()

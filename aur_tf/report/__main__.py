@@ -38,5 +38,10 @@ def main(argv):
         cli.fail(e)
 
 
-if __name__ == "__main__":
+def run():
+    """The console script's entry point."""
     app.run(main, flags_parser=cli.parse_flags)
+
+
+if __name__ == "__main__":
+    run()

@@ -35,5 +35,10 @@ def main(argv):
           f"{os.path.join(flags.FLAGS.workdir, runs.SCORES_FILE)}")
 
 
-if __name__ == "__main__":
+def run():
+    """The console script's entry point."""
     app.run(main, flags_parser=cli.parse_flags)
+
+
+if __name__ == "__main__":
+    run()
