@@ -1,15 +1,10 @@
 """`train(config)`: data, models, checkpoints, logging and evaluation around the Keras trainers.
 
-A workdir holds everything a run produces:
-  config.json       the settings of the run (a resumed run must keep the data and model settings)
-  checkpoints/      tf.train checkpoints: both nets, both optimizers, step, training seconds
-  tensorboard/      scalars (losses, learning rates, steps/s, PSNR/SSIM) and image grids
-  eval.json         the latest evaluation on the validation mixtures, with its history (each
-                    entry with the mean training scalars since the evaluation before), the time
-                    to reach quality marks and the machines the run trained on; once training
-                    has finished, also `test`: the one scoring of the test mixtures
-  samples.npz       the first validation mixtures and their estimates at the latest evaluation
-Running the same command again resumes from the latest checkpoint.
+A run writes its workdir (`aur_tf.rundir`): config.json, checkpoints/, tensorboard/, eval.json
+(the latest evaluation on the validation mixtures, with its history, each entry with the mean
+training scalars since the evaluation before, the time to reach quality marks and the machines
+the run trained on; once training has finished, also `test`: the one scoring of the test
+mixtures) and samples.npz. Running the same command again resumes from the latest checkpoint.
 
 Crash safety: the process may die at any moment (kill -9, out of memory, a full disk) and the
 same command resumes the run, losing at most one checkpoint interval. JSON files are replaced
@@ -23,13 +18,9 @@ Each checkpoint is flushed to disk (fsync) as soon as it is written, so a power 
 lose what the kernel has not yet written, loses at most the checkpoint being written: restoring
 falls back to the one before it.
 """
-import contextlib
-import glob
-import json
 import logging
 import math
 import os
-import re
 import shutil
 import time
 
@@ -37,7 +28,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from aur_tf import (convolutions, distribute, evaluation, machine, models,
+from aur_tf import (convolutions, distribute, evaluation, machine, models, rundir,
                     trainer as trainer_lib)
 from aur_tf.config import Config
 from aur_tf.data import pipeline
@@ -46,131 +37,16 @@ from aur_tf.errors import TrainingDiverged, UserError
 
 log = logging.getLogger("aur_tf")
 
-# Settings a resumed run must share with the checkpoint it resumes: they change the data or the
-# shapes of what was saved. Everything else (steps, logging, learning rates) may change.
-_RUN_IDENTITY = ("mode", "source_a", "source_b", "image_size", "channels", "invert",
-                 "train_mixtures", "validation_mixtures", "test_mixtures", "seed", "mask_width", "disc_width",
-                 "mixed_precision")
 _GRID_IMAGES = 8
 
 
-# How a failed write shows up: OSError from Python; from TensorFlow's file system layer, a full
-# disk (ENOSPC, EDQUOT) as ResourceExhaustedError and EACCES/EROFS as PermissionDeniedError.
-_WRITE_ERRORS = (OSError, tf.errors.ResourceExhaustedError, tf.errors.PermissionDeniedError)
-
-
-def _reason(error):
-    """The OS's words for a failed file operation, e.g. 'No space left on device'."""
-    if isinstance(error, OSError):
-        return error.strerror or str(error)
-    # TensorFlow: "{{function_node ...}} PATH; No space left on device [Op:SaveV2]\n\t...".
-    first_line = (error.message.splitlines() or [type(error).__name__])[0]
-    return re.sub(r"\s*\[Op:\w+\]$", "", first_line.rpartition("; ")[2]).strip()
-
-
-@contextlib.contextmanager
-def _writes_to(what):
-    """Turns a failed write (full disk, lost permission) into a one-line UserError about `what`."""
-    try:
-        yield
-    except _WRITE_ERRORS as error:
-        raise UserError(f"cannot write {what} ({_reason(error)}): free disk space or fix the "
-                        "permissions, then run the same command to resume from the last "
-                        "checkpoint") from None
-
-
-def _make_durable(prefix):
-    """Flushes checkpoint `prefix`'s files, then the state file and directory naming them."""
-    directory = os.path.dirname(prefix)
-    for path in [*glob.glob(glob.escape(prefix) + ".*"), os.path.join(directory, "checkpoint"),
-                 directory]:
-        descriptor = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
-
-
-def write_json_atomically(path, payload):
-    """Writes JSON so a crash leaves either the old file or the new one, never a torn one.
-
-    Raises:
-      UserError: the write failed (e.g. disk full); the old file is left as it was.
-    """
-    temporary = f"{path}.tmp"
-    with _writes_to(path):
-        try:
-            with open(temporary, "w") as f:
-                json.dump(payload, f, indent=2, sort_keys=True)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(temporary, path)
-        finally:
-            with contextlib.suppress(OSError):
-                os.remove(temporary)
-
-
-def _read_json_object(path, fix):
-    """The JSON object in `path`, or None if there is no such file; UserError if unreadable."""
-    if not os.path.exists(path):
-        return None
-    try:
-        with open(path) as f:
-            payload = json.load(f)
-    except (OSError, ValueError) as e:  # ValueError: bad JSON or bad UTF-8
-        raise UserError(f"{path} is not readable JSON ({e}): {fix}") from None
-    if not isinstance(payload, dict):
-        raise UserError(f"{path} is not readable JSON (it holds a {type(payload).__name__}, not an "
-                        f"object): {fix}")
-    return payload
-
-
-def _check_workdir(config, chief):
-    """Refuses an unwritable workdir, or one that holds a run with other data or model settings.
-
-    The chief creates the workdir if needed and checks that it can write there, but writes
-    nothing that stays; other workers write nothing there and only check the settings.
-    """
-    if chief:
-        _check_writable(config.workdir)
-    saved = _read_json_object(os.path.join(config.workdir, "config.json"),
-                              "restore it, or delete it to resume without checking the settings")
-    if saved:
-        changed = [k for k in _RUN_IDENTITY if k in saved and saved[k] != getattr(config, k)]
-        if changed:
-            was = ", ".join(f"--{k}={saved[k]}" for k in changed)
-            raise UserError(f"--workdir={config.workdir} holds a run made with {was}: resume it "
-                            "with the same settings or start a new run in another --workdir")
-
-
-def _check_writable(workdir):
-    """Creates `workdir` if needed and proves it writable, leaving nothing behind."""
-    probe = os.path.join(workdir, ".write_test")
-    try:
-        os.makedirs(workdir, exist_ok=True)
-        with open(probe, "w") as f:
-            f.write("ok")
-    except OSError as e:
-        raise UserError(f"cannot write to --workdir={workdir} ({_reason(e)}): free disk "
-                        "space or choose a writable directory") from None
-    finally:
-        with contextlib.suppress(OSError):
-            os.remove(probe)
-
-
-def _read_previous_record(path, step):
-    """The evaluations up to `step` recorded in eval.json at `path`, and the machines the run
+def _read_previous_record(workdir, step):
+    """The evaluations up to `step` recorded in the workdir's eval.json, and the machines the run
     trained on so far (none of either if it is missing)."""
-    fix = "move it away to resume without the evaluation history"
-    previous = _read_json_object(path, fix) or {}
+    previous = rundir.read_record(rundir.path(workdir, rundir.EVAL_FILE),
+                                  "move it away to resume without the evaluation history") or {}
     history = previous.get("history", [])
-    if not evaluation.is_history(history):
-        raise UserError(f"{path} has a damaged history (entries need "
-                        f"{', '.join(evaluation.HISTORY_FIELDS)}): {fix}")
-    machines = previous.get("machines", [])
-    if not evaluation.is_machine_list(machines):
-        raise UserError(f"{path} has a damaged 'machines' (a list of strings): {fix}")
-    return [h for h in history if h["step"] <= step], machines
+    return [h for h in history if h["step"] <= step], previous.get("machines", [])
 
 
 def _image_grid(split, masks):
@@ -270,8 +146,8 @@ class TrainingMonitor(keras.callbacks.Callback):
                 raise self._diverged(f"weight {bad} became non-finite", step)
             self._tick()
             prefix = os.path.join(self.manager.directory, f"ckpt-{step}")
-            with _writes_to(f"checkpoint {prefix}"):
-                _make_durable(self.manager.save(checkpoint_number=step))
+            with rundir.writes_to(f"checkpoint {prefix}"):
+                rundir.make_durable(self.manager.save(checkpoint_number=step))
         if step % self.config.eval_every == 0 or step == self.config.train_steps:
             self._tick()
             self.on_evaluation(self._progress_means())
@@ -309,7 +185,7 @@ class TrainingMonitor(keras.callbacks.Callback):
                         "for %d progress windows in a row (one output takes nearly all energy)",
                         step, 1 - evaluation.COLLAPSE_ENERGY_SHARE,
                         evaluation.COLLAPSE_ENERGY_SHARE, self.config.collapse_windows)
-        with _writes_to(_tensorboard_dir(self.config)), self.writer.as_default(step=step):
+        with rundir.writes_to(_tensorboard_dir(self.config)), self.writer.as_default(step=step):
             for name, value in values.items():
                 tf.summary.scalar(f"train/{name}", value)
             tf.summary.scalar("train/steps_per_second", rate)
@@ -382,79 +258,8 @@ def _training_batches(config, data, step, strategy):
     return strategy.distribute_datasets_from_function(replica_batches)
 
 
-_CHECKPOINT_NAME = re.compile(r"ckpt-(\d+)\.index")
-# What a checkpoint that does not load raises, depending on which of its files is damaged how.
-_RESTORE_ERRORS = (tf.errors.OpError, AssertionError, ValueError, IndexError)
-
-
-def _checkpoints_newest_first(directory):
-    """Checkpoint prefixes in `directory`, newest first, and whether the state file listed them.
-
-    The `checkpoint` state file is the authority; if it is missing or unreadable, the ckpt-N
-    files themselves are listed, so losing that small file never restarts a run from step 0.
-    """
-    try:
-        state = tf.train.get_checkpoint_state(directory)
-    except (ValueError, UnicodeDecodeError):  # garbage that TensorFlow does not catch itself
-        state = None
-    if state is not None:
-        return list(reversed(state.all_model_checkpoint_paths)), True
-    numbered = []
-    for path in glob.glob(os.path.join(glob.escape(directory), "ckpt-*.index")):
-        match = _CHECKPOINT_NAME.fullmatch(os.path.basename(path))
-        if match:
-            numbered.append((int(match.group(1)), path[:-len(".index")]))
-    return [prefix for _, prefix in sorted(numbered, reverse=True)], False
-
-
-def _rewrite_state_file(directory, newest_first):
-    """A fresh `checkpoint` state file listing `newest_first`, so the manager keeps numbering,
-    listing and deleting those checkpoints as if the state file had never been lost."""
-    oldest_first = newest_first[::-1]
-    times = [os.path.getmtime(f"{prefix}.index") for prefix in oldest_first]
-    with _writes_to(os.path.join(directory, "checkpoint")):
-        tf.compat.v1.train.update_checkpoint_state(
-            directory, oldest_first[-1], oldest_first, all_model_checkpoint_timestamps=times,
-            last_preserved_timestamp=min(times) - 1)
-
-
-def restore_newest_good(checkpoint, directory):
-    """Restores the newest checkpoint in `directory` that loads; returns its prefix, or None.
-
-    A checkpoint that fails to load (damaged on disk, or half-written by a crash and found
-    without the state file) is skipped with a log line naming the next one tried.
-
-    Raises:
-      UserError: checkpoints exist but none loads: all damaged, or made with other settings.
-    """
-    candidates, listed = _checkpoints_newest_first(directory)
-    first_failure = None
-    for index, prefix in enumerate(candidates):
-        try:
-            checkpoint.restore(prefix).assert_existing_objects_matched()
-        except _RESTORE_ERRORS as error:
-            reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
-            first_failure = first_failure or (prefix, reason)
-            log.warning("checkpoint %s is unreadable (%s); trying %s", prefix, reason,
-                        candidates[index + 1] if index + 1 < len(candidates) else "no other")
-            continue
-        if not listed:
-            log.warning("the checkpoint state file in %s is missing or unreadable; rebuilt it "
-                        "from the checkpoint files", directory)
-            _rewrite_state_file(directory, candidates)
-        return prefix
-    if first_failure:
-        raise UserError(f"cannot restore any of the {len(candidates)} checkpoints in {directory} "
-                        f"(newest {first_failure[0]}: {first_failure[1]}): they are damaged or do "
-                        "not match this run's settings; use a new --workdir")
-    if os.path.exists(os.path.join(directory, "checkpoint")) and not listed:
-        raise UserError(f"{directory}/checkpoint is unreadable and there are no checkpoint files "
-                        "next to it: delete it to start the run from step 0")
-    return None
-
-
 def _tensorboard_dir(config):
-    return os.path.join(config.workdir, "tensorboard")
+    return rundir.path(config.workdir, rundir.TENSORBOARD_DIR)
 
 
 def train(config: Config, data=None):
@@ -478,7 +283,7 @@ def train(config: Config, data=None):
         raise UserError(f"--batch_pairs={config.batch_pairs} is the global batch and must divide "
                         f"by the {replicas} replicas of --strategy={config.strategy}")
     chief = distribute.is_chief(strategy)
-    _check_workdir(config, chief)
+    rundir.check_resumable(config, chief)
     if config.deterministic:
         # Process-wide, and TensorFlow offers no public way to turn it off again.
         tf.config.experimental.enable_op_determinism()
@@ -492,20 +297,21 @@ def train(config: Config, data=None):
     state = _RunState(model)
     checkpoint = tf.train.Checkpoint(step=model.step_counter, skipped_steps=model.skipped_steps,
                                      **state.trackables(), **trackables)
-    checkpoint_dir = os.path.join(config.workdir, "checkpoints")
-    restored = restore_newest_good(checkpoint, checkpoint_dir)
+    checkpoint_dir = rundir.path(config.workdir, rundir.CHECKPOINTS_DIR)
+    restored = rundir.restore_newest_good(checkpoint, checkpoint_dir)
     distribute.check_same_step(strategy, state.step, config.workdir)
-    eval_path = os.path.join(config.workdir, "eval.json")
-    history, machines = _read_previous_record(eval_path, state.step) if restored else ([], [])
+    eval_path = rundir.path(config.workdir, rundir.EVAL_FILE)
+    history, machines = (_read_previous_record(config.workdir, state.step) if restored
+                         else ([], []))
     machines = list(dict.fromkeys(machines + [machine.describe()]))
     # Every input has been read and found good: from here on the run writes (the chief only).
     if chief:
-        write_json_atomically(os.path.join(config.workdir, "config.json"), config.to_dict())
+        rundir.write_json(rundir.path(config.workdir, rundir.CONFIG_FILE), config.to_dict())
     if restored:
         log.info("resumed from %s at step %d", restored, state.step)
         _use_configured_learning_rates(config, trackables)
     if chief:
-        with _writes_to(_tensorboard_dir(config)):
+        with rundir.writes_to(_tensorboard_dir(config)):
             writer = tf.summary.create_file_writer(_tensorboard_dir(config))
     else:
         writer = tf.summary.create_noop_writer()
@@ -538,16 +344,15 @@ def train(config: Config, data=None):
                           in evaluation.seconds_to_quality_marks(history).items()})
         masks = evaluation.predict_masks(model.mask_net, data.validation.mixtures[:_GRID_IMAGES])
         if chief:  # Every worker evaluates, so all reach the next training step together.
-            write_json_atomically(eval_path, results)
-            with _writes_to(os.path.join(config.workdir, evaluation.SAMPLES_FILE)):
-                evaluation.write_mask_samples(config.workdir, data.validation, masks,
-                                              scores["permutation"])
+            rundir.write_json(eval_path, results)
+            rundir.write_mask_samples(config.workdir, data.validation, masks,
+                                      scores["permutation"])
         log.info("eval at step %d: %.2f dB PSNR, %.3f SSIM, %.1f%% swapped (half mask %.2f dB, "
                  "%.3f)%s", step, scores["psnr_db"], scores["ssim"],
                  100 * scores["swapped_fraction"], baseline["half_mask_psnr_db"],
                  baseline["half_mask_ssim"], " | COLLAPSED: one output takes nearly all energy"
                  if scores["collapsed"] else "")
-        with _writes_to(_tensorboard_dir(config)):
+        with rundir.writes_to(_tensorboard_dir(config)):
             with writer.as_default(step=step):
                 tf.summary.scalar("eval/psnr_db", scores["psnr_db"])
                 tf.summary.scalar("eval/ssim", scores["ssim"])
@@ -577,7 +382,7 @@ def train(config: Config, data=None):
     if state.step >= config.train_steps:
         results["test"] = score_test(model.mask_net, data.test)
         if chief:
-            write_json_atomically(eval_path, results)
+            rundir.write_json(eval_path, results)
     return results
 
 

@@ -47,7 +47,7 @@ def test_a_run_on_labelled_sources_gets_one_cell_per_class_pair(tmp_path):
     archive = tmp_path / "digits.npz"
     write_npz_source(archive, train_count=60, test_count=40)  # labels 0..9 in turn
     config = Config(workdir=str(tmp_path / "run"), source_a=f"npz:{archive}?labels=0-1",
-                    source_b=f"npz:{archive}?labels=2-3", train_mixtures=12, test_mixtures=8,
+                    source_b=f"npz:{archive}?labels=2-3", train_mixtures=12, validation_mixtures=8,
                     mask_width=4, disc_width=4, batch_pairs=4, train_steps=2, eval_every=2,
                     checkpoint_every=2, log_every=2, cache_dir=str(tmp_path / "cache"))
     train_lib.train(config)
@@ -55,7 +55,7 @@ def test_a_run_on_labelled_sources_gets_one_cell_per_class_pair(tmp_path):
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert re.search(r"ckpt-2: 8 test mixtures, .* dB PSNR", lines[0]), lines[0]
+    assert re.search(r"ckpt-2: 8 validation mixtures, .* dB PSNR", lines[0]), lines[0]
     assert lines[1].split() == ["a", "\\", "b", "2", "3"]
     assert [line.split()[0] for line in lines[2:]] == ["0", "1"]
     assert all(re.fullmatch(r"\d+%", cell) for line in lines[2:] for cell in line.split()[1:])
