@@ -1,7 +1,4 @@
 """Scores separations against the held-out clean sources: the only place ground truth is used."""
-import contextlib
-import os
-
 import numpy as np
 
 from aur_tf import metrics
@@ -9,32 +6,11 @@ from aur_tf import metrics
 # Both outputs near-equal in energy is the separated state; one output carrying more than this
 # share (or less than 1 - this) of all energy is the trivial "everything in one source" mask.
 COLLAPSE_ENERGY_SHARE = 0.95
-# Test-set marks whose first crossing time is recorded, per metric: the paper's MNIST figures
-# (20.4 dB, 0.90 SSIM) and a midway PSNR mark.
+# Validation marks whose first crossing time eval.json records, per metric: the paper's MNIST
+# figures (20.4 dB, 0.90 SSIM) and a midway PSNR mark.
 QUALITY_MARKS = {"psnr_db": (18.0, 20.4), "ssim": (0.9,)}
 # How a mark of each metric is written for people: "20.4 dB", "0.9 SSIM".
 QUALITY_MARK_UNITS = {"psnr_db": "dB", "ssim": "SSIM"}
-
-
-# What every entry of eval.json's `history` holds, one per evaluation.
-HISTORY_FIELDS = ("step", "train_seconds") + tuple(QUALITY_MARKS)
-
-
-def is_number(value):
-    """Whether a value read from JSON is an int or float (a bool is not)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def is_history(history):
-    """Whether `history` is a list of dicts with a number for each of `HISTORY_FIELDS`."""
-    return isinstance(history, list) and all(
-        isinstance(entry, dict) and all(is_number(entry.get(k)) for k in HISTORY_FIELDS)
-        for entry in history)
-
-
-def is_machine_list(machines):
-    """Whether `machines` is what eval.json's `machines` holds: a list of strings."""
-    return isinstance(machines, list) and all(isinstance(m, str) for m in machines)
 
 
 def quality_mark_key(mark):
@@ -102,43 +78,3 @@ def half_mask_baseline(split):
     """The trivial M = 1/2 that any method must beat: `{"half_mask_psnr_db", "half_mask_ssim"}`."""
     scores = metrics.half_mask_scores(split.mixtures, split.sources_a, split.sources_b)
     return {"half_mask_psnr_db": scores.psnr_db, "half_mask_ssim": scores.ssim}
-
-
-SAMPLES_FILE = "samples.npz"
-SAMPLE_COUNT = 8
-
-
-def write_samples(workdir, split, estimate_0, estimate_1, permutation):
-    """Saves `WORKDIR/samples.npz` for side-by-side figures (`aur_tf.report`).
-
-    It holds the first `SAMPLE_COUNT` test mixtures, their clean sources and the method's two
-    estimates, ordered by the scored permutation so that `estimates_a` is the output that was
-    matched to source a. All arrays are `[SAMPLE_COUNT, H, W, C]` float32; `mixtures` and the
-    sources are in [0, 1], the estimates on the clean scale as the method produced them.
-
-    Args:
-      workdir: the run's directory.
-      split: the test `MixtureSplit` the estimates were made from.
-      estimate_0, estimate_1: estimates of at least the first `SAMPLE_COUNT` test mixtures.
-      permutation: `(0, 1)` or `(1, 0)`, as in the run's scores.
-    """
-    ordered = (estimate_0, estimate_1) if tuple(permutation) == (0, 1) else (estimate_1, estimate_0)
-    arrays = {"mixtures": split.mixtures, "sources_a": split.sources_a,
-              "sources_b": split.sources_b, "estimates_a": ordered[0], "estimates_b": ordered[1]}
-    path = os.path.join(workdir, SAMPLES_FILE)
-    # Written whole to a temporary name and renamed, so a reader never sees a torn file; compressed
-    # (165 KB -> 24 KB for MNIST) so that reports can keep copies in the repository.
-    try:
-        with open(f"{path}.tmp", "wb") as f:
-            np.savez_compressed(f, **{k: np.asarray(v[:SAMPLE_COUNT], np.float32)
-                                      for k, v in arrays.items()})
-        os.replace(f"{path}.tmp", path)
-    finally:
-        with contextlib.suppress(OSError):
-            os.remove(f"{path}.tmp")
-
-
-def write_mask_samples(workdir, split, masks, permutation):
-    """`write_samples` for a mask net, from its masks `[n, H, W, C]` of the first test mixtures."""
-    write_samples(workdir, split, *metrics.estimates_from_mask(split.mixtures[:len(masks)], masks),
-                  permutation)

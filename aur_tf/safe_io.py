@@ -10,6 +10,7 @@ Inputs:
 Outputs:
   * `OutputDirectory` writes files into one directory under plain names only, atomically, never
     through a symbolic link and never over a protected file (an input, say).
+  * `write_durably` writes one file that way and flushes it and its directory to disk.
   * `safe_name` turns any text (a file stem, an archive member name) into such a plain name.
 
 Messages:
@@ -284,8 +285,8 @@ class OutputDirectory:
         Args:
           name: a plain file name (`safe_name` makes one).
           data: the whole content.
-          fsync: flush the file to disk before renaming it, so that even a power cut leaves the
-            old or the new content under `name`.
+          fsync: flush the file to disk before renaming it, and the directory after, so that
+            even a power cut leaves the old or the new content under `name`.
 
         Raises:
           FileRefused: see `check`. OSError: the write or rename failed (the final name is then
@@ -300,6 +301,8 @@ class OutputDirectory:
                     f.flush()
                     os.fsync(f.fileno())
             os.replace(temporary, name, src_dir_fd=self._fd, dst_dir_fd=self._fd)
+            if fsync:  # the rename itself is only durable once the directory is flushed
+                os.fsync(self._fd)
         except BaseException:
             try:
                 os.unlink(temporary, dir_fd=self._fd)
@@ -320,3 +323,17 @@ class OutputDirectory:
                 return temporary, os.open(temporary, flags, 0o666, dir_fd=self._fd)
             except FileExistsError:
                 continue
+
+
+def write_durably(path, data):
+    """Writes the bytes `data` as `path` atomically, flushed to disk with its directory.
+
+    A crash or power cut at any moment leaves the old or the new content under `path`, never a
+    torn file (see `OutputDirectory.write`).
+
+    Raises:
+      FileRefused: `path` is a symbolic link or not a regular file.
+      OSError: the write failed (e.g. a full disk); the old file is left as it was.
+    """
+    with OutputDirectory(os.path.dirname(path) or ".") as directory:
+        directory.write(os.path.basename(path), data, fsync=True)

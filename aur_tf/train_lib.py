@@ -1,15 +1,12 @@
 """`train(config)`: data, models, checkpoints, logging and evaluation around the Keras trainers.
 
-A workdir holds everything a run produces:
-  config.json       the settings of the run (a resumed run must keep the data and model settings)
-  checkpoints/      tf.train checkpoints: both nets, both optimizers, step, training seconds
-  tensorboard/      scalars (losses, learning rates, steps/s, PSNR/SSIM) and image grids
-  eval.json         the latest evaluation on the validation mixtures, with its history (each
-                    entry with the mean training scalars since the evaluation before), the time
-                    to reach quality marks and the machines the run trained on; once training
-                    has finished, also `test`: the one scoring of the test mixtures
-  samples.npz       the first validation mixtures and their estimates at the latest evaluation
-Running the same command again resumes from the latest checkpoint.
+A run writes its workdir (`aur_tf.rundir`): config.json, checkpoints/, tensorboard/, eval.json
+(the latest evaluation on the validation mixtures, with its history, each entry with the mean
+training scalars since the evaluation before, the time to reach quality marks and the machines
+the run trained on; once training has finished, also `test`: the one scoring of the test
+mixtures) and samples.npz. Running the same command again resumes from the latest checkpoint.
+What happens after each training step (progress lines, checkpoints, evaluations) is done by the
+callbacks of `aur_tf.callbacks`.
 
 Crash safety: the process may die at any moment (kill -9, out of memory, a full disk) and the
 same command resumes the run, losing at most one checkpoint interval. JSON files are replaced
@@ -23,303 +20,30 @@ Each checkpoint is flushed to disk (fsync) as soon as it is written, so a power 
 lose what the kernel has not yet written, loses at most the checkpoint being written: restoring
 falls back to the one before it.
 """
-import contextlib
-import glob
-import json
 import logging
-import math
-import os
-import re
 import shutil
-import time
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from aur_tf import (convolutions, distribute, evaluation, machine, models,
+from aur_tf import (callbacks, convolutions, distribute, evaluation, machine, models, rundir,
                     trainer as trainer_lib)
 from aur_tf.config import Config
 from aur_tf.data import pipeline
 from aur_tf.data.mixtures import load_mixture_dataset
-from aur_tf.errors import TrainingDiverged, UserError
+from aur_tf.errors import UserError
 
 log = logging.getLogger("aur_tf")
 
-# Settings a resumed run must share with the checkpoint it resumes: they change the data or the
-# shapes of what was saved. Everything else (steps, logging, learning rates) may change.
-_RUN_IDENTITY = ("mode", "source_a", "source_b", "image_size", "channels", "invert",
-                 "train_mixtures", "validation_mixtures", "test_mixtures", "seed", "mask_width", "disc_width",
-                 "mixed_precision")
-_GRID_IMAGES = 8
 
-
-# How a failed write shows up: OSError from Python; from TensorFlow's file system layer, a full
-# disk (ENOSPC, EDQUOT) as ResourceExhaustedError and EACCES/EROFS as PermissionDeniedError.
-_WRITE_ERRORS = (OSError, tf.errors.ResourceExhaustedError, tf.errors.PermissionDeniedError)
-
-
-def _reason(error):
-    """The OS's words for a failed file operation, e.g. 'No space left on device'."""
-    if isinstance(error, OSError):
-        return error.strerror or str(error)
-    # TensorFlow: "{{function_node ...}} PATH; No space left on device [Op:SaveV2]\n\t...".
-    first_line = (error.message.splitlines() or [type(error).__name__])[0]
-    return re.sub(r"\s*\[Op:\w+\]$", "", first_line.rpartition("; ")[2]).strip()
-
-
-@contextlib.contextmanager
-def _writes_to(what):
-    """Turns a failed write (full disk, lost permission) into a one-line UserError about `what`."""
-    try:
-        yield
-    except _WRITE_ERRORS as error:
-        raise UserError(f"cannot write {what} ({_reason(error)}): free disk space or fix the "
-                        "permissions, then run the same command to resume from the last "
-                        "checkpoint") from None
-
-
-def _make_durable(prefix):
-    """Flushes checkpoint `prefix`'s files, then the state file and directory naming them."""
-    directory = os.path.dirname(prefix)
-    for path in [*glob.glob(glob.escape(prefix) + ".*"), os.path.join(directory, "checkpoint"),
-                 directory]:
-        descriptor = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
-
-
-def write_json_atomically(path, payload):
-    """Writes JSON so a crash leaves either the old file or the new one, never a torn one.
-
-    Raises:
-      UserError: the write failed (e.g. disk full); the old file is left as it was.
-    """
-    temporary = f"{path}.tmp"
-    with _writes_to(path):
-        try:
-            with open(temporary, "w") as f:
-                json.dump(payload, f, indent=2, sort_keys=True)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(temporary, path)
-        finally:
-            with contextlib.suppress(OSError):
-                os.remove(temporary)
-
-
-def _read_json_object(path, fix):
-    """The JSON object in `path`, or None if there is no such file; UserError if unreadable."""
-    if not os.path.exists(path):
-        return None
-    try:
-        with open(path) as f:
-            payload = json.load(f)
-    except (OSError, ValueError) as e:  # ValueError: bad JSON or bad UTF-8
-        raise UserError(f"{path} is not readable JSON ({e}): {fix}") from None
-    if not isinstance(payload, dict):
-        raise UserError(f"{path} is not readable JSON (it holds a {type(payload).__name__}, not an "
-                        f"object): {fix}")
-    return payload
-
-
-def _check_workdir(config, chief):
-    """Refuses an unwritable workdir, or one that holds a run with other data or model settings.
-
-    The chief creates the workdir if needed and checks that it can write there, but writes
-    nothing that stays; other workers write nothing there and only check the settings.
-    """
-    if chief:
-        _check_writable(config.workdir)
-    saved = _read_json_object(os.path.join(config.workdir, "config.json"),
-                              "restore it, or delete it to resume without checking the settings")
-    if saved:
-        changed = [k for k in _RUN_IDENTITY if k in saved and saved[k] != getattr(config, k)]
-        if changed:
-            was = ", ".join(f"--{k}={saved[k]}" for k in changed)
-            raise UserError(f"--workdir={config.workdir} holds a run made with {was}: resume it "
-                            "with the same settings or start a new run in another --workdir")
-
-
-def _check_writable(workdir):
-    """Creates `workdir` if needed and proves it writable, leaving nothing behind."""
-    probe = os.path.join(workdir, ".write_test")
-    try:
-        os.makedirs(workdir, exist_ok=True)
-        with open(probe, "w") as f:
-            f.write("ok")
-    except OSError as e:
-        raise UserError(f"cannot write to --workdir={workdir} ({_reason(e)}): free disk "
-                        "space or choose a writable directory") from None
-    finally:
-        with contextlib.suppress(OSError):
-            os.remove(probe)
-
-
-def _read_previous_record(path, step):
-    """The evaluations up to `step` recorded in eval.json at `path`, and the machines the run
+def _read_previous_record(workdir, step):
+    """The evaluations up to `step` recorded in the workdir's eval.json, and the machines the run
     trained on so far (none of either if it is missing)."""
-    fix = "move it away to resume without the evaluation history"
-    previous = _read_json_object(path, fix) or {}
+    previous = rundir.read_record(rundir.path(workdir, rundir.EVAL_FILE),
+                                  "move it away to resume without the evaluation history") or {}
     history = previous.get("history", [])
-    if not evaluation.is_history(history):
-        raise UserError(f"{path} has a damaged history (entries need "
-                        f"{', '.join(evaluation.HISTORY_FIELDS)}): {fix}")
-    machines = previous.get("machines", [])
-    if not evaluation.is_machine_list(machines):
-        raise UserError(f"{path} has a damaged 'machines' (a list of strings): {fix}")
-    return [h for h in history if h["step"] <= step], machines
-
-
-def _image_grid(split, masks):
-    """`[1, n*H, 5*W, C]` rows of mixture | estimate a | estimate b | true a | true b."""
-    n = len(masks)
-    mixtures = split.mixtures[:n]
-    estimate_a = 2.0 * mixtures * masks
-    columns = [mixtures, estimate_a, 2.0 * mixtures - estimate_a,
-               split.sources_a[:n], split.sources_b[:n]]
-    rows = np.concatenate(columns, axis=2)
-    return np.clip(np.concatenate(list(rows), axis=0)[None], 0.0, 1.0)
-
-
-class _RunState:
-    """Everything that is checkpointed besides the networks and optimizers.
-
-    step: the model's step counter. train_seconds: training time so far. collapse_streak: log
-    windows in a row whose mean training energy_share was outside the collapse bounds.
-    collapse_step: the step at which that streak first reached its limit, -1 if never.
-    """
-
-    def __init__(self, model):
-        self.model = model
-        self.train_seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False)
-        self.collapse_streak = tf.Variable(0, dtype=tf.int64, trainable=False)
-        self.collapse_step = tf.Variable(-1, dtype=tf.int64, trainable=False)
-
-    @property
-    def step(self):
-        return int(self.model.step_counter.numpy())
-
-    @property
-    def collapse_detected_at_step(self):
-        step = int(self.collapse_step.numpy())
-        return None if step < 0 else step
-
-    def watch_collapse(self, step, energy_share, windows):
-        """Counts a log window's mean energy_share; True when `windows` in a row first collapsed."""
-        collapsed = evaluation.is_collapsed(energy_share)
-        self.collapse_streak.assign(int(self.collapse_streak.numpy()) + 1 if collapsed else 0)
-        if self.collapse_detected_at_step is None and int(self.collapse_streak.numpy()) >= windows:
-            self.collapse_step.assign(step)
-            return True
-        return False
-
-    def trackables(self):
-        return {"train_seconds": self.train_seconds, "collapse_streak": self.collapse_streak,
-                "collapse_step": self.collapse_step}
-
-
-class TrainingMonitor(keras.callbacks.Callback):
-    """Per-step duties of a run: progress lines, TensorBoard, checkpoints, evaluation, stopping."""
-
-    def __init__(self, config, state, manager, writer, on_evaluation):
-        super().__init__()
-        self.config = config
-        self.state = state
-        self.manager = manager
-        self.writer = writer
-        self.on_evaluation = on_evaluation
-        self._window_start = None
-        # The progress lines' scalars since the last evaluation, which records their means: a
-        # run's loss curve then travels with eval.json, not only with its logs and TensorBoard.
-        self._progress_since_evaluation = []
-
-    def on_train_begin(self, logs=None):
-        self._clock = time.monotonic()
-        self._window_start = (self.state.step, self._clock)
-
-    def _tick(self):
-        now = time.monotonic()
-        self.state.train_seconds.assign_add(now - self._clock)
-        self._clock = now
-
-    def _diverged(self, what, step):
-        self.model.stop_training = True
-        kept = (f"the last checkpoint, {self.manager.latest_checkpoint}, is kept"
-                if self.manager.latest_checkpoint else "no checkpoint was written")
-        return TrainingDiverged(f"{what} at step {step}; {kept}: lower the learning rates or try "
-                                "--mixed_precision=float32")
-
-    def on_train_batch_end(self, batch, logs=None):
-        step = self.state.step
-        # Each value has shape [1] (see trainer._StepCountingModel._report).
-        values = {k: np.asarray(v).item() for k, v in logs.items()}
-        for name, value in values.items():
-            if not math.isfinite(value):
-                raise self._diverged(f"{name} became {value}", step)
-        if step % self.config.log_every == 0 or step == self.config.train_steps:
-            self._log_progress(step, values)
-        if step % self.config.checkpoint_every == 0 or step == self.config.train_steps:
-            # This step's update is not seen by any loss yet: a checkpoint must not keep it if
-            # it already overflowed.
-            bad = next((v.path for v in self.model.weights if not np.isfinite(v.numpy()).all()),
-                       None)
-            if bad:
-                raise self._diverged(f"weight {bad} became non-finite", step)
-            self._tick()
-            prefix = os.path.join(self.manager.directory, f"ckpt-{step}")
-            with _writes_to(f"checkpoint {prefix}"):
-                _make_durable(self.manager.save(checkpoint_number=step))
-        if step % self.config.eval_every == 0 or step == self.config.train_steps:
-            self._tick()
-            self.on_evaluation(self._progress_means())
-            self._progress_since_evaluation = []
-            self._clock = time.monotonic()
-        if step >= self.config.train_steps:
-            self.model.stop_training = True
-
-    def _progress_means(self):
-        """`{scalar name: mean over the progress lines since the last evaluation or the resume}`,
-        each line weighing the same; empty if there were none."""
-        lines = self._progress_since_evaluation
-        if not lines:
-            return {}
-        return {name: float(np.mean([line[name] for line in lines])) for name in lines[0]}
-
-    def _log_progress(self, step, values):
-        self._progress_since_evaluation.append(values)
-        self._tick()
-        first_step, start = self._window_start
-        rate = (step - first_step) / max(time.monotonic() - start, 1e-9)
-        self._window_start = (step, time.monotonic())
-        remaining = (self.config.train_steps - step) / rate if rate > 0 else float("inf")
-        eta = time.strftime("%H:%M:%S", time.gmtime(remaining)) if math.isfinite(remaining) else "?"
-        losses = " ".join(f"{k.replace('loss_', '')} {v:.4f}" for k, v in values.items())
-        skipped = int(self.model.skipped_steps.numpy())
-        # Only float16 loss scaling skips updates; elsewhere the count is always 0.
-        if self.config.mixed_precision == "mixed_float16":
-            losses += f" | skipped_steps {skipped}"
-        log.info("step %d/%d | %.2f steps/s | ETA %s | %s", step, self.config.train_steps, rate,
-                 eta, losses)
-        if "energy_share" in values and self.state.watch_collapse(
-                step, values["energy_share"], self.config.collapse_windows):
-            log.warning("step %d: COLLAPSED: the training energy_share was outside [%.2f, %.2f] "
-                        "for %d progress windows in a row (one output takes nearly all energy)",
-                        step, 1 - evaluation.COLLAPSE_ENERGY_SHARE,
-                        evaluation.COLLAPSE_ENERGY_SHARE, self.config.collapse_windows)
-        with _writes_to(_tensorboard_dir(self.config)), self.writer.as_default(step=step):
-            for name, value in values.items():
-                tf.summary.scalar(f"train/{name}", value)
-            tf.summary.scalar("train/steps_per_second", rate)
-            for name in ("mask_optimizer", "disc_optimizer"):
-                optimizer = getattr(self.model, name, None)
-                if optimizer is not None:
-                    tf.summary.scalar(f"train/{name}_learning_rate",
-                                      float(np.asarray(optimizer.learning_rate)))
-            tf.summary.scalar("train/skipped_steps", skipped)
-        self.model.reset_metrics()
+    return [h for h in history if h["step"] <= step], previous.get("machines", [])
 
 
 def _by_phases(conv_kernels):
@@ -382,79 +106,51 @@ def _training_batches(config, data, step, strategy):
     return strategy.distribute_datasets_from_function(replica_batches)
 
 
-_CHECKPOINT_NAME = re.compile(r"ckpt-(\d+)\.index")
-# What a checkpoint that does not load raises, depending on which of its files is damaged how.
-_RESTORE_ERRORS = (tf.errors.OpError, AssertionError, ValueError, IndexError)
+def _summary_writer(config, chief):
+    """The TensorBoard writer of the run; a no-op one on other workers than the chief."""
+    if not chief:
+        return tf.summary.create_noop_writer()
+    directory = rundir.path(config.workdir, rundir.TENSORBOARD_DIR)
+    with rundir.writes_to(directory):
+        return tf.summary.create_file_writer(directory)
 
 
-def _checkpoints_newest_first(directory):
-    """Checkpoint prefixes in `directory`, newest first, and whether the state file listed them.
+def _start(config, strategy):
+    """Checks the settings and the workdir and seeds the run; returns whether this worker is the
+    chief (the one that writes)."""
+    replicas = strategy.num_replicas_in_sync
+    if config.batch_pairs % replicas:
+        raise UserError(f"--batch_pairs={config.batch_pairs} is the global batch and must divide "
+                        f"by the {replicas} replicas of --strategy={config.strategy}")
+    chief = distribute.is_chief(strategy)
+    rundir.check_resumable(config, chief)
+    if config.deterministic:
+        # Process-wide, and TensorFlow offers no public way to turn it off again.
+        tf.config.experimental.enable_op_determinism()
+    keras.utils.set_random_seed(config.seed)
+    return chief
 
-    The `checkpoint` state file is the authority; if it is missing or unreadable, the ckpt-N
-    files themselves are listed, so losing that small file never restarts a run from step 0.
-    """
+
+def _fit(config, data, strategy, state, checkpoint, record, chief):
+    """Trains from `state.step` to `config.train_steps`, checkpointing and evaluating as it goes."""
+    checkpoint_dir = rundir.path(config.workdir, rundir.CHECKPOINTS_DIR)
+    write_dir = distribute.checkpoint_write_dir(checkpoint_dir, chief)
+    manager = tf.train.CheckpointManager(checkpoint, write_dir,
+                                         max_to_keep=config.keep_checkpoints)
+    log.info("training %s from step %d to %d in %s on %d replica(s), transposed "
+             "convolutions %s", config.mode, state.step, config.train_steps, config.workdir,
+             strategy.num_replicas_in_sync,
+             "by phases" if _by_phases(config.conv_kernels) else "native")
+    step_callbacks = [record.clock, callbacks.DivergenceGuard(state, manager), record.progress,
+                      callbacks.Checkpointing(config, state, manager, record.clock), record,
+                      callbacks.StopAtStep(state, config.train_steps)]
     try:
-        state = tf.train.get_checkpoint_state(directory)
-    except (ValueError, UnicodeDecodeError):  # garbage that TensorFlow does not catch itself
-        state = None
-    if state is not None:
-        return list(reversed(state.all_model_checkpoint_paths)), True
-    numbered = []
-    for path in glob.glob(os.path.join(glob.escape(directory), "ckpt-*.index")):
-        match = _CHECKPOINT_NAME.fullmatch(os.path.basename(path))
-        if match:
-            numbered.append((int(match.group(1)), path[:-len(".index")]))
-    return [prefix for _, prefix in sorted(numbered, reverse=True)], False
-
-
-def _rewrite_state_file(directory, newest_first):
-    """A fresh `checkpoint` state file listing `newest_first`, so the manager keeps numbering,
-    listing and deleting those checkpoints as if the state file had never been lost."""
-    oldest_first = newest_first[::-1]
-    times = [os.path.getmtime(f"{prefix}.index") for prefix in oldest_first]
-    with _writes_to(os.path.join(directory, "checkpoint")):
-        tf.compat.v1.train.update_checkpoint_state(
-            directory, oldest_first[-1], oldest_first, all_model_checkpoint_timestamps=times,
-            last_preserved_timestamp=min(times) - 1)
-
-
-def restore_newest_good(checkpoint, directory):
-    """Restores the newest checkpoint in `directory` that loads; returns its prefix, or None.
-
-    A checkpoint that fails to load (damaged on disk, or half-written by a crash and found
-    without the state file) is skipped with a log line naming the next one tried.
-
-    Raises:
-      UserError: checkpoints exist but none loads: all damaged, or made with other settings.
-    """
-    candidates, listed = _checkpoints_newest_first(directory)
-    first_failure = None
-    for index, prefix in enumerate(candidates):
-        try:
-            checkpoint.restore(prefix).assert_existing_objects_matched()
-        except _RESTORE_ERRORS as error:
-            reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
-            first_failure = first_failure or (prefix, reason)
-            log.warning("checkpoint %s is unreadable (%s); trying %s", prefix, reason,
-                        candidates[index + 1] if index + 1 < len(candidates) else "no other")
-            continue
-        if not listed:
-            log.warning("the checkpoint state file in %s is missing or unreadable; rebuilt it "
-                        "from the checkpoint files", directory)
-            _rewrite_state_file(directory, candidates)
-        return prefix
-    if first_failure:
-        raise UserError(f"cannot restore any of the {len(candidates)} checkpoints in {directory} "
-                        f"(newest {first_failure[0]}: {first_failure[1]}): they are damaged or do "
-                        "not match this run's settings; use a new --workdir")
-    if os.path.exists(os.path.join(directory, "checkpoint")) and not listed:
-        raise UserError(f"{directory}/checkpoint is unreadable and there are no checkpoint files "
-                        "next to it: delete it to start the run from step 0")
-    return None
-
-
-def _tensorboard_dir(config):
-    return os.path.join(config.workdir, "tensorboard")
+        state.model.fit(_training_batches(config, data, state.step, strategy), epochs=1,
+                        steps_per_epoch=config.train_steps - state.step, verbose=0,
+                        shuffle=False, callbacks=step_callbacks)
+    finally:
+        if write_dir != checkpoint_dir:
+            shutil.rmtree(write_dir, ignore_errors=True)
 
 
 def train(config: Config, data=None):
@@ -473,112 +169,40 @@ def train(config: Config, data=None):
       TrainingDiverged: a loss or weight became non-finite; the checkpoints before it are kept.
     """
     strategy = distribute.make_strategy(config.strategy)  # First: it may configure the runtime.
-    replicas = strategy.num_replicas_in_sync
-    if config.batch_pairs % replicas:
-        raise UserError(f"--batch_pairs={config.batch_pairs} is the global batch and must divide "
-                        f"by the {replicas} replicas of --strategy={config.strategy}")
-    chief = distribute.is_chief(strategy)
-    _check_workdir(config, chief)
-    if config.deterministic:
-        # Process-wide, and TensorFlow offers no public way to turn it off again.
-        tf.config.experimental.enable_op_determinism()
-    keras.utils.set_random_seed(config.seed)
+    chief = _start(config, strategy)
     if data is None:
         data = load_mixture_dataset(config)
     with strategy.scope():
         # Each replica sees 2B/R mixtures; BatchNorm over those alone would make the step (and D's
         # real-vs-remix statistics) depend on the device count.
-        model, trackables = build_trainer(config, synchronized_bn=replicas > 1)
-    state = _RunState(model)
+        model, trackables = build_trainer(config,
+                                          synchronized_bn=strategy.num_replicas_in_sync > 1)
+    state = callbacks.RunState(model)
     checkpoint = tf.train.Checkpoint(step=model.step_counter, skipped_steps=model.skipped_steps,
                                      **state.trackables(), **trackables)
-    checkpoint_dir = os.path.join(config.workdir, "checkpoints")
-    restored = restore_newest_good(checkpoint, checkpoint_dir)
+    restored = rundir.restore_newest_good(
+        checkpoint, rundir.path(config.workdir, rundir.CHECKPOINTS_DIR))
     distribute.check_same_step(strategy, state.step, config.workdir)
-    eval_path = os.path.join(config.workdir, "eval.json")
-    history, machines = _read_previous_record(eval_path, state.step) if restored else ([], [])
-    machines = list(dict.fromkeys(machines + [machine.describe()]))
+    history, machines = (_read_previous_record(config.workdir, state.step) if restored
+                         else ([], []))
     # Every input has been read and found good: from here on the run writes (the chief only).
     if chief:
-        write_json_atomically(os.path.join(config.workdir, "config.json"), config.to_dict())
+        rundir.write_json(rundir.path(config.workdir, rundir.CONFIG_FILE), config.to_dict())
     if restored:
         log.info("resumed from %s at step %d", restored, state.step)
         _use_configured_learning_rates(config, trackables)
-    if chief:
-        with _writes_to(_tensorboard_dir(config)):
-            writer = tf.summary.create_file_writer(_tensorboard_dir(config))
-    else:
-        writer = tf.summary.create_noop_writer()
-    baseline = evaluation.half_mask_baseline(data.validation)
-    log.info("half-mask baseline on %d validation mixtures: %.2f dB PSNR, %.3f SSIM",
-             len(data.validation.mixtures), baseline["half_mask_psnr_db"],
-             baseline["half_mask_ssim"])
-    results = {}
-
-    def evaluate_and_record(train_means=None):
-        """Scores the mask net on the validation split and records it; `train_means`, the training
-        scalars' means since the previous evaluation, go into its history entry when given."""
-        scores = evaluation.evaluate(model.mask_net, data.validation)
-        step = state.step
-        # A finished run evaluated again replaces its own entry instead of repeating it, keeping
-        # the training means recorded when it trained.
-        replaced = next((h for h in history if h["step"] == step), {})
-        train_means = train_means or replaced.get("train_means")
-        history[:] = [h for h in history if h["step"] < step]
-        history.append({"step": step, "train_seconds": float(state.train_seconds.numpy()),
-                        "psnr_db": scores["psnr_db"], "ssim": scores["ssim"]})
-        if train_means:
-            history[-1]["train_means"] = train_means
-        results.clear()
-        results.update(scores, **baseline, split="validation", step=step, train_seconds=history[-1]["train_seconds"],
-                       skipped_steps=int(model.skipped_steps.numpy()),
-                       collapse_detected_at_step=state.collapse_detected_at_step,
-                       config=config.to_dict(), machines=machines, history=history,
-                       **{f"seconds_to_{metric}": marks for metric, marks
-                          in evaluation.seconds_to_quality_marks(history).items()})
-        masks = evaluation.predict_masks(model.mask_net, data.validation.mixtures[:_GRID_IMAGES])
-        if chief:  # Every worker evaluates, so all reach the next training step together.
-            write_json_atomically(eval_path, results)
-            with _writes_to(os.path.join(config.workdir, evaluation.SAMPLES_FILE)):
-                evaluation.write_mask_samples(config.workdir, data.validation, masks,
-                                              scores["permutation"])
-        log.info("eval at step %d: %.2f dB PSNR, %.3f SSIM, %.1f%% swapped (half mask %.2f dB, "
-                 "%.3f)%s", step, scores["psnr_db"], scores["ssim"],
-                 100 * scores["swapped_fraction"], baseline["half_mask_psnr_db"],
-                 baseline["half_mask_ssim"], " | COLLAPSED: one output takes nearly all energy"
-                 if scores["collapsed"] else "")
-        with _writes_to(_tensorboard_dir(config)):
-            with writer.as_default(step=step):
-                tf.summary.scalar("eval/psnr_db", scores["psnr_db"])
-                tf.summary.scalar("eval/ssim", scores["ssim"])
-                tf.summary.scalar("eval/energy_share", scores["energy_share"])
-                tf.summary.scalar("eval/swapped_fraction", scores["swapped_fraction"])
-                tf.summary.image("eval/mixture|estimate_a|estimate_b|true_a|true_b",
-                                 _image_grid(data.validation, masks))
-            writer.flush()
-
-    remaining = config.train_steps - state.step
-    if remaining > 0:
-        write_dir = distribute.checkpoint_write_dir(checkpoint_dir, chief)
-        manager = tf.train.CheckpointManager(checkpoint, write_dir,
-                                             max_to_keep=config.keep_checkpoints)
-        monitor = TrainingMonitor(config, state, manager, writer, evaluate_and_record)
-        log.info("training %s from step %d to %d in %s on %d replica(s), transposed "
-                 "convolutions %s", config.mode, state.step, config.train_steps, config.workdir,
-                 replicas, "by phases" if _by_phases(config.conv_kernels) else "native")
-        try:
-            model.fit(_training_batches(config, data, state.step, strategy), epochs=1,
-                      steps_per_epoch=remaining, verbose=0, shuffle=False, callbacks=[monitor])
-        finally:
-            if write_dir != checkpoint_dir:
-                shutil.rmtree(write_dir, ignore_errors=True)
-    if not results or results["step"] != state.step:
-        evaluate_and_record()
+    writer = _summary_writer(config, chief)
+    machines = list(dict.fromkeys(machines + [machine.describe()]))
+    record = callbacks.Evaluation(config, state, data.validation, history, machines, writer, chief,
+                                  callbacks.TrainingClock(state),
+                                  callbacks.ProgressLog(config, state, writer))
+    if state.step < config.train_steps:
+        _fit(config, data, strategy, state, checkpoint, record, chief)
+    if record.step != state.step:
+        record.evaluate()
     if state.step >= config.train_steps:
-        results["test"] = score_test(model.mask_net, data.test)
-        if chief:
-            write_json_atomically(eval_path, results)
-    return results
+        record.add_test(score_test(model.mask_net, data.test))
+    return record.results
 
 
 def score_test(mask_net, split):

@@ -20,7 +20,7 @@ sys.path.insert(0, ROOT)
 from aur_tf import cli, evaluation, metrics  # noqa: E402
 from aur_tf.data.mixtures import load_mixture_dataset  # noqa: E402
 from aur_tf.errors import UserError  # noqa: E402
-from export.onnx import load_run, restore_mask_net  # noqa: E402
+from aur_tf.rundir import load_run, restore_mask_net  # noqa: E402
 
 
 def kept_by_label_pair(kept, labels_a, labels_b):

@@ -19,7 +19,6 @@ implementation ../shared/reference/apmr.py --bench, on the same mixtures.
 """
 import argparse
 import dataclasses
-import json
 import os
 import re
 import statistics
@@ -36,10 +35,11 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from aur_tf import evaluation, train_lib  # noqa: E402
+from aur_tf import evaluation, rundir, train_lib  # noqa: E402
 from aur_tf.config import Config  # noqa: E402
 from aur_tf.data import pipeline  # noqa: E402
 from aur_tf.data.mixtures import load_mixture_dataset  # noqa: E402
+from aur_tf.errors import UserError  # noqa: E402
 
 REFERENCE = os.path.join(os.path.dirname(ROOT), "shared", "reference", "apmr.py")
 
@@ -120,8 +120,14 @@ def time_torch(torch_python, data, config, steps):
 
 
 def print_time_to_quality(path):
-    with open(path) as f:
-        results = json.load(f)
+    """Prints when a mask-net run's eval.json at `path` first reached each quality mark.
+
+    Raises:
+      UserError: the file is missing, damaged or has no training history (a baseline's).
+    """
+    results = rundir.read_record(path)
+    if results is None or "history" not in results:
+        raise UserError(f"--eval_json={path} is not the eval.json of a mask-net training run")
     now = f"run at step {results['step']}: {results['psnr_db']:.2f} dB, {results['ssim']:.3f} SSIM"
     for metric, marks in evaluation.seconds_to_quality_marks(results["history"]).items():
         for mark, seconds in marks.items():
@@ -149,7 +155,10 @@ def main():
                         help="only print time to 18 / 20.4 dB and 0.9 SSIM from a run's eval.json")
     args = parser.parse_args()
     if args.eval_json:
-        return print_time_to_quality(args.eval_json)
+        try:
+            return print_time_to_quality(args.eval_json)
+        except UserError as e:
+            parser.exit(2, f"error: {e}\n")
     if args.steps % args.mask_steps_per_disc_step:
         parser.error(f"--steps={args.steps} must be a multiple of --mask_steps_per_disc_step="
                      f"{args.mask_steps_per_disc_step}: whole cycles of mask and discriminator "

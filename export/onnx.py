@@ -68,7 +68,6 @@ status 2.
 import configparser
 import importlib.metadata
 import json
-import logging
 import math
 import os
 import shutil
@@ -83,10 +82,10 @@ import tensorflow as tf  # noqa: E402
 import tf2onnx  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from aur_tf import cli, evaluation, models  # noqa: E402
-from aur_tf.config import Config  # noqa: E402
+from aur_tf import cli, evaluation  # noqa: E402
 from aur_tf.data.mixtures import MixtureSplit, load_mixture_dataset  # noqa: E402
 from aur_tf.errors import UserError  # noqa: E402
+from aur_tf.rundir import load_run, restore_mask_net  # noqa: E402
 from aur_tf.separator import (OUTPUT_NAMES, SAVED_MODEL_METADATA, Separator,  # noqa: E402
                               separation_function)
 
@@ -111,72 +110,6 @@ _SYNTHETIC_SEED = 0
 
 class ParityError(Exception):
     """An exported artifact's separation differs from the net's beyond float32 rounding."""
-
-
-def load_run(workdir):
-    """The `Config` and latest evaluation (`{}` if none yet) of the run in `workdir`."""
-    if not os.path.isdir(workdir):
-        raise UserError(f"--workdir={workdir} does not exist: give the workdir of a training run")
-    config_path = os.path.join(workdir, "config.json")
-    if not os.path.isfile(config_path):
-        raise UserError(f"--workdir={workdir} has no config.json: it is not the workdir of a "
-                        "training run (python main.py --workdir=...)")
-    try:
-        with open(config_path) as f:
-            config = Config(**json.load(f))
-    except (OSError, ValueError, TypeError) as e:
-        raise UserError(f"cannot read {config_path} ({e}): it is damaged or from another "
-                        "version of aur_tf") from None
-    eval_path = os.path.join(workdir, "eval.json")
-    if not os.path.isfile(eval_path):
-        return config, {}
-    try:
-        with open(eval_path) as f:
-            return config, json.load(f)
-    except (OSError, ValueError) as e:
-        raise UserError(f"cannot read {eval_path} ({e}): it is damaged; delete it to export "
-                        "without evaluation figures") from None
-
-
-def restore_mask_net(workdir, config, checkpoint=None):
-    """Rebuilds the run's mask net in float32 and restores it from a checkpoint.
-
-    Only the mask net is read; the discriminator, optimizers and counters in the checkpoint are
-    ignored. Every variable of the net must be found in the checkpoint with its shape.
-
-    Args:
-      checkpoint: the prefix of the checkpoint to restore (`.../ckpt-N`); None for the latest.
-
-    Returns:
-      `(mask_net, checkpoint_path)`: a float32 Keras model `[batch, H, W, C] -> masks`.
-    """
-    checkpoint_dir = os.path.join(workdir, "checkpoints")
-    latest = checkpoint or tf.train.latest_checkpoint(checkpoint_dir)
-    if latest is None:
-        raise UserError(f"no checkpoint in {checkpoint_dir}: train the run first, or give the "
-                        "workdir of a run that saved one")
-    mask_net = models.build_mask_net(config.image_size, config.channels, config.mask_width,
-                                     "float32")
-    # A restore that fails halfway leaves TensorFlow's record of unrestored values behind, which
-    # logs one warning per checkpoint value when freed (at the end of the except block below);
-    # the one-line error says it all.
-    tf_logger = logging.getLogger("tensorflow")
-    level = tf_logger.level
-    tf_logger.setLevel(logging.ERROR)
-    failure = None
-    try:
-        status = tf.train.Checkpoint(mask_net=mask_net).restore(latest)
-        status.expect_partial().assert_existing_objects_matched()
-    # Shape mismatches raise ValueError, missing variables AssertionError, truncated files
-    # IndexError (from the checkpoint reader) or an OpError.
-    except (tf.errors.OpError, AssertionError, ValueError, IndexError) as e:
-        failure = type(e).__name__
-    finally:
-        tf_logger.setLevel(level)
-    if failure:
-        raise UserError(f"cannot restore the mask net from {latest} ({failure}): the checkpoint "
-                        "is damaged or does not match the run's config.json")
-    return mask_net, latest
 
 
 def parity_mixtures(config, count=PARITY_MIXTURES):

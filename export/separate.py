@@ -18,11 +18,12 @@ letters, digits and `-_.+` of <stem> and <key>; any other character (a space, a 
 archive member's name, an undecodable byte) becomes `_`, as does a leading `.`, so no output
 lands outside DIR and none is hidden.
 
-Images are never resized: they must already have the model's height and width. Conversions made
-(and reported once per INPUT): 16-bit images are scaled to [0, 1] by 1/65535; RGBA images lose
-their alpha channel for 3-channel models and become grayscale (L) for 1-channel models; gray +
-alpha becomes gray; palette and 1-bit images are expanded to RGB or gray first. A channel count
-that still differs from the model's is an error, as is any other size.
+Images are never resized: they must already have the model's height and width. Only the PNG and
+JPEG decoders run, whatever the extension. Conversions made (`aur_tf.images`, reported once per
+INPUT): 16-bit images are scaled to [0, 1] by 1/65535; RGBA images lose their alpha channel for
+3-channel models and become grayscale (luma) for 1-channel models; gray + alpha becomes gray;
+palette and 1-bit images are expanded to RGB or gray first. A channel count that still differs
+from the model's is an error, as is any other size.
 
 Outputs are the source estimates clipped to [0, 1] and stored as 8-bit PNG, each written under a
 fresh temporary name in DIR and renamed, so no half-written file carries a final name (see
@@ -52,14 +53,13 @@ import numpy as np
 from absl import app, flags
 from PIL import Image
 
-from aur_tf import cli, safe_io
+from aur_tf import cli, images, safe_io
 from aur_tf.errors import UserError
 from aur_tf.separator import ONNX_PROVIDERS, PROVIDER_CHOICES, Separator
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 ARRAY_KEY = "mixtures"
 FAILED_INPUTS_EXIT_CODE = 1
-_SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 _SIXTEEN_BIT_MAX = 65535
 _PROGRESS_SECONDS = 5.0
 
@@ -102,53 +102,31 @@ def _max_array_bytes():
 
 
 def read_image(path, channels, size=None):
-    """Decodes one image file into `([H, W, channels] uint8 or float32 in [0, 1], note or None)`.
+    """Decodes one image file into `([H, W, channels] float32 in [0, 1], note or None)`.
 
-    With `size`, an image that is not `size` x `size` is refused from its header, before its
-    pixels are decoded (so a huge one costs no memory).
+    `aur_tf.images.decode` applies the colour rules shared with image-folder sources; then, toward
+    the model's channel count, a colour image that had alpha becomes gray (luma) for 1-channel
+    models. Any other channel count that differs from `channels` is an error. With `size`, an
+    image that is not `size` x `size` is refused from its header, before its pixels are decoded
+    (so a huge one costs no memory).
     """
     with _open_input(path) as f:
         try:
-            image = Image.open(f)
-            if size is not None and image.size != (size, size):
-                width, height = image.size
-                raise InputError(f"image is {width}x{height} but the model takes {size}x{size}: "
-                                 "resize or pad it")
-            image.load()
-        except Image.UnidentifiedImageError:
-            raise InputError("cannot read the image (unknown format): it is corrupt or not an "
-                             "image") from None
-        # PIL reports unreadable files as OSError, SyntaxError or ValueError depending on the
-        # decoder, and oversized ones as DecompressionBombError.
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+            decoded = images.decode(f, size)
+        except images.WrongSize as e:
+            raise InputError(f"image is {e.width}x{e.height} but the model takes {size}x{size}: "
+                             "resize or pad it") from None
+        except images.ImageError as e:
             raise InputError(f"cannot read the image ({e}): it is corrupt or not an "
                              "image") from None
-    mode, note = image.mode, None
-    if mode in _SIXTEEN_BIT_MODES:
-        array = np.asarray(image)
-        if array.min() < 0 or array.max() > _SIXTEEN_BIT_MAX:
-            raise InputError(f"{mode} image with values outside 0..{_SIXTEEN_BIT_MAX}: store 8- or "
-                             "16-bit images")
-        array, note = _unit_float(array.astype(np.uint16))
-        array = array[..., np.newaxis]
-    else:
-        if mode == "P":
-            image = image.convert("RGBA" if "transparency" in image.info else "RGB")
-        elif mode == "1":
-            image = image.convert("L")
-        elif mode in ("CMYK", "YCbCr"):
-            image = image.convert("RGB")
-        if image.mode in ("RGBA", "LA"):
-            gray = channels == 1 or image.mode == "LA"
-            note = f"{image.mode} images: alpha dropped" + (
-                ", converted to grayscale" if gray and image.mode == "RGBA" else "")
-            image = image.convert("L" if gray else "RGB")
-        if image.mode not in ("L", "RGB"):
-            raise InputError(f"image mode {mode} is not supported: save it as 8- or 16-bit "
-                             "grayscale or RGB")
-        array = np.asarray(image)
-        if array.ndim == 2:
-            array = array[..., np.newaxis]
+    array, note = decoded.pixels, None
+    if decoded.sixteen_bit:
+        note = "16-bit values scaled to [0, 1]"
+    elif decoded.had_alpha:
+        gray = array.shape[-1] == 1
+        note = f"{'LA' if gray else 'RGBA'} images: alpha dropped"
+        if not gray and channels == 1:
+            array, note = images.luma(array), f"{note}, converted to grayscale"
     if array.shape[-1] != channels:
         raise InputError(f"image has {array.shape[-1]} channel(s) but the model takes {channels}: "
                          f"convert it to {'grayscale' if channels == 1 else 'RGB'}")

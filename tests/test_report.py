@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from aur_tf import evaluation, report, train_lib
+from aur_tf import report, rundir, train_lib
 from aur_tf.data.mixtures import MixtureSplit
 from aur_tf.errors import UserError
 
@@ -49,7 +49,7 @@ def _fake_run(directory, psnr_db, ssim, seed, method=None, samples=True, history
         json.dump(results, f)
     if samples:
         estimate = np.full_like(SPLIT.mixtures, psnr_db / 30)
-        evaluation.write_samples(str(directory), SPLIT, estimate, 1 - estimate, (1, 0))
+        rundir.write_samples(str(directory), SPLIT, estimate, 1 - estimate, (1, 0))
 
 
 @pytest.fixture
@@ -153,9 +153,9 @@ def test_copied_run_records_regenerate_the_same_report(runs):
         "glo_seed0", "glo_seed1", "glo_seed2", "ours_pixel", "ours_seed0", "ours_seed1", "rpca"]
     assert sorted(os.listdir(out / report.RUNS_DIR / "ours_pixel")) == ["eval.json"]
     # A stale samples.npz beside a run that has none goes; regenerating in place copies nothing.
-    (out / report.RUNS_DIR / "ours_pixel" / evaluation.SAMPLES_FILE).write_bytes(b"stale")
+    (out / report.RUNS_DIR / "ours_pixel" / rundir.SAMPLES_FILE).write_bytes(b"stale")
     report.write_report([str(runs / "*")], str(out), copy_runs=True)
-    assert not (out / report.RUNS_DIR / "ours_pixel" / evaluation.SAMPLES_FILE).exists()
+    assert not (out / report.RUNS_DIR / "ours_pixel" / rundir.SAMPLES_FILE).exists()
     report.write_report([str(out / report.RUNS_DIR / "*")], str(again), copy_runs=True)
     for file in (report.TABLE_FILE, report.FIGURE_FILE):
         assert (again / file).read_bytes() == (out / file).read_bytes()
@@ -222,10 +222,10 @@ def test_a_readme_without_one_pair_of_markers_in_order_is_a_user_error(runs, tmp
 def test_mask_net_runs_write_samples_the_figure_can_use(make_config, stroke_data, tmp_path):
     config = make_config(train_steps=2, eval_every=2, checkpoint_every=2, log_every=2)
     results = train_lib.train(config, data=stroke_data)
-    with np.load(os.path.join(config.workdir, evaluation.SAMPLES_FILE)) as samples:
-        assert samples["estimates_a"].shape == (evaluation.SAMPLE_COUNT, 32, 32, 3)
+    with np.load(os.path.join(config.workdir, rundir.SAMPLES_FILE)) as samples:
+        assert samples["estimates_a"].shape == (rundir.SAMPLE_COUNT, 32, 32, 3)
         np.testing.assert_allclose(samples["estimates_a"] + samples["estimates_b"],
-                                   2 * stroke_data.validation.mixtures[:evaluation.SAMPLE_COUNT],
+                                   2 * stroke_data.validation.mixtures[:rundir.SAMPLE_COUNT],
                                    atol=1e-5)
     table = report.write_report([config.workdir], str(tmp_path / "out"))
     assert f"{results['psnr_db']:.2f}" in table

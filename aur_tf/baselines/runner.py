@@ -1,6 +1,6 @@
 """`run_baseline(method, config)`: a baseline on the mask net's data, scored and saved the same way.
 
-A baseline's workdir holds
+A baseline's workdir (`aur_tf.rundir`) holds
   eval.json     the validation scores under the fields train_lib writes where they apply (psnr_db,
                 ssim, per source, permutation, energy_share, swapped_fraction, collapsed,
                 half_mask_*, split, test, step, train_seconds, config, machines), plus method,
@@ -9,7 +9,6 @@ A baseline's workdir holds
   samples.npz   the first validation mixtures and their estimates, for `aur_tf.report` figures
 """
 import dataclasses
-import json
 import logging
 import os
 import time
@@ -17,11 +16,10 @@ import time
 import keras
 import numpy as np
 
-from aur_tf import evaluation, machine, metrics
+from aur_tf import evaluation, machine, metrics, rundir
 from aur_tf.baselines import METHODS, glo, rpca
 from aur_tf.data.mixtures import load_mixture_dataset
 from aur_tf.errors import UserError
-from aur_tf.train_lib import write_json_atomically
 
 log = logging.getLogger("aur_tf")
 
@@ -38,13 +36,13 @@ def _check_workdir(workdir, method):
     except OSError as e:
         raise UserError(f"cannot create --workdir={workdir} ({e.strerror}): choose a writable "
                         "directory") from None
-    if os.path.exists(os.path.join(workdir, "checkpoints")):
+    if os.path.exists(rundir.path(workdir, rundir.CHECKPOINTS_DIR)):
         raise UserError(f"--workdir={workdir} holds a mask-net training run: give the baseline "
                         "a directory of its own")
-    eval_path = os.path.join(workdir, "eval.json")
-    if os.path.exists(eval_path):
-        with open(eval_path) as f:
-            previous = json.load(f).get("method")
+    record = rundir.read_record(rundir.path(workdir, rundir.EVAL_FILE),
+                                "give the baseline a directory of its own")
+    if record is not None:
+        previous = record.get("method")
         if previous != method:
             raise UserError(f"--workdir={workdir} holds results of {previous or 'another run'}: "
                             f"give --method={method} a directory of its own")
@@ -117,8 +115,8 @@ def run_baseline(method, config, rpca_settings=rpca.RpcaSettings(),
         method_details=details, step=glo_settings.glo_train_steps if glo_model else 0,
         train_seconds=train_seconds, test_seconds=test_seconds,
         config={k: getattr(config, k) for k in DATA_FIELDS}, machines=[machine.describe()])
-    write_json_atomically(os.path.join(config.workdir, "eval.json"), results)
-    evaluation.write_samples(config.workdir, data.validation, *estimates, scores["permutation"])
+    rundir.write_json(rundir.path(config.workdir, rundir.EVAL_FILE), results)
+    rundir.write_samples(config.workdir, data.validation, *estimates, scores["permutation"])
     log.info("%s on %d validation mixtures: %.2f dB PSNR, %.3f SSIM (half mask %.2f dB, %.3f); "
              "test %.2f dB, %.3f; %.0f s training, %.0f s separating the validation mixtures",
              method, len(data.validation.mixtures), results["psnr_db"], results["ssim"],

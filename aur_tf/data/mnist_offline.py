@@ -30,6 +30,7 @@ import zlib
 
 import numpy as np
 
+from aur_tf import safe_io
 from aur_tf.errors import UserError
 
 _LOG = logging.getLogger(__name__)
@@ -164,22 +165,13 @@ def _read_cache(path: str) -> tuple[np.ndarray, ...] | None:
 
 
 def _write_cache(path: str, arrays: tuple[np.ndarray, ...]) -> None:
-    # Write to a temp file in the same directory and rename, so an interrupted run never leaves
+    # Written whole and renamed (see safe_io.write_durably), so an interrupted run never leaves
     # a half-written cache that a later run would have to detect.
-    directory = os.path.dirname(path)
+    buffer = io.BytesIO()
+    np.savez(buffer, **dict(zip(_CACHE_KEYS, arrays)))
     try:
-        fd, temp_path = tempfile.mkstemp(dir=directory, prefix=".mnist-", suffix=".npz.tmp")
-    except OSError as error:
-        raise UserError(f"cannot write the MNIST cache in {directory!r} ({error}): pass a "
-                        f"writable --cache_dir") from error
-    try:
-        with os.fdopen(fd, "wb") as file:
-            np.savez(file, **dict(zip(_CACHE_KEYS, arrays)))
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp_path, path)
-    except OSError as error:
-        os.unlink(temp_path)
+        safe_io.write_durably(path, buffer.getvalue())
+    except (OSError, safe_io.FileRefused) as error:
         raise UserError(f"cannot write the MNIST cache {path!r} ({error}): free disk space or "
                         f"pass a writable --cache_dir") from error
 

@@ -33,9 +33,8 @@ import zipfile
 import zlib
 
 import numpy as np
-from PIL import Image
 
-from aur_tf import memory, safe_io
+from aur_tf import images, memory, safe_io
 from aur_tf.data import fashion_mnist, mnist_offline
 from aur_tf.errors import UserError
 
@@ -434,9 +433,10 @@ def _load_folder(spec: SourceSpec, name: str, cache_dir: str):
     socket or device named like an image is an error, not skipped (it is never opened, so it
     cannot block the run): skipping it would silently drop an image the folder claims to hold.
 
-    Pixels: 8-bit gray -> /255 with C = 1, 16-bit gray PNG -> /65535 with C = 1, RGB -> /255 with
-    C = 3; alpha is dropped (RGBA -> RGB, LA -> L: transparent pixels keep their stored colour);
-    palette images are converted to RGB. Every image must have the same H, W and C.
+    Pixels (`aur_tf.images.decode`): 8-bit gray -> /255 with C = 1, 16-bit gray PNG -> /65535
+    with C = 1, RGB -> /255 with C = 3; alpha is dropped (RGBA -> RGB, LA -> L: transparent pixels
+    keep their stored colour); palette images are converted to RGB. Every image must have the
+    same H, W and C.
 
     Symlinks are never followed out of the folder: one that resolves outside it is an error, and
     symlinked folders inside it are not descended into (their targets are already walked).
@@ -538,34 +538,14 @@ def _read_image(path: str, name: str) -> np.ndarray:
     """One image as float32 [H, W, C] in [0, 1] (C = 1 for gray, 3 for colour)."""
     try:
         # A regular file only: a FIFO or device under an image's name would block or never end.
-        # Only the PNG and JPEG decoders may run, whatever the file's extension claims.
-        with safe_io.open_regular(path) as f, Image.open(f, formats=["PNG", "JPEG"]) as image:
-            image.load()
-            return _pixels(image)
+        with safe_io.open_regular(path) as file:
+            return images.decode(file).pixels
     except safe_io.FileRefused as error:
         raise UserError(f"image {_shown(path)} of source {_shown(name)} {error}: replace it with "
                         "an image file or delete it") from None
     except MemoryError:
         raise UserError(f"image {_shown(path)} of source {_shown(name)} is too large to decode in "
                         "the free memory: resize it") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-        # Pillow names an unidentified file by its file object, which says nothing here.
-        detail = ("not a PNG or JPEG image" if isinstance(error, Image.UnidentifiedImageError)
-                  else error)
-        raise UserError(f"cannot decode image {_shown(path)} of source {_shown(name)} ({detail}): "
+    except (OSError, images.ImageError) as error:
+        raise UserError(f"cannot decode image {_shown(path)} of source {_shown(name)} ({error}): "
                         f"replace or delete the file") from error
-
-
-def _pixels(image: Image.Image) -> np.ndarray:
-    # Pillow opens 16-bit grayscale PNGs as mode 'I;16' (or 'I' in some variants).
-    if image.mode == "I" or image.mode.startswith("I;16"):
-        values = np.asarray(image).astype(np.int64)
-        if values.min() < 0 or values.max() > 65535:
-            raise ValueError(f"{image.mode} pixels outside 0..65535")
-        return (values / 65535.0).astype(np.float32)[..., np.newaxis]
-    if image.mode in ("1", "L", "LA"):
-        return np.asarray(image.convert("L"), dtype=np.float32)[..., np.newaxis] / 255
-    if image.mode in ("P", "PA"):
-        # Through RGBA so a palette with transparency converts without Pillow's warning.
-        image = image.convert("RGBA")
-    return np.asarray(image.convert("RGB"), dtype=np.float32) / 255

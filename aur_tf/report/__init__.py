@@ -19,11 +19,12 @@ import shutil
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from aur_tf import rundir
 from aur_tf.config import ADVERSARIAL_SETTINGS
 from aur_tf.errors import UserError
-from aur_tf.evaluation import (QUALITY_MARK_UNITS, QUALITY_MARKS, SAMPLES_FILE, is_history,
-                               is_machine_list, is_number, quality_mark_key,
+from aur_tf.evaluation import (QUALITY_MARK_UNITS, QUALITY_MARKS, quality_mark_key,
                                seconds_to_quality_marks)
+from aur_tf.rundir import EVAL_FILE, SAMPLES_FILE
 
 log = logging.getLogger("aur_tf")
 
@@ -33,7 +34,7 @@ RUNS_DIR = "runs"  # under OUT, the copied run records (`copy_runs`)
 # The lines of a Markdown file (the README) between which `readme` puts the table and the figure.
 README_BEGIN = "<!-- python -m aur_tf.report --readme: table and figure from here -->"
 README_END = "<!-- python -m aur_tf.report --readme: to here -->"
-_RUN_RECORD = ("eval.json", SAMPLES_FILE)
+_RUN_RECORD = (EVAL_FILE, SAMPLES_FILE)
 # Table 1 (PSNR, dB) and Table 2 (SSIM) of the paper, MNIST digits 0-4 vs 5-9.
 PAPER_MNIST = {"rpca": (11.5, 0.36), "glo": (13.0, 0.74), "unsupervised": (20.4, 0.90),
                "supervised": (24.4, 0.96)}
@@ -89,43 +90,6 @@ class Group:
     runs: tuple
 
 
-# What the table reads from every eval.json, checked up front so a damaged or foreign file is named
-# in one line instead of failing later with a KeyError.
-_NUMBER_FIELDS = ("psnr_db", "ssim", "step", "train_seconds", "half_mask_psnr_db", "half_mask_ssim")
-
-
-def _invalid_field(results):
-    """The first field the report reads that `results` lacks or has of the wrong type, or None."""
-    if not isinstance(results, dict):
-        return "the top-level object"
-    config = results.get("config")
-    if not isinstance(config, dict):
-        return "config"
-    for key in _NUMBER_FIELDS:
-        if not is_number(results.get(key)):
-            return key
-    if not isinstance(results.get("method", ""), str):
-        return "method"
-    for key in ("source_a", "source_b") + (() if "method" in results else ("mode",)):
-        if not isinstance(config.get(key), str):
-            return f"config.{key}"
-    if not isinstance(config.get("seed"), int) or isinstance(config["seed"], bool):
-        return "config.seed"
-    if not is_number(config.get("train_steps", 0)):
-        return "config.train_steps"
-    if not is_history(results.get("history", [])):
-        return "history"
-    if not is_machine_list(results.get("machines", [])):
-        return "machines"
-    test = results.get("test", {})
-    if not isinstance(test, dict):
-        return "test"
-    for key in ("psnr_db", "ssim") if test else ():
-        if not is_number(test.get(key)):
-            return f"test.{key}"
-    return None
-
-
 def find_runs(patterns):
     """Runs in the directories matching each glob pattern, in sorted order.
 
@@ -134,25 +98,16 @@ def find_runs(patterns):
 
     Raises:
       UserError: a pattern matches no directory with an eval.json, or an eval.json is unreadable
-        or lacks a field the report reads.
+        or does not fit the schema (`rundir.invalid_field`).
     """
     runs = []
     for pattern in patterns:
         workdirs = [d for d in sorted(glob.glob(pattern))
-                    if os.path.isfile(os.path.join(d, "eval.json"))]
+                    if os.path.isfile(rundir.path(d, EVAL_FILE))]
         if not workdirs:
             raise UserError(f"--runs: '{pattern}' matches no directory with an eval.json")
-        for workdir in workdirs:
-            try:
-                with open(os.path.join(workdir, "eval.json")) as f:
-                    results = json.load(f)
-            except (OSError, ValueError) as e:
-                raise UserError(f"cannot read {workdir}/eval.json ({e})") from None
-            invalid = _invalid_field(results)
-            if invalid:
-                raise UserError(f"{workdir}/eval.json: {invalid} is missing or of the wrong type "
-                                "(a damaged file, or not written by aur_tf)")
-            runs.append(Run(workdir, results))
+        runs += [Run(workdir, rundir.read_record(rundir.path(workdir, EVAL_FILE)))
+                 for workdir in workdirs]
     return runs
 
 

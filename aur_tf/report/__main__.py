@@ -9,7 +9,7 @@ from absl import app, flags
 
 from aur_tf import cli
 from aur_tf.errors import UserError
-from aur_tf.evaluation import SAMPLE_COUNT
+from aur_tf.rundir import SAMPLE_COUNT
 from aur_tf.report import write_report
 
 flags.DEFINE_list("runs", None, "Run directories or glob patterns (quote them), comma-separated; "

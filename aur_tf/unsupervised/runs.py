@@ -9,31 +9,17 @@ Only the run's validation *mixtures* reach the scores: the clean sources are loa
 data pipeline builds both) and dropped before anything is scored.
 """
 import dataclasses
-import glob
 import json
 import os
-import re
 
 import tensorflow as tf
 
 from aur_tf.data.mixtures import load_mixture_dataset
 from aur_tf.errors import UserError
-from aur_tf.train_lib import write_json_atomically
+from aur_tf.rundir import list_checkpoints, load_run, restore_mask_net, write_json
 from aur_tf.unsupervised import scores
-from export.onnx import load_run, restore_mask_net
 
 SCORES_FILE = "unsupervised_scores.json"
-_CHECKPOINT = re.compile(r"ckpt-(\d+)\.index")
-
-
-def checkpoints(workdir):
-    """`[(step, prefix)]` of every checkpoint in `WORKDIR/checkpoints`, oldest first."""
-    found = []
-    for path in glob.glob(os.path.join(glob.escape(workdir), "checkpoints", "ckpt-*.index")):
-        match = _CHECKPOINT.fullmatch(os.path.basename(path))
-        if match:
-            found.append((int(match.group(1)), path[:-len(".index")]))
-    return sorted(found)
 
 
 def held_out_mixtures(config, count):
@@ -74,7 +60,7 @@ def score_run(workdir, mixtures=1000, judge=scores.JudgeSettings(), latest_only=
       The record written to `WORKDIR/unsupervised_scores.json`.
     """
     config, _ = load_run(workdir)
-    found = checkpoints(workdir)
+    found = list_checkpoints(workdir)
     if not found:
         raise UserError(f"no checkpoint in {workdir}/checkpoints: train the run first")
     if latest_only:
@@ -92,5 +78,5 @@ def score_run(workdir, mixtures=1000, judge=scores.JudgeSettings(), latest_only=
                                          in entries[step].items() if name != "step"))
         tf.keras.backend.clear_session()
     record = {"settings": settings, "checkpoints": [entries[step] for step in sorted(entries)]}
-    write_json_atomically(path, record)
+    write_json(path, record)
     return record

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from aur_tf import evaluation, machine
+from aur_tf import machine, rundir
 from aur_tf.baselines import METHODS, glo, runner
 from aur_tf.errors import UserError
 
@@ -32,10 +32,10 @@ def test_every_method_writes_eval_json_and_samples(method, make_config, stroke_d
     assert "mask_width" not in written["config"]
     assert written["step"] == (4 if method == "glo" else 0)
     assert written["machines"] == [machine.describe()]
-    with np.load(os.path.join(config.workdir, evaluation.SAMPLES_FILE)) as samples:
-        assert samples["estimates_a"].shape == (evaluation.SAMPLE_COUNT, 32, 32, 3)
+    with np.load(os.path.join(config.workdir, rundir.SAMPLES_FILE)) as samples:
+        assert samples["estimates_a"].shape == (rundir.SAMPLE_COUNT, 32, 32, 3)
         np.testing.assert_array_equal(samples["sources_b"],
-                                      stroke_data.validation.sources_b[:evaluation.SAMPLE_COUNT])
+                                      stroke_data.validation.sources_b[:rundir.SAMPLE_COUNT])
 
 
 def test_reference_rows_score_as_their_definitions(make_config, stroke_data):
@@ -49,11 +49,11 @@ def test_samples_follow_the_scored_permutation(make_config, stroke_data):
     """Identity puts everything in output 0; the estimate drawn as source a is the one scored so."""
     config = make_config()
     results = runner.run_baseline("identity", config, data=stroke_data)
-    with np.load(os.path.join(config.workdir, evaluation.SAMPLES_FILE)) as samples:
+    with np.load(os.path.join(config.workdir, rundir.SAMPLES_FILE)) as samples:
         matched_to_a = results["permutation"] == [0, 1]
         everything = samples["estimates_a" if matched_to_a else "estimates_b"]
         np.testing.assert_allclose(everything,
-                                   2 * stroke_data.validation.mixtures[:evaluation.SAMPLE_COUNT])
+                                   2 * stroke_data.validation.mixtures[:rundir.SAMPLE_COUNT])
 
 
 def test_refuses_a_workdir_of_another_run(make_config, stroke_data):

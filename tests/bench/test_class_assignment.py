@@ -47,8 +47,8 @@ def test_a_run_on_labelled_sources_gets_one_cell_per_class_pair(tmp_path):
     archive = tmp_path / "digits.npz"
     write_npz_source(archive, train_count=60, test_count=40)  # labels 0..9 in turn
     config = Config(workdir=str(tmp_path / "run"), source_a=f"npz:{archive}?labels=0-1",
-                    source_b=f"npz:{archive}?labels=2-3", train_mixtures=12,
-                    validation_mixtures=8, test_mixtures=8, mask_width=4, disc_width=4, batch_pairs=4, train_steps=2, eval_every=2,
+                    source_b=f"npz:{archive}?labels=2-3", train_mixtures=12, validation_mixtures=8,
+                    mask_width=4, disc_width=4, batch_pairs=4, train_steps=2, eval_every=2,
                     checkpoint_every=2, log_every=2, cache_dir=str(tmp_path / "cache"))
     train_lib.train(config)
     result = subprocess.run([sys.executable, SCRIPT, f"--workdir={config.workdir}"],

@@ -158,7 +158,7 @@ def test_rgba_keeps_color_for_three_channel_models(tmp_path):
     pixels = np.random.default_rng(0).integers(0, 256, (8, 8, 4), dtype=np.uint8)
     Image.fromarray(pixels, "RGBA").save(path)
     array, note = separate_cli.read_image(str(path), channels=3)
-    np.testing.assert_array_equal(array, pixels[..., :3])
+    np.testing.assert_array_equal(array, pixels[..., :3] / np.float32(255))
     assert note == "RGBA images: alpha dropped"
 
 
