@@ -22,3 +22,8 @@ def train_speed():
 @pytest.fixture(scope="session")
 def class_assignment():
     return _load_script("class_assignment")
+
+
+@pytest.fixture(scope="session")
+def export_speed():
+    return _load_script("export_speed")
