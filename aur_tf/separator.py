@@ -17,9 +17,11 @@ is always M(y') of the network's own input. Exports record this as the metadata 
 An exported separator (see `export/onnx.py`) has one float32 input `mixture`
 `[batch, H, W, C]` in [0, 1] and float32 outputs `source_a`, `source_b`, `mask` of the same
 shape. TensorFlow and onnxruntime are imported only when needed, so running an ONNX separator
-never loads TensorFlow and `import aur_tf` stays light.
+never loads TensorFlow and `import aur_tf` stays light: the ONNX path needs only onnxruntime (or
+onnxruntime-gpu) and numpy.
 """
 import contextlib
+import dataclasses
 import io
 import json
 import os
@@ -110,7 +112,7 @@ class Separator:
         self.fixed_batch = fixed_batch
 
     @classmethod
-    def load(cls, path, provider="auto"):
+    def load(cls, path, provider="auto", options=None):
         """Loads `path`: a `.onnx` file (onnxruntime) or a SavedModel directory (TensorFlow).
 
         Args:
@@ -118,15 +120,22 @@ class Separator:
           provider: "auto" (ONNX: TensorRT, then CUDA, then CPU, whichever onnxruntime can load;
             SavedModel: TensorFlow's own placement), or one of "tensorrt", "cuda", "cpu" to force
             it (ONNX), "cpu" (SavedModel).
+          options: `ProviderOptions` for an ONNX file (GPU, TensorRT engine, CPU threads); None
+            for the defaults.
 
         Raises:
-          UserError: `path` is missing, unreadable or not a separator, or the forced provider is
-            not available.
+          UserError: `path` is missing, unreadable or not a separator, the forced provider is
+            not available, or `options` do not apply to `provider` or to a SavedModel.
         """
         if provider not in PROVIDER_CHOICES:
             raise UserError(f"unknown provider {provider!r}: use one of "
                             f"{', '.join(PROVIDER_CHOICES)}")
+        options = options or ProviderOptions()
+        options.check(provider)
         if os.path.isdir(path):
+            if options != ProviderOptions():
+                raise UserError(f"{options.flags()} apply to .onnx separators only, not to the "
+                                f"SavedModel {path}")
             return _load_saved_model(path, provider)
         if not os.path.exists(path):
             raise UserError(f"separator {path} does not exist: give an exported .onnx file or "
@@ -136,7 +145,7 @@ class Separator:
         if kind:
             raise UserError(f"separator {path} is {kind}, not a regular file: give an exported "
                             ".onnx file or SavedModel directory")
-        return _load_onnx(path, provider)
+        return _load_onnx(path, provider, options)
 
     @property
     def input_shape(self):
@@ -215,7 +224,64 @@ class Separator:
         return {name: output[:len(chunk)] for name, output in self._run(padded).items()}
 
 
-def _load_onnx(path, provider):
+@dataclasses.dataclass(frozen=True)
+class ProviderOptions:
+    """The onnxruntime settings that matter for a separator, named as the command-line flags.
+
+    Attributes:
+      device_id: the GPU the CUDA and TensorRT providers run on (>= 0).
+      trt_fp16: let TensorRT build a float16 engine (float32 inputs and outputs stay).
+      trt_engine_cache: a folder where TensorRT keeps built engines, so later loads skip the
+        minutes of engine building; None builds afresh each time.
+      threads: onnxruntime's intra-op threads on CPU (>= 1); None: one per physical core.
+    """
+
+    device_id: int = 0
+    trt_fp16: bool = False
+    trt_engine_cache: str | None = None
+    threads: int | None = None
+
+    def flags(self):
+        """The non-default settings as flags, e.g. `--device_id=1 --trt_fp16`."""
+        default = ProviderOptions()
+        return " ".join(
+            f"--{field.name}" if value is True else f"--{field.name}={value}"
+            for field in dataclasses.fields(self)
+            if (value := getattr(self, field.name)) != getattr(default, field.name))
+
+    def check(self, provider):
+        """UserError if a setting is out of range or cannot apply to `provider`."""
+        if not isinstance(self.device_id, int) or self.device_id < 0:
+            raise UserError(f"--device_id={self.device_id} is not a GPU: give 0 for the first")
+        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
+            raise UserError(f"--threads={self.threads} must be >= 1 (or left out: one per "
+                            "physical core)")
+        if provider == "cpu" and self.device_id:
+            raise UserError(f"--device_id={self.device_id} applies to --provider=cuda, tensorrt "
+                            "or auto, not cpu")
+        if provider in ("cpu", "cuda") and (self.trt_fp16 or self.trt_engine_cache):
+            raise UserError(f"--trt_fp16 and --trt_engine_cache apply to --provider=tensorrt or "
+                            f"auto, not {provider}")
+        if self.trt_engine_cache and os.path.exists(self.trt_engine_cache) \
+                and not os.path.isdir(self.trt_engine_cache):
+            raise UserError(f"--trt_engine_cache={self.trt_engine_cache} is not a folder: give "
+                            "a folder for TensorRT's engines (created if missing)")
+
+    def for_provider(self, name):
+        """onnxruntime's options dict for the execution provider `name` (its values strings)."""
+        if name == ONNX_PROVIDERS["tensorrt"]:
+            options = {"device_id": str(self.device_id),
+                       "trt_fp16_enable": str(self.trt_fp16)}
+            if self.trt_engine_cache:
+                options.update(trt_engine_cache_enable="True",
+                               trt_engine_cache_path=os.path.abspath(self.trt_engine_cache))
+            return options
+        if name == ONNX_PROVIDERS["cuda"]:
+            return {"device_id": str(self.device_id)}
+        return {}
+
+
+def _load_onnx(path, provider, options):
     import onnxruntime as ort
 
     available = ort.get_available_providers()
@@ -226,7 +292,13 @@ def _load_onnx(path, provider):
     else:
         raise UserError(f"provider {provider} is not in this onnxruntime build (it has "
                         f"{', '.join(available)}): use --provider=auto or cpu")
-    session = _onnx_session(ort, path, wanted, quiet=provider == "auto")
+    if options.trt_engine_cache and ONNX_PROVIDERS["tensorrt"] in wanted:
+        try:
+            os.makedirs(options.trt_engine_cache, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"cannot create --trt_engine_cache={options.trt_engine_cache} "
+                            f"({e.strerror}): give a writable folder") from None
+    session = _onnx_session(ort, path, wanted, options, quiet=provider == "auto")
     in_use = session.get_providers()[0]
     if provider != "auto" and in_use != wanted[0]:
         raise UserError(f"provider {provider} was asked for but onnxruntime could not load "
@@ -246,7 +318,7 @@ def _load_onnx(path, provider):
     return Separator(path, run, image_size, channels, metadata, in_use, wanted, fixed_batch)
 
 
-def _onnx_session(ort, path, providers, quiet):
+def _onnx_session(ort, path, providers, options, quiet):
     """An InferenceSession on the first of `providers` that onnxruntime can load.
 
     onnxruntime-gpu lists CUDA and TensorRT even where their libraries are missing, then logs
@@ -257,9 +329,14 @@ def _onnx_session(ort, path, providers, quiet):
     stdout = contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext()
     if quiet:
         ort.set_default_logger_severity(_ORT_FATAL_ONLY)
+    session_options = ort.SessionOptions()
+    if options.threads:
+        session_options.intra_op_num_threads = options.threads
     try:
         with stdout:
-            return ort.InferenceSession(path, providers=providers)
+            return ort.InferenceSession(
+                path, session_options,
+                providers=[(name, options.for_provider(name)) for name in providers])
     # onnxruntime's load errors (InvalidProtobuf, Fail, NoSuchFile, ...) derive from Exception
     # directly, so nothing narrower catches them all.
     except Exception as error:  # noqa: BLE001

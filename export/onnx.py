@@ -1,5 +1,5 @@
 """Export a training run for deployment: `python -m export.onnx --workdir=W [--out=DIR] [--fp16]
-[--opset=N] [--parity_tolerance=X]`.
+[--int8] [--opset=N] [--parity_tolerance=X]`.
 
 Writes into DIR (default W/export):
   saved_model/          TF SavedModel; signature `serving_default(mixture)` ->
@@ -8,14 +8,19 @@ Writes into DIR (default W/export):
                         [0, 1], outputs `source_a`, `source_b`, `mask` (float32, same shape),
                         dynamic batch, metadata_props describing the run
   separator_fp16.onnx   with --fp16: float16 weights and arithmetic, float32 inputs and outputs
+  separator_int8.onnx   with --int8: statically quantised (QDQ: int8 weights per channel and
+                        activations), float32 inputs and outputs
   export.json           this export's report: files, opset, parity figures
 
 The computation is `aur_tf.separator.separation_function` of the float32 mask net restored from
 the run's latest checkpoint (a mixed-precision run's variables are float32 too). Inverted runs
 take natural images: the inversion is part of the exported function.
 
-How the ONNX file is made: tf2onnx (`tf2onnx.convert.from_function`) converts the very
-`tf.function` that is saved as the SavedModel's signature, so both artifacts come from one trace.
+How the ONNX file is made: tf2onnx (`tf2onnx.convert.from_function`) converts the
+`separation_function` of `export.graph.export_net(mask_net)`: the same net and weights with its
+two bottleneck convolutions written as MatMuls over the batch, which onnxruntime's CPU provider
+runs much faster than its Conv and ConvTranspose at 2x2 or 4x4 pixels (see export/graph.py); the
+SavedModel's signature is the `separation_function` of the net itself.
 `keras.Model.export(format="onnx")` would export only the mask net's own call (one unnamed
 output, no estimates, no inversion); on the TensorFlow backend it is itself a wrapper around the
 same tf2onnx call plus a monkeypatch of tf2onnx internals for numpy 2 that tf2onnx 1.17 here does
@@ -57,6 +62,14 @@ PSNR_AGREEMENT_DB = 0.01 dB. With synthetic mixtures there is nothing to score a
 is skipped and the report says so. `--parity_tolerance=X` replaces the derived bound by X
 (absolute, on the sources, against float64); the PSNR agreement still applies.
 
+The int8 file (`--int8`): `onnxruntime.quantization.quantize_static` in QDQ format of the
+net's all-convolution form (`graph.export_net(..., for_int8=True)`), weights int8 per output
+channel, activations uint8 with a zero point, the last convolution and the separation formula
+left in float32 (`float32_tail`), calibrated (min-max) on CALIBRATION_MIXTURES
+training mixtures rebuilt from the run's config (validation stays unseen). It is reported, never
+judged: its max |difference| from the float32 ONNX, its PSNR/SSIM on the validation mixtures
+beside the float32 file's, and both files' speed at batch SPEED_BATCH on this machine's CPU.
+
 A failed check installs nothing and ends with exit status 1. All files are built in a temporary
 directory inside DIR and moved into place by rename, so a crash never leaves a partial artifact
 under a final name.
@@ -72,6 +85,7 @@ import math
 import os
 import shutil
 import tempfile
+import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -86,12 +100,14 @@ from aur_tf import cli, evaluation  # noqa: E402
 from aur_tf.data.mixtures import MixtureSplit, load_mixture_dataset  # noqa: E402
 from aur_tf.errors import UserError  # noqa: E402
 from aur_tf.rundir import load_run, restore_mask_net  # noqa: E402
-from aur_tf.separator import (OUTPUT_NAMES, SAVED_MODEL_METADATA, Separator,  # noqa: E402
-                              separation_function)
+from aur_tf.separator import (INPUT_NAME, OUTPUT_NAMES, SAVED_MODEL_METADATA,  # noqa: E402
+                              Separator, separation_function)
+from export import graph  # noqa: E402
 
 SAVED_MODEL = "saved_model"
 ONNX_FILE = "separator.onnx"
 ONNX_FP16_FILE = "separator_fp16.onnx"
+ONNX_INT8_FILE = "separator_int8.onnx"
 REPORT_FILE = "export.json"
 DEFAULT_OPSET = 17
 # The opsets tf2onnx 1.17 is tested with; older ones need IR versions this graph does not need.
@@ -104,6 +120,10 @@ ESTIMATE_RANGE = 2.0
 PSNR_AGREEMENT_DB = 0.01
 SOURCE_NAMES = OUTPUT_NAMES[:2]
 PARITY_MIXTURES = 128
+CALIBRATION_MIXTURES = 512
+CALIBRATION_BATCH = 64
+SPEED_BATCH = 256
+SPEED_REPETITIONS = 5
 PARITY_EXIT_CODE = 1
 _SYNTHETIC_SEED = 0
 
@@ -136,6 +156,21 @@ def parity_mixtures(config, count=PARITY_MIXTURES):
     return (1.0 - mixtures if config.invert else mixtures), split, (
         f"{len(mixtures)} validation mixtures rebuilt from the run's config "
         f"({config.source_a} + {config.source_b})")
+
+
+def calibration_mixtures(config, count=CALIBRATION_MIXTURES):
+    """`[count, H, W, C]` float32 natural-image training mixtures for int8 calibration.
+
+    Training, not validation: the quantised file is then scored on mixtures it was not calibrated
+    on. Deterministic synthetic mixtures (seed 1) stand in when the sources cannot be loaded.
+    """
+    try:
+        train = load_mixture_dataset(config).train
+    except UserError:
+        shape = (count, config.image_size, config.image_size, config.channels)
+        return np.random.default_rng(_SYNTHETIC_SEED + 1).random(shape, dtype=np.float32)
+    mixtures = train.mixtures[:count]
+    return 1.0 - mixtures if config.invert else mixtures
 
 
 def aur_tf_version():
@@ -237,6 +272,74 @@ def to_float16(model):
     return converted
 
 
+def float32_tail(graph):
+    """Names of the nodes int8 leaves in float32: the last convolution, all after it, and all
+    off the path to it.
+
+    These are the mask's logits, its sigmoid and the separation formula (2y, 2y * M, 2y - source
+    a). Quantised, the logits (|z| up to ~25 on a trained net) and the outputs would take 256
+    levels each, a visible step in every estimate, for under 1% of the work.
+    """
+    producers = {output: node for node in graph.node for output in node.output}
+    # ONNX graphs list their nodes in topological order.
+    last = [node for node in graph.node if node.op_type in ("Conv", "ConvTranspose", "MatMul")][-1]
+    ancestors, pending = set(), list(last.input)
+    while pending:
+        node = producers.get(pending.pop())
+        if node is not None and node.name not in ancestors:
+            ancestors.add(node.name)
+            pending.extend(node.input)
+    return [node.name for node in graph.node if node.name not in ancestors]
+
+
+def to_int8(fp32_path, int8_path, calibration):
+    """Writes the statically quantised (QDQ) twin of the float32 ONNX file at `fp32_path`.
+
+    Args:
+      fp32_path: a float32 separator written by `to_onnx`, of `graph.export_net(...,
+        for_int8=True)`.
+      int8_path: where the int8 file goes.
+      calibration: `[N, H, W, C]` float32 mixtures in [0, 1] the activation ranges are taken from.
+    """
+    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
+                                          quantize_static)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self._batches = iter(np.array_split(
+                calibration, max(1, len(calibration) // CALIBRATION_BATCH)))
+
+        def get_next(self):
+            batch = next(self._batches, None)
+            return None if batch is None else {INPUT_NAME: np.ascontiguousarray(batch)}
+
+    # Unsigned activations with a zero point: onnxruntime's CPU kernels (U8S8) run them ~1.4x
+    # faster than symmetric int8 ones (docs/deployment.md). TensorRT's explicit quantisation
+    # wants symmetric int8, so there the float32 file with an fp16 engine is the choice.
+    quantize_static(fp32_path, int8_path, Reader(), quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    per_channel=True, nodes_to_exclude=float32_tail(onnx.load(fp32_path).graph))
+    model = onnx.load(int8_path)
+    onnx.helper.set_model_props(model, {
+        **{p.key: p.value for p in model.metadata_props},
+        "precision": "int8 (QDQ, float32 inputs and outputs)"})
+    onnx.save(model, int8_path)
+
+
+def images_per_second(path, batch_size=SPEED_BATCH, repetitions=SPEED_REPETITIONS):
+    """Median images/s of the ONNX separator at `path` on onnxruntime's CPU provider."""
+    separator = Separator.load(path, provider="cpu")
+    mixtures = np.random.default_rng(0).random((batch_size, *separator.input_shape),
+                                               dtype=np.float32)
+    separator.separate(mixtures, batch_size=batch_size)  # warm-up: allocation, first run
+    rates = []
+    for _ in range(repetitions):
+        start = time.perf_counter()
+        separator.separate(mixtures, batch_size=batch_size)
+        rates.append(batch_size / (time.perf_counter() - start))
+    return float(np.median(rates))
+
+
 def max_abs_differences(outputs, reference):
     """`{output name: max |outputs - reference|}` over the batch."""
     return {name: float(np.abs(outputs[name] - reference[name]).max()) for name in OUTPUT_NAMES}
@@ -302,7 +405,8 @@ def separation_scores(outputs, split, invert):
 
 
 _TITLES = {"keras": "Keras, float32", "saved_model": "TF SavedModel",
-           "onnx": "ONNX, onnxruntime CPU", "onnx_fp16": "fp16 ONNX, onnxruntime CPU"}
+           "onnx": "ONNX, onnxruntime CPU", "onnx_fp16": "fp16 ONNX, onnxruntime CPU",
+           "onnx_int8": "int8 ONNX, onnxruntime CPU"}
 
 
 def check_parity(mask_net, invert, paths, mixtures, split, tolerance, log):
@@ -311,7 +415,8 @@ def check_parity(mask_net, invert, paths, mixtures, split, tolerance, log):
     Args:
       mask_net: the float32 mask net the artifacts were exported from.
       invert: whether it was trained on inverted images (`Config.invert`).
-      paths: `{"saved_model": dir, "onnx": file}` and optionally `"onnx_fp16": file`.
+      paths: `{"saved_model": dir, "onnx": file}` and optionally `"onnx_fp16"` and
+        `"onnx_int8"` files.
       mixtures: `[N, H, W, C]` float32 in [0, 1], natural images.
       split: the `MixtureSplit` of `mixtures` in the net's domain, or None (synthetic mixtures).
       tolerance: `--parity_tolerance`, or None for the derived bound.
@@ -320,9 +425,10 @@ def check_parity(mask_net, invert, paths, mixtures, split, tolerance, log):
     Returns:
       `(figures, failures)`: the report's parity entries (`parity_max_abs_diff` from Keras and
       `parity_float64_max_abs_diff` from float64, `{runtime: {output: max abs difference}}`;
-      `parity_bound` and `parity_bound_origin`; `parity_quality`; `fp16_max_abs_diff` from the
-      float32 ONNX or None), and one sentence per failed requirement (empty when it passed).
-      The fp16 file is reported, never judged. All runs are on CPU.
+      `parity_bound` and `parity_bound_origin`; `parity_quality`; `fp16_max_abs_diff` and
+      `int8_max_abs_diff` from the float32 ONNX or None), and one sentence per failed
+      requirement (empty when it passed). The fp16 and int8 files are reported, never judged.
+      All runs are on CPU.
     """
     reference = {name: value.numpy() for name, value in separation_function(
         float64_twin(mask_net), invert, "float64").python_function(
@@ -364,14 +470,17 @@ def check_parity(mask_net, invert, paths, mixtures, split, tolerance, log):
                      for label in judged
                      if abs(scores[label]["psnr_db"] - keras_psnr) > PSNR_AGREEMENT_DB]
 
-    fp16_error = None
-    if "onnx_fp16" in outputs:
-        fp16_error = max_abs_differences(outputs["onnx_fp16"], outputs["onnx"])
-        log(f"fp16 ONNX max |difference| from float32 ONNX: "
-            f"{', '.join(f'{n} {v:.2e}' for n, v in fp16_error.items())}")
+    reduced = {}
+    for label, precision in (("onnx_fp16", "fp16"), ("onnx_int8", "int8")):
+        reduced[f"{precision}_max_abs_diff"] = None
+        if label in outputs:
+            errors = max_abs_differences(outputs[label], outputs["onnx"])
+            reduced[f"{precision}_max_abs_diff"] = errors
+            log(f"{precision} ONNX max |difference| from float32 ONNX: "
+                f"{', '.join(f'{n} {v:.2e}' for n, v in errors.items())}")
     figures = {"parity_max_abs_diff": from_keras, "parity_float64_max_abs_diff": from_float64,
                "parity_bound": bound, "parity_bound_origin": origin, "parity_quality": quality,
-               "fp16_max_abs_diff": fp16_error}
+               **reduced}
     return figures, failures
 
 
@@ -401,14 +510,16 @@ def _install(staging, out_dir, names):
         os.replace(os.path.join(staging, name), target)
 
 
-def export_run(workdir, out_dir=None, fp16=False, opset=DEFAULT_OPSET, parity_tolerance=None,
-               log=print):
+def export_run(workdir, out_dir=None, fp16=False, int8=False, opset=DEFAULT_OPSET,
+               parity_tolerance=None, log=print):
     """Exports the run in `workdir` (see the module docstring) and returns the report.
 
     Args:
       workdir: a training run's workdir.
       out_dir: where the artifacts go; default `workdir/export`.
       fp16: also write `separator_fp16.onnx` and measure its error against the float32 ONNX.
+      int8: also write `separator_int8.onnx` (see the module docstring), and measure its error,
+        PSNR/SSIM and speed against the float32 ONNX.
       opset: ONNX opset of the ONNX files.
       parity_tolerance: bound on each runtime's max |error| of the sources against float64,
         replacing the derived one; None derives it.
@@ -417,7 +528,8 @@ def export_run(workdir, out_dir=None, fp16=False, opset=DEFAULT_OPSET, parity_to
     Returns:
       The report written to `out_dir/export.json`: paths, opset, the parity inputs and the
       figures of `check_parity` (max abs differences from Keras and from float64, the bound and
-      its origin, PSNR/SSIM of each runtime, fp16's difference from the float32 ONNX).
+      its origin, PSNR/SSIM of each runtime, fp16's and int8's differences from the float32
+      ONNX) and, with int8, `int8_speed`: images/s of both ONNX files at batch SPEED_BATCH.
 
     Raises:
       UserError: bad workdir, checkpoint, out_dir, opset or parity_tolerance.
@@ -440,12 +552,21 @@ def export_run(workdir, out_dir=None, fp16=False, opset=DEFAULT_OPSET, parity_to
     try:
         artifacts = {"saved_model": SAVED_MODEL, "onnx": ONNX_FILE}
         save_saved_model(mask_net, separate, metadata, os.path.join(staging, SAVED_MODEL))
-        model = to_onnx(separate, opset, metadata)
+        model = to_onnx(separation_function(graph.export_net(mask_net), config.invert), opset,
+                        metadata)
         onnx.save(model, os.path.join(staging, ONNX_FILE))
         log(f"converted to ONNX with tf2onnx {tf2onnx.__version__}, opset {opset}")
         if fp16:
             onnx.save(to_float16(model), os.path.join(staging, ONNX_FP16_FILE))
             artifacts["onnx_fp16"] = ONNX_FP16_FILE
+        if int8:
+            subpixel_path = os.path.join(staging, "subpixel.onnx")
+            onnx.save(to_onnx(separation_function(graph.export_net(mask_net, for_int8=True),
+                                                  config.invert), opset, metadata), subpixel_path)
+            to_int8(subpixel_path, os.path.join(staging, ONNX_INT8_FILE),
+                    calibration_mixtures(config))
+            artifacts["onnx_int8"] = ONNX_INT8_FILE
+            log(f"quantised to int8 on {CALIBRATION_MIXTURES} training mixtures")
 
         mixtures, split, description = parity_mixtures(config)
         log(f"parity check on {description}")
@@ -462,16 +583,26 @@ def export_run(workdir, out_dir=None, fp16=False, opset=DEFAULT_OPSET, parity_to
             "inverted_inputs": config.invert, "parity_inputs": description, **parity,
             "metadata": metadata,
         }
+        if int8:
+            speed = {label: images_per_second(os.path.join(staging, artifacts[label]))
+                     for label in ("onnx", "onnx_int8")}
+            report["int8_speed"] = {"batch_size": SPEED_BATCH, "images_per_second": speed,
+                                    "ratio": speed["onnx_int8"] / speed["onnx"]}
+            log(f"speed at batch {SPEED_BATCH} (onnxruntime CPU): float32 {speed['onnx']:.0f}, "
+                f"int8 {speed['onnx_int8']:.0f} images/s "
+                f"({report['int8_speed']['ratio']:.2f}x)")
         if failures:
             raise ParityError(f"the exported separator fails the parity check: "
                               f"{'; '.join(failures)}; nothing was written to {out_dir}")
         with open(os.path.join(staging, REPORT_FILE), "w") as f:
             json.dump(report, f, indent=2, sort_keys=True)
-        stale_fp16 = os.path.join(out_dir, ONNX_FP16_FILE)
-        if not fp16 and os.path.exists(stale_fp16):
-            # Left in place it would be mistaken for the float16 twin of the new separator.onnx.
-            os.remove(stale_fp16)
-            log(f"removed {stale_fp16} of an earlier export (no --fp16 this time)")
+        for wanted, name, flag in ((fp16, ONNX_FP16_FILE, "--fp16"),
+                                   (int8, ONNX_INT8_FILE, "--int8")):
+            stale = os.path.join(out_dir, name)
+            if not wanted and os.path.exists(stale):
+                # Left in place it would be mistaken for the twin of the new separator.onnx.
+                os.remove(stale)
+                log(f"removed {stale} of an earlier export (no {flag} this time)")
         _install(staging, out_dir, [*artifacts.values(), REPORT_FILE])
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -484,6 +615,9 @@ def _define_flags():
     flags.DEFINE_string("out", None, "Output directory (default: WORKDIR/export).")
     flags.DEFINE_bool("fp16", False, "Also write separator_fp16.onnx (float16 compute, float32 "
                       "inputs and outputs) and print its error against the float32 ONNX.")
+    flags.DEFINE_bool("int8", False, "Also write separator_int8.onnx (static int8 quantisation, "
+                      "QDQ, calibrated on training mixtures) and print its error, validation "
+                      "PSNR/SSIM and speed beside the float32 ONNX's.")
     flags.DEFINE_integer("opset", DEFAULT_OPSET, "ONNX opset "
                          f"({SUPPORTED_OPSETS.start}..{SUPPORTED_OPSETS.stop - 1}).")
     flags.DEFINE_float("parity_tolerance", None, "Bound on each runtime's max |difference| of "
@@ -498,7 +632,8 @@ def main(argv):
     cli.configure_logging()
     values = flags.FLAGS
     try:
-        export_run(values.workdir, values.out, fp16=values.fp16, opset=values.opset,
+        export_run(values.workdir, values.out, fp16=values.fp16, int8=values.int8,
+                   opset=values.opset,
                    parity_tolerance=values.parity_tolerance)
     except UserError as e:
         cli.fail(e)

@@ -1,11 +1,16 @@
 """Separate mixtures with an exported separator.
 
     python -m export.separate --model=W/export/separator.onnx --out=DIR [--provider=auto]
+        [--device_id=0] [--trt_fp16] [--trt_engine_cache=DIR] [--threads=N]
         [--batch_size=256] [--grid] INPUT...
     (installed: aur-tf-separate ...)
 
---model is a `separator.onnx` (onnxruntime) or a `saved_model` directory (TensorFlow) written by
-`python -m export.onnx`. Each INPUT is
+--model is a `separator.onnx`, `separator_fp16.onnx` or `separator_int8.onnx` (onnxruntime) or a
+`saved_model` directory (TensorFlow) written by `python -m export.onnx`. With an ONNX model this
+command imports no TensorFlow: onnxruntime(-gpu), numpy, Pillow and absl-py are all it needs.
+--device_id picks the GPU of the CUDA and TensorRT providers, --trt_fp16 lets TensorRT build a
+float16 engine and --trt_engine_cache keeps built engines in a folder (TensorRT takes minutes to
+build one); --threads sets onnxruntime's CPU threads. Each INPUT is
   * an image file (.png, .jpg, .jpeg): one mixture, giving DIR/<stem>_a.png and DIR/<stem>_b.png;
   * a folder: every such image directly inside it (sorted; subfolders are not entered);
   * a .npy array of mixtures [N, H, W, C] ([N, H, W] for 1-channel models), uint8 0..255,
@@ -55,7 +60,7 @@ from PIL import Image
 
 from aur_tf import cli, images, safe_io
 from aur_tf.errors import UserError
-from aur_tf.separator import ONNX_PROVIDERS, PROVIDER_CHOICES, Separator
+from aur_tf.separator import ONNX_PROVIDERS, PROVIDER_CHOICES, ProviderOptions, Separator
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 ARRAY_KEY = "mixtures"
@@ -375,13 +380,32 @@ def provider_line(separator):
     return line
 
 
+def define_provider_option_flags():
+    """The flags of `ProviderOptions` (shared with bench/export_speed.py)."""
+    flags.DEFINE_integer("device_id", 0, "GPU of the CUDA and TensorRT providers.")
+    flags.DEFINE_bool("trt_fp16", False, "TensorRT: build a float16 engine (float32 inputs and "
+                      "outputs stay).")
+    flags.DEFINE_string("trt_engine_cache", None, "TensorRT: folder where built engines are "
+                        "kept and reused (created); without it every load builds the engine.")
+    flags.DEFINE_integer("threads", None, "onnxruntime CPU threads (default: one per physical "
+                         "core).")
+
+
+def provider_options_from_flags():
+    """The `ProviderOptions` the flags of `define_provider_option_flags` set."""
+    values = flags.FLAGS
+    return ProviderOptions(device_id=values.device_id, trt_fp16=values.trt_fp16,
+                           trt_engine_cache=values.trt_engine_cache, threads=values.threads)
+
+
 def _define_flags():
-    flags.DEFINE_string("model", None, "Exported separator: separator.onnx, separator_fp16.onnx or "
-                        "a saved_model directory (python -m export.onnx).")
+    flags.DEFINE_string("model", None, "Exported separator: separator.onnx, separator_fp16.onnx, "
+                        "separator_int8.onnx or a saved_model directory (python -m export.onnx).")
     flags.DEFINE_string("out", None, "Output directory for the separated PNGs (created).")
     flags.DEFINE_enum("provider", "auto", PROVIDER_CHOICES, "onnxruntime execution provider: auto "
                       "(TensorRT, then CUDA, then CPU, whichever loads) or one forced; SavedModels "
                       "take auto or cpu.")
+    define_provider_option_flags()
     flags.DEFINE_integer("batch_size", 256, "Mixtures per model call.", lower_bound=1)
     flags.DEFINE_bool("grid", False, "Also write <stem>_grid.png: mixture | source a | source b.")
     flags.mark_flags_as_required(["model", "out"])
@@ -400,7 +424,8 @@ def main(inputs):
         cli.fail(safe_io.printable(f"cannot write to --out={values.out} ({e.strerror}): choose a "
                                    "writable directory"))
     try:
-        separator = Separator.load(values.model, provider=values.provider)
+        separator = Separator.load(values.model, provider=values.provider,
+                                   options=provider_options_from_flags())
     except UserError as e:
         cli.fail(safe_io.printable(e))
     print(safe_io.printable(provider_line(separator)))

@@ -27,3 +27,8 @@ def class_assignment():
 @pytest.fixture(scope="session")
 def unsupervised_score():
     return _load_script("unsupervised_score")
+
+
+@pytest.fixture(scope="session")
+def export_speed():
+    return _load_script("export_speed")

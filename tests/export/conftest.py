@@ -1,7 +1,8 @@
 """The export suite's shared session fixtures `exported` and `trained_run`.
 
 `exported` trains one tiny run on synthetic strokes (horizontal vs vertical, loaded through npz
-sources so the parity check rebuilds real validation mixtures) and exports it once; an inverted twin
+sources so the parity check rebuilds real validation mixtures) and exports it once, with its
+fp16 and int8 files; an inverted twin
 shares its checkpoint. Most export tests reuse it, so the suite trains and exports it only once.
 `trained_run` trains, once per width, the runs whose masks saturate as a finished run's do, for
 the tests of the parity bound.
@@ -88,7 +89,7 @@ def build_exported_run(root):
     config = stroke_run_config(root)
     train_lib.train(config)
     log = []
-    report = export_onnx.export_run(config.workdir, fp16=True, log=log.append)
+    report = export_onnx.export_run(config.workdir, fp16=True, int8=True, log=log.append)
 
     # The inverted twin: the same checkpoint, declared as trained on inverted images.
     inverted = root / "inverted_run"

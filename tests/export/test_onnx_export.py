@@ -47,7 +47,7 @@ def test_parity_judges_the_sources_against_float64(exported):
         assert report["parity_inputs"].startswith(
             "16 validation mixtures rebuilt from the run's config")
     assert set(exported.report["parity_quality"]["scores"]) == {
-        "keras", "saved_model", "onnx", "onnx_fp16"}
+        "keras", "saved_model", "onnx", "onnx_fp16", "onnx_int8"}
     assert any(line.startswith("parity bound on the sources") for line in exported.log)
     assert any("from float64" in line for line in exported.log)
 
@@ -114,7 +114,7 @@ def test_trained_nets_pass_with_the_derived_bound(trained_run, tmp_path, width):
 def test_writes_exactly_the_artifacts_and_no_temporaries(exported):
     assert sorted(os.listdir(exported.out_dir)) == sorted(
         [export_onnx.SAVED_MODEL, export_onnx.ONNX_FILE, export_onnx.ONNX_FP16_FILE,
-         export_onnx.REPORT_FILE])
+         export_onnx.ONNX_INT8_FILE, export_onnx.REPORT_FILE])
     assert json.loads((exported.out_dir / export_onnx.REPORT_FILE).read_text()) == exported.report
     assert exported.report["opset"] == export_onnx.DEFAULT_OPSET
 
@@ -366,10 +366,11 @@ def test_reexport_replaces_every_artifact(exported, tmp_path):
     shutil.copytree(exported.out_dir, out_dir)
     log = []
     export_onnx.export_run(str(exported.inverted_workdir), out_dir=str(out_dir), log=log.append)
-    # The fp16 file of the earlier export is gone: it was not the twin of the new ONNX file.
+    # The fp16 and int8 files of the earlier export are gone: they were not the twins of the new
+    # ONNX file.
     assert sorted(os.listdir(out_dir)) == sorted(
         [export_onnx.SAVED_MODEL, export_onnx.ONNX_FILE, export_onnx.REPORT_FILE])
-    assert any(line.startswith("removed ") for line in log)
+    assert sum(line.startswith("removed ") for line in log) == 2
     for path in (out_dir / export_onnx.ONNX_FILE, out_dir / export_onnx.SAVED_MODEL):
         assert Separator.load(str(path), provider="cpu").metadata["inverted_inputs"] == "true"
 
