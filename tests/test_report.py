@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from aur_tf import report, rundir, train_lib
+from aur_tf import rundir, train_lib
+from aur_tf.report import results as report
 from aur_tf.data.mixtures import MixtureSplit
 from aur_tf.errors import UserError
 
@@ -70,8 +71,8 @@ def runs(tmp_path):
 
 def test_table_groups_seeds_and_settings_beside_the_paper(runs):
     groups = report.group_runs(report.find_runs([str(runs / "*")]))
-    assert [g.name for g in groups] == ["rpca", "glo", "unsupervised (energy=batch)",
-                                        "unsupervised (energy=pixel)"]
+    # Named by their directories less `_seedN`; the settings that tell them apart go below.
+    assert [g.name for g in groups] == ["rpca", "glo", "ours", "ours_pixel"]
     table = report.markdown_table(groups)
     rows = {line.split(" | ")[0].strip("| "): line for line in table.splitlines()}
     # Test first, then validation. Sample standard deviation over seeds: 13, 14, 15 -> 14 ± 1.
@@ -79,35 +80,38 @@ def test_table_groups_seeds_and_settings_beside_the_paper(runs):
             "| 0, 1, 2 |") in rows["glo"]
     # Seed 1's record predates the test split.
     assert ("| 21.50 (1 of 2 seeds) | 0.900 (1 of 2 seeds) | 22.50 ± 0.71 | 0.900 ± 0.014 "
-            "| 20.4 / 0.90 | 0, 1 | 100 |") in rows["unsupervised (energy=batch)"]
-    assert "| — | — | 11.50 | 0.500 |" in rows["unsupervised (energy=pixel)"]
+            "| 20.4 / 0.90 | 0, 1 | 100 |") in rows["ours"]
+    assert "| — | — | 11.50 | 0.500 |" in rows["ours_pixel"]
     assert table.splitlines()[0].startswith(
-        "| method | test PSNR (dB) | test SSIM | validation PSNR (dB) | validation SSIM |")
+        "| run | test PSNR (dB) | test SSIM | validation PSNR (dB) | validation SSIM |")
     assert table.splitlines()[0].endswith(
         "| time to 18 / 20.4 dB / 0.9 SSIM (validation) | separation time | machine |")
     # First crossings from the histories: 18 dB after 10 and 12 minutes, 20.4 dB after 20 and
     # (at seed 1's last evaluation) 33.3; 0.9 SSIM only by seed 0, after 25.
     assert "| 11.0 ± 1.4 min / 26.7 ± 9.4 min / 25.0 min (1 of 2 seeds) |" in rows[
         "unsupervised (energy=batch)"]
-    assert "| not reached / not reached / not reached |" in rows["unsupervised (energy=pixel)"]
+    assert "| not reached / not reached / not reached |" in rows["ours_pixel"]
     assert rows["rpca"].endswith(
         "| 10.50 | 0.450 | 11.00 | 0.500 | 11.5 / 0.36 | 0 | 0 | 1.5 min | — | 30 s "
         "| AMD EPYC, 2 cores, AVX-512 |")
     # Seed 1's record predates eval.json's machines.
-    assert rows["unsupervised (energy=batch)"].endswith(
+    assert rows["ours"].endswith(
         "| — | AMD EPYC, 2 cores, AVX-512; unrecorded |")
     assert "16.05 dB, 0.665 SSIM" in table
+    assert table.endswith("Runs:\n\n- ours: unsupervised; energy=batch\n"
+                          "- ours_pixel: unsupervised; energy=pixel\n")
 
 
 def test_supervised_runs_are_not_told_apart_by_the_adversarial_settings_they_ignore(tmp_path):
     for seed, (disc_width, steps) in enumerate([(64, 100), (32, 100), (32, 200)]):
-        _fake_run(tmp_path / f"supervised{seed}", 23.0, 0.9, seed=seed, mode="supervised",
+        _fake_run(tmp_path / f"supervised_seed{seed}", 23.0, 0.9, seed=seed, mode="supervised",
                   disc_width=disc_width, mask_steps_per_disc_step=2 + seed, train_steps=steps)
     for disc_width in (32, 64):
         _fake_run(tmp_path / f"unsupervised{disc_width}", 20.0, 0.8, seed=0, disc_width=disc_width)
     groups = report.group_runs(report.find_runs([str(tmp_path / "*")]))
+    # Groups that would share a name carry their settings in it.
     assert [(g.name, len(g.runs)) for g in groups] == [
-        ("unsupervised (disc_width=32)", 1), ("unsupervised (disc_width=64)", 1),
+        ("unsupervised32", 1), ("unsupervised64", 1),
         ("supervised (train_steps=100)", 2), ("supervised (train_steps=200)", 1)]
 
 
@@ -137,7 +141,7 @@ def test_figure_has_a_column_per_group_with_samples(runs):
     report.write_report([str(runs / "rpca"), str(runs / "glo_seed*"), str(runs / "ours_*")],
                         str(runs / "out"), figure_mixtures=3)
     text = (runs / "out" / report.TABLE_FILE).read_text()
-    assert "mixture | rpca | glo | unsupervised (energy=batch) | ground truth" in text
+    assert "mixture | rpca | glo | ours | ground truth" in text
     image = Image.open(runs / "out" / report.FIGURE_FILE)
     cell = 32 * report._FIGURE_SCALE
     # Columns: mixture, three groups with samples (energy=pixel has none), ground truth.

@@ -10,7 +10,7 @@ from absl import app, flags
 from aur_tf import cli
 from aur_tf.errors import UserError
 from aur_tf.rundir import SAMPLE_COUNT
-from aur_tf.report import write_report
+from aur_tf.report.results import write_report
 
 flags.DEFINE_list("runs", None, "Run directories or glob patterns (quote them), comma-separated; "
                   "each must hold an eval.json.")
@@ -19,7 +19,7 @@ flags.DEFINE_bool("copy_runs", False, "Also copy each run's eval.json and sample
                   "OUT/runs/NAME (NAME: the workdir's last component), so that "
                   "--runs='OUT/runs/*' regenerates the report without the workdirs.")
 flags.DEFINE_string("readme", None, "Also put the table and the figure into this Markdown file, "
-                    "between its two marker lines (see aur_tf.report.README_BEGIN and "
+                    "between its two marker lines (see aur_tf.report.results.README_BEGIN and "
                     "README_END), replacing what is there.")
 flags.DEFINE_integer("figure_mixtures", 4,
                      f"Test mixtures shown in the figure (1 to {SAMPLE_COUNT}).")
