@@ -88,8 +88,7 @@ def test_table_groups_seeds_and_settings_beside_the_paper(runs):
         "| time to 18 / 20.4 dB / 0.9 SSIM (validation) | separation time | machine |")
     # First crossings from the histories: 18 dB after 10 and 12 minutes, 20.4 dB after 20 and
     # (at seed 1's last evaluation) 33.3; 0.9 SSIM only by seed 0, after 25.
-    assert "| 11.0 ± 1.4 min / 26.7 ± 9.4 min / 25.0 min (1 of 2 seeds) |" in rows[
-        "unsupervised (energy=batch)"]
+    assert "| 11.0 ± 1.4 min / 26.7 ± 9.4 min / 25.0 min (1 of 2 seeds) |" in rows["ours"]
     assert "| not reached / not reached / not reached |" in rows["ours_pixel"]
     assert rows["rpca"].endswith(
         "| 10.50 | 0.450 | 11.00 | 0.500 | 11.5 / 0.36 | 0 | 0 | 1.5 min | — | 30 s "

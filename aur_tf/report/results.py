@@ -145,7 +145,9 @@ def group_runs(runs):
                    if len({json.dumps(run.settings.get(k)) for run in method_runs}) > 1]
         by_settings = {}
         for run in method_runs:
-            label = ", ".join(f"{k}={_format_setting(run.settings.get(k))}" for k in varying)
+            # A setting added after a run was recorded is unrecorded there, not None.
+            label = ", ".join(f"{k}={_format_setting(run.settings[k])}" if k in run.settings
+                              else f"{k} unrecorded" for k in varying)
             by_settings.setdefault(label, []).append(run)
         for label in sorted(by_settings):
             members = tuple(sorted(by_settings[label], key=lambda r: (r.seed, r.workdir)))
