@@ -82,6 +82,20 @@ def separation_function(mask_net, invert, dtype="float32"):
     return separate
 
 
+# Separators that ship with aur_tf, by name: exported from the runs of `docs/results/runs/` whose
+# records they carry in `export.json`, so separating works right after install, without training.
+SHIPPED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "shipped")
+SHIPPED = {"mnist": "mnist/separator.onnx", "mnist_int8": "mnist/separator_int8.onnx"}
+
+
+def shipped_path(model):
+    """The file of shipped separator `model` when it names one and no such path exists, else
+    `model` itself."""
+    if model in SHIPPED and not os.path.exists(model):
+        return os.path.join(SHIPPED_DIR, SHIPPED[model])
+    return model
+
+
 class Separator:
     """An exported separator (ONNX file or TF SavedModel directory), ready to separate images.
 
@@ -116,7 +130,7 @@ class Separator:
         """Loads `path`: a `.onnx` file (onnxruntime) or a SavedModel directory (TensorFlow).
 
         Args:
-          path: the exported separator.
+          path: the exported separator, or the name of a shipped one (`SHIPPED`).
           provider: "auto" (ONNX: TensorRT, then CUDA, then CPU, whichever onnxruntime can load;
             SavedModel: TensorFlow's own placement), or one of "tensorrt", "cuda", "cpu" to force
             it (ONNX), "cpu" (SavedModel).
@@ -130,6 +144,7 @@ class Separator:
         if provider not in PROVIDER_CHOICES:
             raise UserError(f"unknown provider {provider!r}: use one of "
                             f"{', '.join(PROVIDER_CHOICES)}")
+        path = shipped_path(path)
         options = options or ProviderOptions()
         options.check(provider)
         if os.path.isdir(path):

@@ -194,9 +194,12 @@ def run_metadata(config, evaluation, checkpoint):
         "checkpoint": os.path.basename(checkpoint),
         "aur_tf_version": aur_tf_version(),
     }
-    for key in ("psnr_db", "ssim", "step"):
+    for key in ("psnr_db", "ssim", "step", "split"):
         if key in evaluation:
             metadata[f"eval_{key}"] = str(evaluation[key])
+    for key in ("psnr_db", "ssim"):
+        if key in evaluation.get("test", {}):
+            metadata[f"test_{key}"] = str(evaluation["test"][key])
     return metadata
 
 

@@ -400,7 +400,8 @@ def provider_options_from_flags():
 
 def _define_flags():
     flags.DEFINE_string("model", None, "Exported separator: separator.onnx, separator_fp16.onnx, "
-                        "separator_int8.onnx or a saved_model directory (python -m export.onnx).")
+                        "separator_int8.onnx or a saved_model directory (python -m export.onnx), "
+                        "or a shipped one by name: mnist (digits 0-4 vs 5-9) or mnist_int8.")
     flags.DEFINE_string("out", None, "Output directory for the separated PNGs (created).")
     flags.DEFINE_enum("provider", "auto", PROVIDER_CHOICES, "onnxruntime execution provider: auto "
                       "(TensorRT, then CUDA, then CPU, whichever loads) or one forced; SavedModels "

@@ -1,0 +1,66 @@
+"""Rerun a shipped separator's figures from the shipped file and compare them with its metadata.
+
+  python bench/shipped_model.py --model=mnist
+
+The separator (a name of `aur_tf.separator.SHIPPED`, or an exported .onnx file) carries its
+training config and the validation and test PSNR/SSIM its run recorded. This rebuilds that run's
+validation and test mixtures from the config, separates them with the file through onnxruntime's
+CPU provider, scores them as training's evaluation does, and prints both figures side by side.
+Exit status 1 when a PSNR differs from the metadata's by more than `PSNR_AGREEMENT_DB`.
+"""
+import argparse
+import dataclasses
+import json
+import sys
+
+from aur_tf import evaluation
+from aur_tf.config import Config
+from aur_tf.data.mixtures import load_mixture_dataset
+from aur_tf.errors import UserError
+from aur_tf.separator import Separator
+
+PSNR_AGREEMENT_DB = 0.01
+
+
+def rerun(model):
+    """`{split: (recorded, rerun)}` PSNR/SSIM dicts for the splits the metadata records."""
+    separator = Separator.load(model, provider="cpu")
+    settings = json.loads(separator.metadata["training_config"])
+    # The paths are those of the machine that trained it; the data comes from this one's cache.
+    config = dataclasses.replace(Config(**settings), workdir="unused",
+                                 cache_dir=Config().cache_dir)
+    data = load_mixture_dataset(config)
+    figures = {}
+    for split, prefix in (("validation", "eval"), ("test", "test")):
+        if f"{prefix}_psnr_db" not in separator.metadata:
+            continue
+        held_out = getattr(data, split)
+        natural = 1.0 - held_out.mixtures if config.invert else held_out.mixtures
+        source_a, source_b = separator.separate(natural)
+        if config.invert:
+            source_a, source_b = 1.0 - source_a, 1.0 - source_b
+        scores = evaluation.score_estimates(held_out, source_a, source_b)
+        recorded = {key: float(separator.metadata[f"{prefix}_{key}"]) for key in ("psnr_db", "ssim")}
+        figures[split] = (recorded, {key: scores[key] for key in ("psnr_db", "ssim")})
+    return figures
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="mnist", help="a shipped separator's name or a file")
+    model = parser.parse_args().model
+    try:
+        figures = rerun(model)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    agree = True
+    for split, (recorded, measured) in figures.items():
+        print(f"{split:<10} recorded {recorded['psnr_db']:.3f} dB / {recorded['ssim']:.4f}, "
+              f"rerun {measured['psnr_db']:.3f} dB / {measured['ssim']:.4f}")
+        agree &= abs(recorded["psnr_db"] - measured["psnr_db"]) <= PSNR_AGREEMENT_DB
+    sys.exit(0 if agree else 1)
+
+
+if __name__ == "__main__":
+    main()
