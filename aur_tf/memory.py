@@ -7,7 +7,6 @@ they refuse cannot fit; one they accept may still need more, which is then the a
 report.
 """
 import math
-import os
 
 from aur_tf.errors import UserError
 

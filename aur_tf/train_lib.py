@@ -27,8 +27,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from aur_tf import (callbacks, convolutions, distribute, evaluation, machine, models, rundir,
-                    trainer as trainer_lib)
+from aur_tf import callbacks, convolutions, distribute, evaluation, machine, models, rundir
+from aur_tf import trainer as trainer_lib
 from aur_tf.config import Config
 from aur_tf.data import pipeline
 from aur_tf.data.mixtures import load_mixture_dataset

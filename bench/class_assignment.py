@@ -5,9 +5,9 @@
 For a run whose two sources are label-filtered (e.g. `mnist?labels=0-4` and `mnist?labels=5-9`)
 it separates the run's validation mixtures with its latest checkpoint and prints, for every pair
 (label of source a, label of source b), the percentage of those mixtures whose source a comes out
-where the evaluation's permutation puts it. A solved run shows ~100% everywhere. A run on the plateau
-(README, Results) shows how it is undecided: a class near 50% against every partner goes either
-way at random, one whose share flips between partners is assigned by the pair.
+where the evaluation's permutation puts it. A solved run shows ~100% everywhere. A run on the
+plateau (docs/results.md) shows how it is undecided: a class near 50% against every partner goes
+either way at random, one whose share flips between partners is assigned by the pair.
 """
 import argparse
 import os

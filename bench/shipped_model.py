@@ -40,7 +40,8 @@ def rerun(model):
         if config.invert:
             source_a, source_b = 1.0 - source_a, 1.0 - source_b
         scores = evaluation.score_estimates(held_out, source_a, source_b)
-        recorded = {key: float(separator.metadata[f"{prefix}_{key}"]) for key in ("psnr_db", "ssim")}
+        recorded = {key: float(separator.metadata[f"{prefix}_{key}"])
+                    for key in ("psnr_db", "ssim")}
         figures[split] = (recorded, {key: scores[key] for key in ("psnr_db", "ssim")})
     return figures
 

@@ -100,8 +100,13 @@ from aur_tf import cli, evaluation  # noqa: E402
 from aur_tf.data.mixtures import MixtureSplit, load_mixture_dataset  # noqa: E402
 from aur_tf.errors import UserError  # noqa: E402
 from aur_tf.rundir import load_run, restore_mask_net  # noqa: E402
-from aur_tf.separator import (INPUT_NAME, OUTPUT_NAMES, SAVED_MODEL_METADATA,  # noqa: E402
-                              Separator, separation_function)
+from aur_tf.separator import (  # noqa: E402
+    INPUT_NAME,
+    OUTPUT_NAMES,
+    SAVED_MODEL_METADATA,
+    Separator,
+    separation_function,
+)
 from export import graph  # noqa: E402
 
 SAVED_MODEL = "saved_model"
@@ -304,8 +309,12 @@ def to_int8(fp32_path, int8_path, calibration):
       int8_path: where the int8 file goes.
       calibration: `[N, H, W, C]` float32 mixtures in [0, 1] the activation ranges are taken from.
     """
-    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
-                                          quantize_static)
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
     class Reader(CalibrationDataReader):
         def __init__(self):

@@ -6,7 +6,6 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest  # noqa: E402
-
 from cli_helpers import write_npz_source  # noqa: E402
 from synthetic import stroke_dataset, tiny_config  # noqa: E402
 

@@ -19,7 +19,6 @@ _TESTS = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [_TESTS, os.path.dirname(_TESTS)]
 
 import tensorflow as tf  # noqa: E402
-
 from synthetic import stroke_dataset, tiny_config  # noqa: E402
 
 # Steps 1 and 5 update the discriminator (every 4th step), the others only the mask net.
@@ -50,6 +49,7 @@ def logged_scalars(workdir):
 def loss_scale_overflow_on_one_replica(strategy):
     """One float16 update whose gradient overflows on replica 1 only: what each replica did."""
     import keras
+
     from aur_tf import trainer
 
     with strategy.scope():

@@ -14,17 +14,17 @@ import io
 import json
 import os
 import re
-import signal
 import shutil
+import signal
 import socket
 import subprocess
 import zipfile
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from absl import flags
+from cli_helpers import ROOT, assert_one_line_error, snapshot, write_npz_source
+from PIL import Image
 
 import main  # noqa: F401  (defines the flags parsed here)
 from aur_tf import cli, memory, models, train_lib
@@ -32,7 +32,6 @@ from aur_tf.config import Config
 from aur_tf.data import mnist_offline
 from aur_tf.data.sources import SourceImages, load_source
 from aur_tf.errors import UserError
-from cli_helpers import ROOT, assert_one_line_error, snapshot, write_npz_source
 
 hypothesis = pytest.importorskip("hypothesis")
 st = hypothesis.strategies

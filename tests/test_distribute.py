@@ -11,11 +11,11 @@ import socket
 import subprocess
 import sys
 
+import distributed_runs
 import numpy as np
 import pytest
 import tensorflow as tf
 
-import distributed_runs
 from aur_tf import train_lib
 from aur_tf.errors import UserError
 

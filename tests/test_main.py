@@ -3,7 +3,6 @@ import json
 import re
 
 import pytest
-
 from cli_helpers import assert_one_line_error, run_main
 
 

@@ -9,9 +9,9 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from aur_tf import rundir, train_lib
-from aur_tf.report import results as report
 from aur_tf.data.mixtures import MixtureSplit
 from aur_tf.errors import UserError
+from aur_tf.report import results as report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _RNG = np.random.default_rng(0)
@@ -62,7 +62,8 @@ def runs(tmp_path):
     # Seeds of one setting, computed with different convolution kernels (seed 1 by a version
     # that predates --conv_kernels): the kernels do not change the method.
     _fake_run(tmp_path / "ours_seed0", 22.0, 0.91, seed=0, conv_kernels="phases",
-              test=(21.5, 0.9), history=[(600.0, 18.5, 0.8), (1200.0, 21.0, 0.89), (1500.0, 20.0, 0.9)])
+              test=(21.5, 0.9),
+              history=[(600.0, 18.5, 0.8), (1200.0, 21.0, 0.89), (1500.0, 20.0, 0.9)])
     _fake_run(tmp_path / "ours_seed1", 23.0, 0.89, seed=1, machines=None,
               history=[(720.0, 18.2, 0.85), (900.0, 19.0, 0.88), (1800.0, 20.3, 0.87)])
     _fake_run(tmp_path / "ours_pixel", 11.5, 0.5, seed=0, energy="pixel", samples=False)

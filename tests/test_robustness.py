@@ -15,7 +15,6 @@ import time
 
 import numpy as np
 import pytest
-
 from cli_helpers import ROOT, assert_one_line_error, run_main
 
 STEPS, CHECKPOINT_EVERY = 80, 10

@@ -20,6 +20,7 @@ EVAL_FIELDS = {"psnr_db", "ssim", "half_mask_psnr_db", "half_mask_ssim", "step",
 
 def _final_weights(config):
     import tensorflow as tf
+
     from aur_tf import models
     net = models.build_mask_net(config.image_size, config.channels, config.mask_width)
     tf.train.Checkpoint(mask_net=net).restore(

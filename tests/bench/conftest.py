@@ -3,7 +3,6 @@ import importlib.util
 import os
 
 import pytest
-
 from cli_helpers import ROOT
 
 

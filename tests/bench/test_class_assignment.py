@@ -6,12 +6,12 @@ import sys
 
 import numpy as np
 import pytest
+from cli_helpers import ROOT, write_npz_source
 
 from aur_tf import train_lib
 from aur_tf.config import Config
 from aur_tf.data.mixtures import MixtureSplit
 from aur_tf.errors import UserError
-from cli_helpers import ROOT, write_npz_source
 
 SCRIPT = os.path.join(ROOT, "bench", "class_assignment.py")
 

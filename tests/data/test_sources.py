@@ -11,7 +11,6 @@ from aur_tf.data import mnist_offline, sources
 from aur_tf.data.sources import SourceImages, SourceSpec, load_source
 from aur_tf.errors import UserError
 
-
 # --- spec parsing ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("text, kind, location, labels", [

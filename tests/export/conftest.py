@@ -66,8 +66,8 @@ class ExportedRun:
 def stroke_run_config(root, **settings):
     """The config of a tiny run in `root/run` on strokes, writing its npz sources into `root`.
 
-    `settings` override the defaults (width 4, 4 unsupervised steps of 8 pairs, 16 validation and 16 test
-    mixtures).
+    `settings` override the defaults (width 4, 4 unsupervised steps of 8 pairs, 16 validation and
+    16 test mixtures).
     """
     root = Path(root)
     root.mkdir()
@@ -78,7 +78,8 @@ def stroke_run_config(root, **settings):
         np.savez(path, x_train=_strokes(rng, 64, horizontal), x_test=_strokes(rng, 16, horizontal))
         sources.append(f"npz:{path}")
     defaults = dict(train_mixtures=64, validation_mixtures=16, test_mixtures=16, mask_width=4,
-                    disc_width=4, batch_pairs=8, train_steps=4, eval_every=4, checkpoint_every=4, log_every=4)
+                    disc_width=4, batch_pairs=8, train_steps=4, eval_every=4, checkpoint_every=4,
+                    log_every=4)
     return Config(workdir=str(root / "run"), source_a=sources[0], source_b=sources[1],
                   cache_dir=str(root / "cache"), **{**defaults, **settings})
 

@@ -92,8 +92,8 @@ def test_trained_nets_pass_with_the_derived_bound(trained_run, tmp_path, width):
     A finished unsupervised run needs thousands of steps; supervised training at learning rate
     1e-2 gives, in 60 steps (~2 s), what makes its rounding noise larger than a fresh net's: masks
     saturated at 0 and 1 (logits |z| ~ 25), BatchNorm statistics and weights moved far from their
-    initialisation, and separations 1.5-3 dB above the half mask. Two widths change the convolutions' lengths
-    (fan-in up to 64 * width) and with them the noise.
+    initialisation, and separations 1.5-3 dB above the half mask. Two widths change the
+    convolutions' lengths (fan-in up to 64 * width) and with them the noise.
     """
     config = trained_run(width)
     report = export_onnx.export_run(config.workdir, out_dir=str(tmp_path / "export"),

@@ -10,10 +10,10 @@ import zipfile
 
 import numpy as np
 import pytest
+from cli_helpers import snapshot
 from PIL import Image
 
 from aur_tf.separator import Separator
-from cli_helpers import snapshot
 from export import separate as separate_cli
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

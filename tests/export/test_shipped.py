@@ -6,10 +6,10 @@ import sys
 
 import numpy as np
 import pytest
+from cli_helpers import ROOT
 from PIL import Image
 
 from aur_tf.separator import SHIPPED, SHIPPED_DIR, Separator, shipped_path
-from cli_helpers import ROOT
 
 
 @pytest.mark.parametrize("name", sorted(SHIPPED))

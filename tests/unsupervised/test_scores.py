@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
+from synthetic import color_strokes
 
 from aur_tf.unsupervised import scores
-from synthetic import color_strokes
 
 
 def _channel_mask(channel):
