@@ -6,6 +6,7 @@ Every flag is a field of `aur_tf.config.Config` (see `--helpfull`). Bad input en
 line on stderr and exit status 2; a run whose losses or weights become non-finite ends with one
 line and exit status 3.
 """
+
 import os
 import sys
 
@@ -33,20 +34,24 @@ def main(argv):
         # Before TensorFlow allocates anything: settings that cannot fit are refused in one line.
         memory.check_training(config)
         from aur_tf import train_lib  # TensorFlow loads only once the flags are known to be good.
+
         results = train_lib.train(config)
     except UserError as e:
         cli.fail(e)
     except TrainingDiverged as e:
         cli.fail(e, code=DIVERGED_EXIT_CODE)
     except KeyboardInterrupt:
-        print("interrupted: run the same command to resume from the last checkpoint",
-              file=sys.stderr)
+        print(
+            "interrupted: run the same command to resume from the last checkpoint", file=sys.stderr
+        )
         sys.exit(INTERRUPTED_EXIT_CODE)
     test = results["test"]
-    print(f"done: step {results['step']}, validation {results['psnr_db']:.2f} dB PSNR, "
-          f"{results['ssim']:.3f} SSIM; test {test['psnr_db']:.2f} dB, {test['ssim']:.3f} "
-          f"(half mask {test['half_mask_psnr_db']:.2f} dB, {test['half_mask_ssim']:.3f}); "
-          f"results in {printable(os.path.join(config.workdir, 'eval.json'))}")
+    print(
+        f"done: step {results['step']}, validation {results['psnr_db']:.2f} dB PSNR, "
+        f"{results['ssim']:.3f} SSIM; test {test['psnr_db']:.2f} dB, {test['ssim']:.3f} "
+        f"(half mask {test['half_mask_psnr_db']:.2f} dB, {test['half_mask_ssim']:.3f}); "
+        f"results in {printable(os.path.join(config.workdir, 'eval.json'))}"
+    )
 
 
 def run():

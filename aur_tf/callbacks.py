@@ -13,6 +13,7 @@
   StopAtStep       ends training at `train_steps`
 Each acts at its interval and at the last step, `train_steps`.
 """
+
 import contextlib
 import logging
 import math
@@ -75,8 +76,11 @@ class RunState:
         return False
 
     def trackables(self):
-        return {"train_seconds": self.train_seconds, "collapse_streak": self.collapse_streak,
-                "collapse_step": self.collapse_step}
+        return {
+            "train_seconds": self.train_seconds,
+            "collapse_streak": self.collapse_streak,
+            "collapse_step": self.collapse_step,
+        }
 
 
 class TrainingClock(keras.callbacks.Callback):
@@ -109,10 +113,14 @@ class TrainingClock(keras.callbacks.Callback):
 def _diverged(model, manager, what, step):
     """Stops training; the TrainingDiverged to raise, naming the checkpoint that is kept."""
     model.stop_training = True
-    kept = (f"the last checkpoint, {manager.latest_checkpoint}, is kept"
-            if manager.latest_checkpoint else "no checkpoint was written")
-    return TrainingDiverged(f"{what} at step {step}; {kept}: lower the learning rates or try "
-                            "--mixed_precision=float32")
+    kept = (
+        f"the last checkpoint, {manager.latest_checkpoint}, is kept"
+        if manager.latest_checkpoint
+        else "no checkpoint was written"
+    )
+    return TrainingDiverged(
+        f"{what} at step {step}; {kept}: lower the learning rates or try --mixed_precision=float32"
+    )
 
 
 class DivergenceGuard(keras.callbacks.Callback):
@@ -126,8 +134,7 @@ class DivergenceGuard(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         for name, value in _scalars(logs).items():
             if not math.isfinite(value):
-                raise _diverged(self.model, self.manager, f"{name} became {value}",
-                                self.state.step)
+                raise _diverged(self.model, self.manager, f"{name} became {value}", self.state.step)
 
 
 class ProgressLog(keras.callbacks.Callback):
@@ -175,14 +182,20 @@ class ProgressLog(keras.callbacks.Callback):
         # Only float16 loss scaling skips updates; elsewhere the count is always 0.
         if config.mixed_precision == "mixed_float16":
             losses += f" | skipped_steps {skipped}"
-        log.info("step %d/%d | %.2f steps/s | ETA %s | %s", step, config.train_steps, rate, eta,
-                 losses)
+        log.info(
+            "step %d/%d | %.2f steps/s | ETA %s | %s", step, config.train_steps, rate, eta, losses
+        )
         if "energy_share" in values and self.state.watch_collapse(
-                step, values["energy_share"], config.collapse_windows):
-            log.warning("step %d: COLLAPSED: the training energy_share was outside [%.2f, %.2f] "
-                        "for %d progress windows in a row (one output takes nearly all energy)",
-                        step, 1 - evaluation.COLLAPSE_ENERGY_SHARE,
-                        evaluation.COLLAPSE_ENERGY_SHARE, config.collapse_windows)
+            step, values["energy_share"], config.collapse_windows
+        ):
+            log.warning(
+                "step %d: COLLAPSED: the training energy_share was outside [%.2f, %.2f] "
+                "for %d progress windows in a row (one output takes nearly all energy)",
+                step,
+                1 - evaluation.COLLAPSE_ENERGY_SHARE,
+                evaluation.COLLAPSE_ENERGY_SHARE,
+                config.collapse_windows,
+            )
         tensorboard = rundir.path(config.workdir, rundir.TENSORBOARD_DIR)
         with rundir.writes_to(tensorboard), self.writer.as_default(step=step):
             for name, value in values.items():
@@ -191,8 +204,9 @@ class ProgressLog(keras.callbacks.Callback):
             for name in ("mask_optimizer", "disc_optimizer"):
                 optimizer = getattr(self.model, name, None)
                 if optimizer is not None:
-                    tf.summary.scalar(f"train/{name}_learning_rate",
-                                      float(np.asarray(optimizer.learning_rate)))
+                    tf.summary.scalar(
+                        f"train/{name}_learning_rate", float(np.asarray(optimizer.learning_rate))
+                    )
             tf.summary.scalar("train/skipped_steps", skipped)
         self.model.reset_metrics()
 
@@ -229,8 +243,13 @@ def _image_grid(split, masks):
     n = len(masks)
     mixtures = split.mixtures[:n]
     estimate_a = 2.0 * mixtures * masks
-    columns = [mixtures, estimate_a, 2.0 * mixtures - estimate_a,
-               split.sources_a[:n], split.sources_b[:n]]
+    columns = [
+        mixtures,
+        estimate_a,
+        2.0 * mixtures - estimate_a,
+        split.sources_a[:n],
+        split.sources_b[:n],
+    ]
     rows = np.concatenate(columns, axis=2)
     return np.clip(np.concatenate(list(rows), axis=0)[None], 0.0, 1.0)
 
@@ -269,9 +288,12 @@ class Evaluation(keras.callbacks.Callback):
         self.progress = progress
         self.results = {}
         self.baseline = evaluation.half_mask_baseline(split)
-        log.info("half-mask baseline on %d validation mixtures: %.2f dB PSNR, %.3f SSIM",
-                 len(split.mixtures), self.baseline["half_mask_psnr_db"],
-                 self.baseline["half_mask_ssim"])
+        log.info(
+            "half-mask baseline on %d validation mixtures: %.2f dB PSNR, %.3f SSIM",
+            len(split.mixtures),
+            self.baseline["half_mask_psnr_db"],
+            self.baseline["half_mask_ssim"],
+        )
 
     def on_train_batch_end(self, batch, logs=None):
         if not _is_due(self.state.step, self.config.eval_every, self.config.train_steps):
@@ -295,35 +317,53 @@ class Evaluation(keras.callbacks.Callback):
         replaced = next((h for h in self.history if h["step"] == step), {})
         train_means = train_means or replaced.get("train_means")
         self.history = [h for h in self.history if h["step"] < step]
-        entry = {"step": step, "train_seconds": float(self.state.train_seconds.numpy()),
-                 "psnr_db": scores["psnr_db"], "ssim": scores["ssim"]}
+        entry = {
+            "step": step,
+            "train_seconds": float(self.state.train_seconds.numpy()),
+            "psnr_db": scores["psnr_db"],
+            "ssim": scores["ssim"],
+        }
         if train_means:
             entry["train_means"] = train_means
         self.history.append(entry)
         self.results = dict(
-            scores, **self.baseline, split="validation", step=step,
+            scores,
+            **self.baseline,
+            split="validation",
+            step=step,
             train_seconds=entry["train_seconds"],
             skipped_steps=int(self.state.model.skipped_steps.numpy()),
             collapse_detected_at_step=self.state.collapse_detected_at_step,
-            config=self.config.to_dict(), machines=self.machines, history=self.history,
-            **{f"seconds_to_{metric}": marks for metric, marks
-               in evaluation.seconds_to_quality_marks(self.history).items()})
+            config=self.config.to_dict(),
+            machines=self.machines,
+            history=self.history,
+            **{
+                f"seconds_to_{metric}": marks
+                for metric, marks in evaluation.seconds_to_quality_marks(self.history).items()
+            },
+        )
         masks = evaluation.predict_masks(mask_net, self.split.mixtures[:_GRID_IMAGES])
         if self.chief:
             self._write_record()
-            rundir.write_mask_samples(self.config.workdir, self.split, masks,
-                                      scores["permutation"])
-        log.info("eval at step %d: %.2f dB PSNR, %.3f SSIM, %.1f%% swapped (half mask %.2f dB, "
-                 "%.3f)%s", step, scores["psnr_db"], scores["ssim"],
-                 100 * scores["swapped_fraction"], self.baseline["half_mask_psnr_db"],
-                 self.baseline["half_mask_ssim"], " | COLLAPSED: one output takes nearly all "
-                 "energy" if scores["collapsed"] else "")
+            rundir.write_mask_samples(self.config.workdir, self.split, masks, scores["permutation"])
+        log.info(
+            "eval at step %d: %.2f dB PSNR, %.3f SSIM, %.1f%% swapped (half mask %.2f dB, %.3f)%s",
+            step,
+            scores["psnr_db"],
+            scores["ssim"],
+            100 * scores["swapped_fraction"],
+            self.baseline["half_mask_psnr_db"],
+            self.baseline["half_mask_ssim"],
+            " | COLLAPSED: one output takes nearly all energy" if scores["collapsed"] else "",
+        )
         with rundir.writes_to(rundir.path(self.config.workdir, rundir.TENSORBOARD_DIR)):
             with self.writer.as_default(step=step):
                 for name in ("psnr_db", "ssim", "energy_share", "swapped_fraction"):
                     tf.summary.scalar(f"eval/{name}", scores[name])
-                tf.summary.image("eval/mixture|estimate_a|estimate_b|true_a|true_b",
-                                 _image_grid(self.split, masks))
+                tf.summary.image(
+                    "eval/mixture|estimate_a|estimate_b|true_a|true_b",
+                    _image_grid(self.split, masks),
+                )
             self.writer.flush()
 
     def add_test(self, scores):

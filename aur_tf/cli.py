@@ -4,6 +4,7 @@ Only entry modules (`main.py`, `python -m aur_tf.baselines`, `python -m aur_tf.r
 `python -m export.onnx`, `python -m export.separate`) import
 this; the library itself takes settings objects and never reads flags.
 """
+
 import dataclasses
 import logging
 import os
@@ -16,8 +17,12 @@ from aur_tf import safe_io
 
 USAGE_EXIT_CODE = 2
 _FLAGFILE_PREFIXES = ("--flagfile=", "-flagfile=")
-_DEFINE_BY_TYPE = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer, float: flags.DEFINE_float,
-                   str: flags.DEFINE_string}
+_DEFINE_BY_TYPE = {
+    bool: flags.DEFINE_bool,
+    int: flags.DEFINE_integer,
+    float: flags.DEFINE_float,
+    str: flags.DEFINE_string,
+}
 
 
 def define_flags(settings_type):
@@ -28,8 +33,9 @@ def define_flags(settings_type):
 
 def settings_from_flags(settings_type):
     """The settings object built from the parsed flags that `define_flags` made for it."""
-    return settings_type(**{field.name: flags.FLAGS[field.name].value
-                            for field in dataclasses.fields(settings_type)})
+    return settings_type(
+        **{field.name: flags.FLAGS[field.name].value for field in dataclasses.fields(settings_type)}
+    )
 
 
 def fail(message, code=USAGE_EXIT_CODE):
@@ -51,11 +57,13 @@ def _flagfile_lines(path):
     except safe_io.FileRefused as e:
         raise flags.Error(f"Unable to open flagfile {path}: it {e}") from None
     except UnicodeDecodeError as e:
-        raise flags.Error(f"Unable to read flagfile {path}: not UTF-8 text ({e.reason} at "
-                          f"byte {e.start})") from None
+        raise flags.Error(
+            f"Unable to read flagfile {path}: not UTF-8 text ({e.reason} at byte {e.start})"
+        ) from None
     except ValueError:  # a NUL character, which no path can hold
-        raise flags.Error(f"Unable to open flagfile {path}: its name contains a NUL character"
-                          ) from None
+        raise flags.Error(
+            f"Unable to open flagfile {path}: its name contains a NUL character"
+        ) from None
     except OSError as e:
         raise flags.Error(f"Unable to open flagfile {path} ({e.strerror or e})") from None
 

@@ -3,6 +3,7 @@
 `main.py` turns absl flags into a `Config`; everything under `aur_tf/` reads settings only
 from it, never from FLAGS, so the library can be driven from Python or tests directly.
 """
+
 import dataclasses
 import json
 import math
@@ -14,8 +15,9 @@ from aur_tf.safe_io import printable
 MODES = ("unsupervised", "supervised")
 ENERGY_TERMS = ("batch", "pixel", "none")
 # Settings of the adversarial game alone: a supervised run trains the mask net by itself.
-ADVERSARIAL_SETTINGS = frozenset({"disc_width", "disc_learning_rate", "alpha", "beta", "energy",
-                                  "mask_steps_per_disc_step"})
+ADVERSARIAL_SETTINGS = frozenset(
+    {"disc_width", "disc_learning_rate", "alpha", "beta", "energy", "mask_steps_per_disc_step"}
+)
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 IMAGE_SIZES = (32, 64)
 CHANNEL_COUNTS = (1, 3)
@@ -29,10 +31,21 @@ MAX_SEED = 2**32 - 1
 # actually fits is checked against the machine's memory (aur_tf.memory) before training.
 MAX_COUNT = 10**9
 # Fields that must be integers in 1 .. MAX_COUNT.
-COUNT_FIELDS = ("train_mixtures", "validation_mixtures", "test_mixtures", "train_steps",
-                "batch_pairs", "mask_width", "disc_width", "mask_steps_per_disc_step",
-                "checkpoint_every", "keep_checkpoints", "eval_every", "log_every",
-                "collapse_windows")
+COUNT_FIELDS = (
+    "train_mixtures",
+    "validation_mixtures",
+    "test_mixtures",
+    "train_steps",
+    "batch_pairs",
+    "mask_width",
+    "disc_width",
+    "mask_steps_per_disc_step",
+    "checkpoint_every",
+    "keep_checkpoints",
+    "eval_every",
+    "log_every",
+    "collapse_windows",
+)
 
 
 def _default_cache_dir():
@@ -52,69 +65,110 @@ def setting(default, help_text):
 class Config:
     """Every setting of a training run; defaults are the paper's MNIST setup (Sec. 4-5)."""
 
-    workdir: str = setting("runs/mnist", "Directory for checkpoints, TensorBoard logs and "
-                            "eval.json; running again with the same workdir resumes.")
-    mode: str = setting("unsupervised", "unsupervised (the paper's method, mixtures only) or "
-                         "supervised (upper bound: the same mask net trained on clean sources).")
+    workdir: str = setting(
+        "runs/mnist",
+        "Directory for checkpoints, TensorBoard logs and "
+        "eval.json; running again with the same workdir resumes.",
+    )
+    mode: str = setting(
+        "unsupervised",
+        "unsupervised (the paper's method, mixtures only) or "
+        "supervised (upper bound: the same mask net trained on clean sources).",
+    )
     # Data: two clean-image sources, mixed as y = (x + b) / 2.
-    source_a: str = setting("mnist?labels=0-4", "First source, KIND:LOCATION[?labels=L] with KIND "
-                             "tfds, npz, folder or mnist (built-in offline MNIST).")
+    source_a: str = setting(
+        "mnist?labels=0-4",
+        "First source, KIND:LOCATION[?labels=L] with KIND "
+        "tfds, npz, folder or mnist (built-in offline MNIST).",
+    )
     source_b: str = setting("mnist?labels=5-9", "Second source, same syntax as --source_a.")
-    image_size: int = setting(32, "Height and width of the mixtures: 32 or 64 (smaller images are "
-                               "zero-padded, larger ones resized).")
+    image_size: int = setting(
+        32,
+        "Height and width of the mixtures: 32 or 64 (smaller images are "
+        "zero-padded, larger ones resized).",
+    )
     channels: int = setting(1, "1 (grayscale) or 3 (RGB).")
-    invert: bool = setting(False, "Use 1 - image, so that backgrounds are 0 (the paper does this "
-                            "for Shoes and Bags: masking works best on a zero background).")
+    invert: bool = setting(
+        False,
+        "Use 1 - image, so that backgrounds are 0 (the paper does this "
+        "for Shoes and Bags: masking works best on a zero background).",
+    )
     train_mixtures: int = setting(25_000, "Number of training mixtures.")
-    validation_mixtures: int = setting(5_000, "Number of validation mixtures: every evaluation "
-                                        "during training, and every choice made by score.")
-    test_mixtures: int = setting(5_000, "Number of test mixtures, scored once at the end of "
-                                  "training.")
-    cache_dir: str = setting(_default_cache_dir(), "Where downloaded and decoded datasets are kept "
-                              "(default: $AUR_TF_CACHE or ~/.cache/aur_tf).")
-    seed: int = setting(0, f"Seed of the mixtures, the pairing, and the initial weights (0 .. "
-                         f"{MAX_SEED}).")
-    deterministic: bool = setting(False, "Make TensorFlow ops deterministic, so that two runs "
-                                   "with the same seed give identical losses and weights (slower "
-                                   "on GPUs).")
+    validation_mixtures: int = setting(
+        5_000,
+        "Number of validation mixtures: every evaluation "
+        "during training, and every choice made by score.",
+    )
+    test_mixtures: int = setting(
+        5_000, "Number of test mixtures, scored once at the end of training."
+    )
+    cache_dir: str = setting(
+        _default_cache_dir(),
+        "Where downloaded and decoded datasets are kept "
+        "(default: $AUR_TF_CACHE or ~/.cache/aur_tf).",
+    )
+    seed: int = setting(
+        0, f"Seed of the mixtures, the pairing, and the initial weights (0 .. {MAX_SEED})."
+    )
+    deterministic: bool = setting(
+        False,
+        "Make TensorFlow ops deterministic, so that two runs "
+        "with the same seed give identical losses and weights (slower "
+        "on GPUs).",
+    )
     # Models (Sec. 4).
-    mask_width: int = setting(64, "Mask net channels at the layer before last; doubling toward the "
-                               "bottleneck.")
+    mask_width: int = setting(
+        64, "Mask net channels at the layer before last; doubling toward the bottleneck."
+    )
     disc_width: int = setting(64, "Discriminator channels at its first layer.")
     # Optimisation (Eq. 10 and Sec. 4).
     train_steps: int = setting(25_000, "Total mask-net steps.")
-    batch_pairs: int = setting(64, "Pairs (y1, y2) per step; each step reads twice as many "
-                               "mixtures.")
+    batch_pairs: int = setting(
+        64, "Pairs (y1, y2) per step; each step reads twice as many mixtures."
+    )
     mask_learning_rate: float = setting(1e-4, "Adam learning rate of the mask net.")
     disc_learning_rate: float = setting(1e-4, "Adam learning rate of the discriminator.")
     adam_beta1: float = setting(0.5, "Adam beta_1 of both optimizers.")
     alpha: float = setting(5.0, "Weight of the adversarial loss L_M (Eq. 10).")
     beta: float = setting(5.0, "Weight of the energy-equity loss L_E (Eq. 10).")
-    energy: str = setting("batch", "Energy-equity term: batch (batch-level equity, default), pixel "
-                           "(Eq. 6 as printed; collapses on MNIST) or none (ablation).")
+    energy: str = setting(
+        "batch",
+        "Energy-equity term: batch (batch-level equity, default), pixel "
+        "(Eq. 6 as printed; collapses on MNIST) or none (ablation).",
+    )
     mask_steps_per_disc_step: int = setting(4, "Mask-net updates per discriminator update.")
-    mixed_precision: str = setting("float32", "float32, mixed_float16 (GPUs; with dynamic loss "
-                                    "scaling) or mixed_bfloat16.")
+    mixed_precision: str = setting(
+        "float32", "float32, mixed_float16 (GPUs; with dynamic loss scaling) or mixed_bfloat16."
+    )
     jit_compile: bool = setting(False, "Compile the train step with XLA.")
-    conv_kernels: str = setting("auto", "How the nets' 4x4 stride-2 layers compute transposed "
-                                 "convolutions: phases (four stride-1 convolutions each; several "
-                                 "times faster on AVX2 CPUs), native (TensorFlow's own kernel) or "
-                                 "auto (native with a GPU or an AVX-512 CPU, phases otherwise). "
-                                 "The weights and results are the same.")
-    strategy: str = setting("default", "tf.distribute strategy: default (one device), mirrored "
-                             "(every local GPU, else every logical CPU), multi_worker (one process "
-                             "per machine, cluster from $TF_CONFIG) or tpu (untested). "
-                             "--batch_pairs is the global batch and must divide by the number of "
-                             "replicas.")
+    conv_kernels: str = setting(
+        "auto",
+        "How the nets' 4x4 stride-2 layers compute transposed "
+        "convolutions: phases (four stride-1 convolutions each; several "
+        "times faster on AVX2 CPUs), native (TensorFlow's own kernel) or "
+        "auto (native with a GPU or an AVX-512 CPU, phases otherwise). "
+        "The weights and results are the same.",
+    )
+    strategy: str = setting(
+        "default",
+        "tf.distribute strategy: default (one device), mirrored "
+        "(every local GPU, else every logical CPU), multi_worker (one process "
+        "per machine, cluster from $TF_CONFIG) or tpu (untested). "
+        "--batch_pairs is the global batch and must divide by the number of "
+        "replicas.",
+    )
     # Bookkeeping.
     checkpoint_every: int = setting(500, "Steps between checkpoints.")
     keep_checkpoints: int = setting(3, "Checkpoints kept on disk.")
     eval_every: int = setting(1000, "Steps between evaluations on the validation mixtures.")
     log_every: int = setting(50, "Steps between progress lines and TensorBoard scalars.")
-    collapse_windows: int = setting(10, "Consecutive progress windows whose mean training "
-                                     "energy_share is outside [0.05, 0.95] that are reported as a "
-                                     "collapse to the trivial mask (collapse_detected_at_step in "
-                                     "eval.json).")
+    collapse_windows: int = setting(
+        10,
+        "Consecutive progress windows whose mean training "
+        "energy_share is outside [0.05, 0.95] that are reported as a "
+        "collapse to the trivial mask (collapse_detected_at_step in "
+        "eval.json).",
+    )
 
     def __post_init__(self):
         self._check_choice("mode", MODES)
@@ -128,8 +182,9 @@ class Config:
             if getattr(self, name) < 1:
                 raise UserError(f"--{name}={getattr(self, name)} must be a positive integer")
             if getattr(self, name) > MAX_COUNT:
-                raise UserError(f"--{name}={getattr(self, name)} is absurdly large: at most "
-                                f"{MAX_COUNT}")
+                raise UserError(
+                    f"--{name}={getattr(self, name)} is absurdly large: at most {MAX_COUNT}"
+                )
         if not 0 <= self.seed <= MAX_SEED:
             raise UserError(f"--seed={self.seed} must be in 0 .. {MAX_SEED}")
         # NaN passes every comparison below unnoticed and would only surface as a NaN loss.
@@ -145,20 +200,24 @@ class Config:
             raise UserError(
                 f"--batch_pairs={self.batch_pairs} needs {2 * self.batch_pairs} mixtures per step "
                 f"but --train_mixtures={self.train_mixtures}: lower --batch_pairs or raise "
-                "--train_mixtures")
+                "--train_mixtures"
+            )
         if not self.workdir:
             raise UserError("--workdir is empty: give the directory for checkpoints and results")
         for name in ("workdir", "cache_dir"):
             if "\0" in getattr(self, name):
-                raise UserError(f"--{name}={printable(getattr(self, name))} contains a NUL "
-                                "character: remove it")
+                raise UserError(
+                    f"--{name}={printable(getattr(self, name))} contains a NUL character: remove it"
+                )
         # TensorFlow's file system layer (checkpoints, TensorBoard) takes paths as UTF-8 text;
         # Python keeps undecodable bytes of a name as lone surrogates, which it cannot encode.
         try:
             self.workdir.encode("utf-8")
         except UnicodeEncodeError:
-            raise UserError(f"--workdir={printable(self.workdir)} is not valid UTF-8, which "
-                            "TensorFlow needs for checkpoint paths: rename it") from None
+            raise UserError(
+                f"--workdir={printable(self.workdir)} is not valid UTF-8, which "
+                "TensorFlow needs for checkpoint paths: rename it"
+            ) from None
 
     def _check_choice(self, name, choices):
         if getattr(self, name) not in choices:

@@ -16,6 +16,7 @@ at matmul speed (the example above: 15 ms, 143 GFLOP/s), and there TensorFlow's 
 a whole training step ~15% faster than the phases do; `native_kernels_are_fast` tells the two
 kinds of machine apart.
 """
+
 import keras
 import tensorflow as tf
 
@@ -31,8 +32,9 @@ def native_kernels_are_fast():
     other CPUs (AVX2: ~2 GFLOP/s) and where the CPU's flags cannot be read: a wrong guess there
     costs the phases ~15-20% of a step, the native kernels up to 3x.
     """
-    return (bool(tf.config.list_logical_devices("GPU"))
-            or machine.has_avx512_core(machine.cpu_flags()))
+    return bool(tf.config.list_logical_devices("GPU")) or machine.has_avx512_core(
+        machine.cpu_flags()
+    )
 
 
 def _pad_one_pixel(images):
@@ -41,8 +43,10 @@ def _pad_one_pixel(images):
 
 def _phase_kernel(kernel, row_phase, column_phase):
     """`[4, 4, out, in]` transposed-convolution kernel -> `[2, 2, in, out]` kernel of one phase."""
-    taps = [[kernel[3 - row_phase - 2 * s, 3 - column_phase - 2 * t] for t in range(2)]
-            for s in range(2)]
+    taps = [
+        [kernel[3 - row_phase - 2 * s, 3 - column_phase - 2 * t] for t in range(2)]
+        for s in range(2)
+    ]
     return tf.transpose(tf.stack([tf.stack(row) for row in taps]), [0, 1, 3, 2])
 
 
@@ -59,17 +63,30 @@ def _transposed_by_phases(images, kernel):
     shape = tf.shape(images)
     batch, height, width = shape[0], shape[1], shape[2]
     padded = _pad_one_pixel(images)
-    phases = tf.stack([
-        tf.stack([tf.nn.conv2d(padded[:, a:a + height + 1, b:b + width + 1],
-                               _phase_kernel(kernel, a, b), 1, "VALID") for b in range(2)])
-        for a in range(2)])  # [row phase, column phase, batch, H, W, out]
+    phases = tf.stack(
+        [
+            tf.stack(
+                [
+                    tf.nn.conv2d(
+                        padded[:, a : a + height + 1, b : b + width + 1],
+                        _phase_kernel(kernel, a, b),
+                        1,
+                        "VALID",
+                    )
+                    for b in range(2)
+                ]
+            )
+            for a in range(2)
+        ]
+    )  # [row phase, column phase, batch, H, W, out]
     interleaved = tf.transpose(phases, [2, 3, 0, 4, 1, 5])  # [batch, H, row phase, W, col, out]
     return tf.reshape(interleaved, [batch, 2 * height, 2 * width, kernel.shape[2]])
 
 
 def _filter_gradient(inputs, kernel_shape, output_gradient):
-    return tf.compat.v1.nn.conv2d_backprop_filter(inputs, kernel_shape, output_gradient,
-                                                  [1, 2, 2, 1], "SAME")
+    return tf.compat.v1.nn.conv2d_backprop_filter(
+        inputs, kernel_shape, output_gradient, [1, 2, 2, 1], "SAME"
+    )
 
 
 @tf.custom_gradient
@@ -78,9 +95,12 @@ def strided_conv(images, kernel):
 
     `kernel` is `[4, 4, in, out]`. The input gradient is a transposed convolution by phases.
     """
+
     def gradient(output_gradient):
-        return (_transposed_by_phases(output_gradient, kernel),
-                _filter_gradient(images, tf.shape(kernel), output_gradient))
+        return (
+            _transposed_by_phases(output_gradient, kernel),
+            _filter_gradient(images, tf.shape(kernel), output_gradient),
+        )
 
     return tf.nn.conv2d(images, kernel, 2, "SAME"), gradient
 
@@ -91,9 +111,12 @@ def transposed_conv(images, kernel):
 
     `kernel` is `[4, 4, out, in]`. The forward pass is by phases; the input gradient is a Conv2D.
     """
+
     def gradient(output_gradient):
-        return (tf.nn.conv2d(output_gradient, kernel, 2, "SAME"),
-                _filter_gradient(output_gradient, tf.shape(kernel), images))
+        return (
+            tf.nn.conv2d(output_gradient, kernel, 2, "SAME"),
+            _filter_gradient(output_gradient, tf.shape(kernel), images),
+        )
 
     return _transposed_by_phases(images, kernel), gradient
 
@@ -103,13 +126,20 @@ class _CheckedLayout:
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        if (self.kernel_size != (KERNEL_SIZE, KERNEL_SIZE) or self.strides != (2, 2)
-                or self.padding != "same" or self.use_bias
-                or self.activation is not keras.activations.linear
-                or self.dilation_rate != (1, 1) or self.data_format != "channels_last"
-                or getattr(self, "output_padding", None) is not None):
-            raise ValueError(f"{type(self).__name__} computes only 4x4 stride-2 'same' "
-                             "convolutions without bias or activation, channels last")
+        if (
+            self.kernel_size != (KERNEL_SIZE, KERNEL_SIZE)
+            or self.strides != (2, 2)
+            or self.padding != "same"
+            or self.use_bias
+            or self.activation is not keras.activations.linear
+            or self.dilation_rate != (1, 1)
+            or self.data_format != "channels_last"
+            or getattr(self, "output_padding", None) is not None
+        ):
+            raise ValueError(
+                f"{type(self).__name__} computes only 4x4 stride-2 'same' "
+                "convolutions without bias or activation, channels last"
+            )
 
 
 class PhaseConv2D(_CheckedLayout, keras.layers.Conv2D):

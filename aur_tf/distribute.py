@@ -5,6 +5,7 @@ on the same global batch. Each replica takes 2B/R of the step's mixtures, pairs 
 differentiates 1/R of its mean losses, so the summed gradients are those of the global means;
 BatchNorm statistics and the batch energy term are all-reduced over the global batch.
 """
+
 import functools
 import json
 import os
@@ -69,49 +70,69 @@ def check_tf_config(text):
     `host:port` string, ROLE a role of the cluster and I an integer in 0 .. (its addresses - 1).
     """
     if text is None:
-        raise UserError("--strategy=multi_worker needs $TF_CONFIG with this worker's cluster and "
-                        f"task ({_SCALING_OUT})")
+        raise UserError(
+            "--strategy=multi_worker needs $TF_CONFIG with this worker's cluster and "
+            f"task ({_SCALING_OUT})"
+        )
     try:
         tf_config = json.loads(text)
     except (ValueError, RecursionError) as e:  # RecursionError: nested too deep
         raise UserError(f"$TF_CONFIG is not JSON ({e}): {_SCALING_OUT}") from None
     cluster = tf_config.get("cluster") if isinstance(tf_config, dict) else None
     if not (isinstance(cluster, dict) and cluster):
-        raise UserError("$TF_CONFIG has no \"cluster\" object mapping roles to lists of "
-                        f"host:port addresses: {_SCALING_OUT}")
+        raise UserError(
+            '$TF_CONFIG has no "cluster" object mapping roles to lists of '
+            f"host:port addresses: {_SCALING_OUT}"
+        )
     addresses = []
     for role, members in cluster.items():
         if role not in _ROLES:
-            raise UserError(f"$TF_CONFIG's cluster has the role {role!r}: --strategy=multi_worker"
-                            f" takes {' and '.join(_ROLES)} only ({_SCALING_OUT})")
-        if not (isinstance(members, list) and members
-                and all(isinstance(member, str) for member in members)):
-            raise UserError(f"$TF_CONFIG's cluster {role!r} is {json.dumps(members)}: give a "
-                            f"non-empty list of host:port strings ({_SCALING_OUT})")
+            raise UserError(
+                f"$TF_CONFIG's cluster has the role {role!r}: --strategy=multi_worker"
+                f" takes {' and '.join(_ROLES)} only ({_SCALING_OUT})"
+            )
+        if not (
+            isinstance(members, list)
+            and members
+            and all(isinstance(member, str) for member in members)
+        ):
+            raise UserError(
+                f"$TF_CONFIG's cluster {role!r} is {json.dumps(members)}: give a "
+                f"non-empty list of host:port strings ({_SCALING_OUT})"
+            )
         for member in members:
             port = _ADDRESS.fullmatch(member)
             if not (port and 1 <= int(port[1]) <= _MAX_PORT):
-                raise UserError(f"$TF_CONFIG's cluster {role!r} has the address {member!r}: "
-                                f"write host:port, the port 1 .. {_MAX_PORT} ({_SCALING_OUT})")
+                raise UserError(
+                    f"$TF_CONFIG's cluster {role!r} has the address {member!r}: "
+                    f"write host:port, the port 1 .. {_MAX_PORT} ({_SCALING_OUT})"
+                )
         addresses += members
     if len(cluster.get("chief", [])) > 1:
-        raise UserError(f"$TF_CONFIG's cluster has {len(cluster['chief'])} chiefs: at most one "
-                        f"({_SCALING_OUT})")
+        raise UserError(
+            f"$TF_CONFIG's cluster has {len(cluster['chief'])} chiefs: at most one ({_SCALING_OUT})"
+        )
     repeated = sorted({address for address in addresses if addresses.count(address) > 1})
     if repeated:
-        raise UserError(f"$TF_CONFIG's cluster lists {', '.join(repeated)} more than once: every "
-                        f"task needs its own host:port ({_SCALING_OUT})")
+        raise UserError(
+            f"$TF_CONFIG's cluster lists {', '.join(repeated)} more than once: every "
+            f"task needs its own host:port ({_SCALING_OUT})"
+        )
     task = tf_config.get("task")
     role = task.get("type") if isinstance(task, dict) else None
     if not (isinstance(role, str) and role in cluster):
-        raise UserError(f"$TF_CONFIG's task is {json.dumps(task)}: its \"type\" must be a role "
-                        f"of the cluster, one of {', '.join(cluster)} ({_SCALING_OUT})")
+        raise UserError(
+            f'$TF_CONFIG\'s task is {json.dumps(task)}: its "type" must be a role '
+            f"of the cluster, one of {', '.join(cluster)} ({_SCALING_OUT})"
+        )
     index = task.get("index")
     # bool is an int subclass, but true is no index.
     if type(index) is not int or not 0 <= index < len(cluster[role]):
-        raise UserError(f"$TF_CONFIG's task index {json.dumps(index)} is not an integer in 0 .. "
-                        f"{len(cluster[role]) - 1}, one of the cluster's {len(cluster[role])} "
-                        f"{role} addresses ({_SCALING_OUT})")
+        raise UserError(
+            f"$TF_CONFIG's task index {json.dumps(index)} is not an integer in 0 .. "
+            f"{len(cluster[role]) - 1}, one of the cluster's {len(cluster[role])} "
+            f"{role} addresses ({_SCALING_OUT})"
+        )
 
 
 def is_chief(strategy):
@@ -125,14 +146,17 @@ def check_same_step(strategy, step, workdir):
     Workers restore from their own view of `WORKDIR/checkpoints`; if that is not one shared
     directory, they would silently train different weights in lockstep.
     """
+
     @tf.function  # Run eagerly, a MirroredStrategy warns of its overhead.
     def every_workers_step():
         return strategy.gather(strategy.run(lambda: tf.constant([step], tf.int64)), axis=0)
 
     restored = sorted(set(every_workers_step().numpy().tolist()))
     if len(restored) > 1:
-        raise UserError(f"the workers resumed from different steps {restored} of "
-                        f"--workdir={workdir}: it must be one directory that every worker sees")
+        raise UserError(
+            f"the workers resumed from different steps {restored} of "
+            f"--workdir={workdir}: it must be one directory that every worker sees"
+        )
 
 
 def checkpoint_write_dir(run_directory, chief):

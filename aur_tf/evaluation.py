@@ -1,4 +1,5 @@
 """Scores separations against the held-out clean sources: the only place ground truth is used."""
+
 import numpy as np
 
 from aur_tf import metrics
@@ -28,10 +29,15 @@ def seconds_to_quality_marks(history):
     Returns:
       `{metric: {quality_mark_key(mark): seconds or None}}`, None for a mark not reached yet.
     """
-    return {metric: {quality_mark_key(mark): next((h["train_seconds"] for h in history
-                                                   if h[metric] >= mark), None)
-                     for mark in marks}
-            for metric, marks in QUALITY_MARKS.items()}
+    return {
+        metric: {
+            quality_mark_key(mark): next(
+                (h["train_seconds"] for h in history if h[metric] >= mark), None
+            )
+            for mark in marks
+        }
+        for metric, marks in QUALITY_MARKS.items()
+    }
 
 
 def predict_masks(mask_net, mixtures, batch_size=500):
@@ -44,8 +50,12 @@ def predict_masks(mask_net, mixtures, batch_size=500):
     Returns:
       `[N, H, W, C]` float32 masks in (0, 1).
     """
-    return np.concatenate([np.asarray(mask_net(mixtures[i:i + batch_size], training=False))
-                           for i in range(0, len(mixtures), batch_size)])
+    return np.concatenate(
+        [
+            np.asarray(mask_net(mixtures[i : i + batch_size], training=False))
+            for i in range(0, len(mixtures), batch_size)
+        ]
+    )
 
 
 def is_collapsed(energy_share):
@@ -62,16 +72,18 @@ def score_estimates(split, estimate_0, estimate_1):
     Returns:
       `SeparationScores.as_dict()` with `collapsed` added.
     """
-    scores = metrics.score_separation(estimate_0, estimate_1, split.sources_a,
-                                      split.sources_b).as_dict()
+    scores = metrics.score_separation(
+        estimate_0, estimate_1, split.sources_a, split.sources_b
+    ).as_dict()
     scores["collapsed"] = is_collapsed(scores["energy_share"])
     return scores
 
 
 def evaluate(mask_net, split):
     """Permutation-invariant PSNR/SSIM of the mask net on a `MixtureSplit`, plus collapse flag."""
-    return score_estimates(split, *metrics.estimates_from_mask(
-        split.mixtures, predict_masks(mask_net, split.mixtures)))
+    return score_estimates(
+        split, *metrics.estimates_from_mask(split.mixtures, predict_masks(mask_net, split.mixtures))
+    )
 
 
 def half_mask_baseline(split):

@@ -12,6 +12,7 @@ Alpha only says which pixels to show, not their colour: transparent pixels keep 
 colour. Whether the file had alpha is reported, so a caller can say it was dropped or, as
 `export.separate` does for 1-channel models, turn such colour images to gray (`luma`).
 """
+
 import dataclasses
 
 import numpy as np
@@ -85,19 +86,26 @@ def _pixels(image):
     if image.mode == "I" or image.mode.startswith("I;16"):
         values = np.asarray(image).astype(np.int64)
         if values.min() < 0 or values.max() > _SIXTEEN_BIT_MAX:
-            raise ImageError(f"{image.mode} image with values outside 0..{_SIXTEEN_BIT_MAX}: "
-                             "store 8- or 16-bit images")
-        return Decoded((values / float(_SIXTEEN_BIT_MAX)).astype(np.float32)[..., np.newaxis],
-                       had_alpha=False, sixteen_bit=True)
+            raise ImageError(
+                f"{image.mode} image with values outside 0..{_SIXTEEN_BIT_MAX}: "
+                "store 8- or 16-bit images"
+            )
+        return Decoded(
+            (values / float(_SIXTEEN_BIT_MAX)).astype(np.float32)[..., np.newaxis],
+            had_alpha=False,
+            sixteen_bit=True,
+        )
     had_alpha = image.mode in ("LA", "PA", "RGBA") or (
-        image.mode == "P" and "transparency" in image.info)
+        image.mode == "P" and "transparency" in image.info
+    )
     if image.mode in ("1", "L", "LA"):
         gray = np.asarray(image.convert("L"), dtype=np.float32)[..., np.newaxis] / 255
         return Decoded(gray, had_alpha, sixteen_bit=False)
     if image.mode in ("P", "PA"):
         image = image.convert("RGBA")
-    return Decoded(np.asarray(image.convert("RGB"), dtype=np.float32) / 255, had_alpha,
-                   sixteen_bit=False)
+    return Decoded(
+        np.asarray(image.convert("RGB"), dtype=np.float32) / 255, had_alpha, sixteen_bit=False
+    )
 
 
 def luma(pixels):

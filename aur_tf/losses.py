@@ -6,6 +6,7 @@ unmix-and-remix (Eq. 7-8). The paper writes sums; these are means over every ele
 alpha and beta do not depend on batch or image size. All functions take float tensors of any
 dtype and return a float32 scalar.
 """
+
 import tensorflow as tf
 
 # Keeps the batch-level equity ratio finite when a batch carries no energy at all.
@@ -64,8 +65,10 @@ def mean_energies(x_tilde, b_tilde):
     Returns:
       Two float32 scalars >= 0.
     """
-    energies = [tf.reduce_mean(tf.reduce_sum(tf.square(_f32(t)), axis=[1, 2, 3]))
-                for t in (x_tilde, b_tilde)]
+    energies = [
+        tf.reduce_mean(tf.reduce_sum(tf.square(_f32(t)), axis=[1, 2, 3]))
+        for t in (x_tilde, b_tilde)
+    ]
     replica = tf.distribute.get_replica_context()
     if replica is not None and replica.num_replicas_in_sync > 1:
         energies = replica.all_reduce(tf.distribute.ReduceOp.MEAN, energies)

@@ -4,6 +4,7 @@ Runs of this repository have moved between CPUs whose steps differ 4x in time, s
 names the machines its run trained on (`describe`), and `--conv_kernels=auto` reads the CPU's
 instruction sets (`cpu_flags`).
 """
+
 import os
 import platform
 
@@ -56,8 +57,10 @@ def describe(cpuinfo_path=CPUINFO):
     """
     fields = _first_cpu_fields(cpuinfo_path)
     flags = _flags(fields)
-    parts = [fields.get("model name") or platform.processor() or platform.machine() or "CPU",
-             f"{_usable_cores()} cores"]
+    parts = [
+        fields.get("model name") or platform.processor() or platform.machine() or "CPU",
+        f"{_usable_cores()} cores",
+    ]
     if has_avx512_core(flags):
         parts.append("AVX-512")
     elif "avx2" in flags:

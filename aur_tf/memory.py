@@ -6,6 +6,7 @@ The estimates are lower bounds (the arrays the run cannot do without, nothing el
 they refuse cannot fit; one they accept may still need more, which is then the allocator's to
 report.
 """
+
 import math
 
 from aur_tf.errors import UserError
@@ -50,29 +51,27 @@ def available_bytes():
 def mixture_bytes(config):
     """Bytes of the train, validation and test mixtures `config` asks for (float32)."""
     count = config.train_mixtures + config.validation_mixtures + config.test_mixtures
-    return (count * _ARRAYS_PER_MIXTURE * config.image_size ** 2 * config.channels
-            * _FLOAT32_BYTES)
+    return count * _ARRAYS_PER_MIXTURE * config.image_size**2 * config.channels * _FLOAT32_BYTES
 
 
 def _mask_net_weights(channels, width):
     """Convolution weights of models.build_mask_net: channels C, w, 2w, 4w, 8w and back."""
-    widths = [channels] + [width * 2 ** i for i in range(_MASK_DOWN_STEPS)]
+    widths = [channels] + [width * 2**i for i in range(_MASK_DOWN_STEPS)]
     return 2 * _KERNEL_TAPS * sum(a * b for a, b in zip(widths, widths[1:]))
 
 
 def _discriminator_weights(image_size, channels, width):
     """Convolution weights of models.build_discriminator: C, d, 2d, ... to 4x4, then 1."""
     layers = int(math.log2(image_size // _DISC_LAST_SIDE))
-    widths = [channels] + [width * 2 ** i for i in range(layers)] + [1]
+    widths = [channels] + [width * 2**i for i in range(layers)] + [1]
     return _KERNEL_TAPS * sum(a * b for a, b in zip(widths, widths[1:]))
 
 
 def _mask_net_activations(image_size, width):
     """Values one image leaves in the mask net's hidden convolution outputs (down and up)."""
-    down = sum((image_size // 2 ** (i + 1)) ** 2 * width * 2 ** i
-               for i in range(_MASK_DOWN_STEPS))
+    down = sum((image_size // 2 ** (i + 1)) ** 2 * width * 2**i for i in range(_MASK_DOWN_STEPS))
     # The way up repeats every down output's shape but the bottleneck's.
-    bottleneck = (image_size // 2 ** _MASK_DOWN_STEPS) ** 2 * width * 2 ** (_MASK_DOWN_STEPS - 1)
+    bottleneck = (image_size // 2**_MASK_DOWN_STEPS) ** 2 * width * 2 ** (_MASK_DOWN_STEPS - 1)
     return 2 * down - bottleneck
 
 
@@ -80,11 +79,13 @@ def training_bytes(config):
     """Bytes one training step cannot do without: both nets' weights with their gradients and
     Adam moments, and the mask net's activations for the step's 2 * batch_pairs mixtures (kept
     for the backward pass; 16-bit under mixed precision)."""
-    weights = (_mask_net_weights(config.channels, config.mask_width)
-               + _discriminator_weights(config.image_size, config.channels, config.disc_width))
+    weights = _mask_net_weights(config.channels, config.mask_width) + _discriminator_weights(
+        config.image_size, config.channels, config.disc_width
+    )
     activation_bytes = 2 if config.mixed_precision.startswith("mixed") else _FLOAT32_BYTES
-    activations = 2 * config.batch_pairs * _mask_net_activations(config.image_size,
-                                                                config.mask_width)
+    activations = (
+        2 * config.batch_pairs * _mask_net_activations(config.image_size, config.mask_width)
+    )
     return weights * _COPIES_PER_WEIGHT * _FLOAT32_BYTES + activations * activation_bytes
 
 
@@ -104,16 +105,23 @@ def check(needed, what, fix, available=None):
     """
     available = available_bytes() if available is None else available
     if available is not None and needed > available:
-        raise UserError(f"not enough memory for {what}: they need at least {_gigabytes(needed)} "
-                        f"but {_gigabytes(available)} are available: {fix}")
+        raise UserError(
+            f"not enough memory for {what}: they need at least {_gigabytes(needed)} "
+            f"but {_gigabytes(available)} are available: {fix}"
+        )
 
 
 def check_training(config, available=None):
     """`check` for a whole training run of `config`: its mixtures and one training step."""
-    counts = " ".join(f"--{split}_mixtures={getattr(config, f'{split}_mixtures')}"
-                      for split in ("train", "validation", "test"))
-    check(mixture_bytes(config) + training_bytes(config),
-          f"{counts} --batch_pairs={config.batch_pairs} --mask_width={config.mask_width} "
-          f"--disc_width={config.disc_width} at --image_size={config.image_size} "
-          f"--channels={config.channels}",
-          "lower them", available)
+    counts = " ".join(
+        f"--{split}_mixtures={getattr(config, f'{split}_mixtures')}"
+        for split in ("train", "validation", "test")
+    )
+    check(
+        mixture_bytes(config) + training_bytes(config),
+        f"{counts} --batch_pairs={config.batch_pairs} --mask_width={config.mask_width} "
+        f"--disc_width={config.disc_width} at --image_size={config.image_size} "
+        f"--channels={config.channels}",
+        "lower them",
+        available,
+    )

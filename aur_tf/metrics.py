@@ -64,9 +64,7 @@ def _mse(estimate: np.ndarray, target: np.ndarray) -> np.ndarray:
     return np.mean((estimate - target) ** 2, axis=(1, 2, 3))
 
 
-def psnr_per_image(
-    estimate: np.ndarray, target: np.ndarray, data_range: float = 1.0
-) -> np.ndarray:
+def psnr_per_image(estimate: np.ndarray, target: np.ndarray, data_range: float = 1.0) -> np.ndarray:
     """Peak signal-to-noise ratio of each image, in dB.
 
     Args:
@@ -122,9 +120,7 @@ def _ssim(x: np.ndarray, y: np.ndarray, c1: float, c2: float) -> np.ndarray:
     return s.mean(axis=(1, 2, 3))
 
 
-def ssim_per_image(
-    estimate: np.ndarray, target: np.ndarray, data_range: float = 1.0
-) -> np.ndarray:
+def ssim_per_image(estimate: np.ndarray, target: np.ndarray, data_range: float = 1.0) -> np.ndarray:
     """Mean structural similarity of each image, equal to skimage's defaults.
 
     Matches ``skimage.metrics.structural_similarity(est, tgt, data_range=data_range)`` (with
@@ -152,9 +148,7 @@ def ssim_per_image(
     return _per_image(lambda x, y: _ssim(x, y, c1, c2), estimate, target)
 
 
-def estimates_from_mask(
-    mixtures: np.ndarray, masks: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
+def estimates_from_mask(mixtures: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Turn mixtures and masks into the two source estimates on the clean scale.
 
     Args:
@@ -293,16 +287,22 @@ def swapped_per_image(
         [batch] bool, True where the image is swapped against `permutation` (ties are not).
     """
     _check_batch("swapped_per_image", estimate_0, estimate_1, source_a, source_b)
-    return _swapped_under(tuple(permutation), *_assignment_psnrs(
-        estimate_0, estimate_1, source_a, source_b, data_range))
+    return _swapped_under(
+        tuple(permutation),
+        *_assignment_psnrs(estimate_0, estimate_1, source_a, source_b, data_range),
+    )
 
 
 def _assignment_psnrs(estimate_0, estimate_1, source_a, source_b, data_range):
     """Per-image PSNR of (source a, source b) under each assignment: (straight, swapped)."""
-    straight = (psnr_per_image(estimate_0, source_a, data_range),
-                psnr_per_image(estimate_1, source_b, data_range))
-    swapped = (psnr_per_image(estimate_1, source_a, data_range),
-               psnr_per_image(estimate_0, source_b, data_range))
+    straight = (
+        psnr_per_image(estimate_0, source_a, data_range),
+        psnr_per_image(estimate_1, source_b, data_range),
+    )
+    swapped = (
+        psnr_per_image(estimate_1, source_a, data_range),
+        psnr_per_image(estimate_0, source_b, data_range),
+    )
     return straight, swapped
 
 

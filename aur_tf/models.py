@@ -5,6 +5,7 @@ initialisation N(0, 0.02). Under a mixed precision policy the hidden layers comp
 bfloat16 while the mask's sigmoid and the discriminator's score stay float32, so the losses and the
 masks written at export never see reduced precision.
 """
+
 import math
 
 import keras
@@ -23,33 +24,59 @@ _BN_EPSILON = 1e-5
 
 def _check_shape(image_size, channels):
     if image_size not in IMAGE_SIZES or channels not in CHANNEL_COUNTS:
-        raise ValueError(f"image_size must be one of {IMAGE_SIZES} and channels one of "
-                         f"{CHANNEL_COUNTS}, got {image_size} and {channels}")
+        raise ValueError(
+            f"image_size must be one of {IMAGE_SIZES} and channels one of "
+            f"{CHANNEL_COUNTS}, got {image_size} and {channels}"
+        )
 
 
 def _conv(filters, dtype, name, strides=2, padding="same", by_phases=False):
     layer = PhaseConv2D if by_phases else keras.layers.Conv2D
     return layer(
-        filters, _KERNEL, strides=strides, padding=padding, use_bias=False,
-        kernel_initializer=keras.initializers.RandomNormal(stddev=0.02), dtype=dtype, name=name)
+        filters,
+        _KERNEL,
+        strides=strides,
+        padding=padding,
+        use_bias=False,
+        kernel_initializer=keras.initializers.RandomNormal(stddev=0.02),
+        dtype=dtype,
+        name=name,
+    )
 
 
 def _conv_transpose(filters, dtype, name, by_phases=False):
     layer = PhaseConv2DTranspose if by_phases else keras.layers.Conv2DTranspose
     return layer(
-        filters, _KERNEL, strides=2, padding="same", use_bias=False,
-        kernel_initializer=keras.initializers.RandomNormal(stddev=0.02), dtype=dtype, name=name)
+        filters,
+        _KERNEL,
+        strides=2,
+        padding="same",
+        use_bias=False,
+        kernel_initializer=keras.initializers.RandomNormal(stddev=0.02),
+        dtype=dtype,
+        name=name,
+    )
 
 
 def _batch_norm(dtype, name, synchronized):
     return keras.layers.BatchNormalization(
-        momentum=_BN_MOMENTUM, epsilon=_BN_EPSILON,
-        gamma_initializer=keras.initializers.RandomNormal(mean=1.0, stddev=0.02), dtype=dtype,
-        synchronized=synchronized, name=name)
+        momentum=_BN_MOMENTUM,
+        epsilon=_BN_EPSILON,
+        gamma_initializer=keras.initializers.RandomNormal(mean=1.0, stddev=0.02),
+        dtype=dtype,
+        synchronized=synchronized,
+        name=name,
+    )
 
 
-def build_mask_net(image_size=32, channels=1, width=64, dtype="float32", synchronized_bn=False,
-                   phase_convolutions=False):
+def build_mask_net(
+    image_size=32,
+    channels=1,
+    width=64,
+    dtype="float32",
+    synchronized_bn=False,
+    phase_convolutions=False,
+):
     """DiscoGAN encoder-decoder that predicts a per-pixel mask.
 
     `width` channels sit at the layer before last; each layer toward the bottleneck has twice as
@@ -71,7 +98,7 @@ def build_mask_net(image_size=32, channels=1, width=64, dtype="float32", synchro
       masks M(y) of the same shape in (0, 1), float32.
     """
     _check_shape(image_size, channels)
-    widths = [width * 2 ** i for i in range(_DOWN_STEPS)]
+    widths = [width * 2**i for i in range(_DOWN_STEPS)]
     layers = [keras.Input((image_size, image_size, channels), name="mixture")]
     for i, filters in enumerate(widths):
         layers.append(_conv(filters, dtype, f"down{i}_conv", by_phases=phase_convolutions))
@@ -82,14 +109,21 @@ def build_mask_net(image_size=32, channels=1, width=64, dtype="float32", synchro
         layers.append(_conv_transpose(filters, dtype, f"up{i}_convt", by_phases=phase_convolutions))
         layers.append(_batch_norm(dtype, f"up{i}_bn", synchronized_bn))
         layers.append(keras.layers.ReLU(dtype=dtype, name=f"up{i}_relu"))
-    layers.append(_conv_transpose(channels, dtype, f"up{_DOWN_STEPS - 1}_convt",
-                                  by_phases=phase_convolutions))
+    layers.append(
+        _conv_transpose(channels, dtype, f"up{_DOWN_STEPS - 1}_convt", by_phases=phase_convolutions)
+    )
     layers.append(keras.layers.Activation("sigmoid", dtype="float32", name="mask"))
     return keras.Sequential(layers, name="mask_net")
 
 
-def build_discriminator(image_size=32, channels=1, width=64, dtype="float32",
-                        synchronized_bn=False, phase_convolutions=False):
+def build_discriminator(
+    image_size=32,
+    channels=1,
+    width=64,
+    dtype="float32",
+    synchronized_bn=False,
+    phase_convolutions=False,
+):
     """DC-GAN discriminator without the final sigmoid (LS-GAN scores, Eq. 4-5).
 
     Strided convolutions halve the image down to 4x4 (width, 2 width, ... channels); a final
@@ -110,7 +144,7 @@ def build_discriminator(image_size=32, channels=1, width=64, dtype="float32",
     _check_shape(image_size, channels)
     layers = [keras.Input((image_size, image_size, channels), name="image")]
     for i in range(int(math.log2(image_size // _KERNEL))):
-        layers.append(_conv(width * 2 ** i, dtype, f"down{i}_conv", by_phases=phase_convolutions))
+        layers.append(_conv(width * 2**i, dtype, f"down{i}_conv", by_phases=phase_convolutions))
         if i > 0:
             layers.append(_batch_norm(dtype, f"down{i}_bn", synchronized_bn))
         layers.append(keras.layers.LeakyReLU(_LEAK, dtype=dtype, name=f"down{i}_lrelu"))

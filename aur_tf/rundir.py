@@ -17,6 +17,7 @@ JSON that is not an object) into a one-line UserError. Checkpoints are restored 
 
 Importing this module does not import TensorFlow (the report reads workdirs without it).
 """
+
 import contextlib
 import glob
 import io
@@ -44,14 +45,25 @@ SAMPLE_COUNT = 8  # mixtures in samples.npz
 
 # Settings a resumed run must share with the checkpoint it resumes: they change the data or the
 # shapes of what was saved. Everything else (steps, logging, learning rates) may change.
-RUN_IDENTITY = ("mode", "source_a", "source_b", "image_size", "channels", "invert",
-                "train_mixtures", "validation_mixtures", "test_mixtures", "seed", "mask_width",
-                "disc_width", "mixed_precision")
+RUN_IDENTITY = (
+    "mode",
+    "source_a",
+    "source_b",
+    "image_size",
+    "channels",
+    "invert",
+    "train_mixtures",
+    "validation_mixtures",
+    "test_mixtures",
+    "seed",
+    "mask_width",
+    "disc_width",
+    "mixed_precision",
+)
 # What every entry of eval.json's `history` holds, one per evaluation.
 HISTORY_FIELDS = ("step", "train_seconds") + tuple(QUALITY_MARKS)
 # Top-level numbers every record holds, whoever wrote it.
-_NUMBER_FIELDS = ("psnr_db", "ssim", "step", "train_seconds", "half_mask_psnr_db",
-                  "half_mask_ssim")
+_NUMBER_FIELDS = ("psnr_db", "ssim", "step", "train_seconds", "half_mask_psnr_db", "half_mask_ssim")
 
 
 def path(workdir, name):
@@ -60,6 +72,7 @@ def path(workdir, name):
 
 
 # --- writing ----------------------------------------------------------------------------------
+
 
 def _write_errors():
     """What a failed write raises: OSError from Python; from TensorFlow's file system layer, a
@@ -88,9 +101,11 @@ def writes_to(what):
     except safe_io.FileRefused as error:
         raise UserError(f"cannot write {what}: {error}") from None
     except _write_errors() as error:
-        raise UserError(f"cannot write {what} ({reason(error)}): free disk space or fix the "
-                        "permissions, then run the same command to resume from the last "
-                        "checkpoint") from None
+        raise UserError(
+            f"cannot write {what} ({reason(error)}): free disk space or fix the "
+            "permissions, then run the same command to resume from the last "
+            "checkpoint"
+        ) from None
 
 
 def write_durably(file_path, data):
@@ -126,21 +141,31 @@ def write_samples(workdir, split, estimate_0, estimate_1, permutation):
       UserError: the write failed; the old file is left as it was.
     """
     ordered = (estimate_0, estimate_1) if tuple(permutation) == (0, 1) else (estimate_1, estimate_0)
-    arrays = {"mixtures": split.mixtures, "sources_a": split.sources_a,
-              "sources_b": split.sources_b, "estimates_a": ordered[0], "estimates_b": ordered[1]}
+    arrays = {
+        "mixtures": split.mixtures,
+        "sources_a": split.sources_a,
+        "sources_b": split.sources_b,
+        "estimates_a": ordered[0],
+        "estimates_b": ordered[1],
+    }
     file_path = path(workdir, SAMPLES_FILE)
     with writes_to(file_path):
         buffer = io.BytesIO()
         # Compressed (165 KB -> 24 KB for MNIST) so that reports can keep copies in the repository.
-        np.savez_compressed(buffer, **{k: np.asarray(v[:SAMPLE_COUNT], np.float32)
-                                       for k, v in arrays.items()})
+        np.savez_compressed(
+            buffer, **{k: np.asarray(v[:SAMPLE_COUNT], np.float32) for k, v in arrays.items()}
+        )
         safe_io.write_durably(file_path, buffer.getvalue())
 
 
 def write_mask_samples(workdir, split, masks, permutation):
     """`write_samples` for a mask net, from its masks `[n, H, W, C]` of the first mixtures."""
-    write_samples(workdir, split, *metrics.estimates_from_mask(split.mixtures[:len(masks)], masks),
-                  permutation)
+    write_samples(
+        workdir,
+        split,
+        *metrics.estimates_from_mask(split.mixtures[: len(masks)], masks),
+        permutation,
+    )
 
 
 def check_writable(workdir):
@@ -151,14 +176,17 @@ def check_writable(workdir):
         with open(probe, "w") as f:
             f.write("ok")
     except OSError as e:
-        raise UserError(f"cannot write to --workdir={workdir} ({reason(e)}): free disk "
-                        "space or choose a writable directory") from None
+        raise UserError(
+            f"cannot write to --workdir={workdir} ({reason(e)}): free disk "
+            "space or choose a writable directory"
+        ) from None
     finally:
         with contextlib.suppress(OSError):
             os.remove(probe)
 
 
 # --- reading ----------------------------------------------------------------------------------
+
 
 def read_json_object(file_path, fix):
     """The JSON object in `file_path`, or None if there is no such file.
@@ -173,11 +201,14 @@ def read_json_object(file_path, fix):
         with safe_io.open_regular(file_path) as f:
             payload = json.loads(f.read())
     except (OSError, ValueError, safe_io.FileRefused) as e:  # ValueError: bad JSON or UTF-8
-        raise UserError(f"{file_path} is not readable JSON ({safe_io.printable(e)}): "
-                        f"{fix}") from None
+        raise UserError(
+            f"{file_path} is not readable JSON ({safe_io.printable(e)}): {fix}"
+        ) from None
     if not isinstance(payload, dict):
-        raise UserError(f"{file_path} is not readable JSON (the top-level object is missing: it "
-                        f"holds a {type(payload).__name__}): {fix}")
+        raise UserError(
+            f"{file_path} is not readable JSON (the top-level object is missing: it "
+            f"holds a {type(payload).__name__}): {fix}"
+        )
     return payload
 
 
@@ -190,7 +221,8 @@ def is_history(history):
     """Whether `history` is a list of dicts with a number for each of `HISTORY_FIELDS`."""
     return isinstance(history, list) and all(
         isinstance(entry, dict) and all(is_number(entry.get(k)) for k in HISTORY_FIELDS)
-        for entry in history)
+        for entry in history
+    )
 
 
 def invalid_field(record):
@@ -252,8 +284,10 @@ def read_record(file_path, fix=None):
         return None
     invalid = invalid_field(record)
     if invalid:
-        raise UserError(f"{file_path}: {invalid} is missing or of the wrong type (a damaged "
-                        "file, or not written by aur_tf)" + (f": {fix}" if fix else ""))
+        raise UserError(
+            f"{file_path}: {invalid} is missing or of the wrong type (a damaged "
+            "file, or not written by aur_tf)" + (f": {fix}" if fix else "")
+        )
     return record
 
 
@@ -265,14 +299,18 @@ def check_resumable(config, chief):
     """
     if chief:
         check_writable(config.workdir)
-    saved = read_json_object(path(config.workdir, CONFIG_FILE),
-                             "restore it, or delete it to resume without checking the settings")
+    saved = read_json_object(
+        path(config.workdir, CONFIG_FILE),
+        "restore it, or delete it to resume without checking the settings",
+    )
     if saved:
         changed = [k for k in RUN_IDENTITY if k in saved and saved[k] != getattr(config, k)]
         if changed:
             was = ", ".join(f"--{k}={saved[k]}" for k in changed)
-            raise UserError(f"--workdir={config.workdir} holds a run made with {was}: resume it "
-                            "with the same settings or start a new run in another --workdir")
+            raise UserError(
+                f"--workdir={config.workdir} holds a run made with {was}: resume it "
+                "with the same settings or start a new run in another --workdir"
+            )
 
 
 def load_run(workdir):
@@ -287,14 +325,17 @@ def load_run(workdir):
     fix = "it is damaged or from another version of aur_tf"
     settings = read_json_object(config_path, fix)
     if settings is None:
-        raise UserError(f"--workdir={workdir} has no config.json: it is not the workdir of a "
-                        "training run (python main.py --workdir=...)")
+        raise UserError(
+            f"--workdir={workdir} has no config.json: it is not the workdir of a "
+            "training run (python main.py --workdir=...)"
+        )
     try:
         config = Config(**settings)
     except (TypeError, ValueError, UserError) as e:
         raise UserError(f"cannot read {config_path} ({e}): {fix}") from None
-    record = read_record(path(workdir, EVAL_FILE),
-                         "delete it to use the run without its evaluation figures")
+    record = read_record(
+        path(workdir, EVAL_FILE), "delete it to use the run without its evaluation figures"
+    )
     return config, record or {}
 
 
@@ -306,8 +347,11 @@ _CHECKPOINT_NAME = re.compile(r"ckpt-(\d+)\.index")
 def make_durable(prefix):
     """Flushes checkpoint `prefix`'s files, then the state file and directory naming them."""
     directory = os.path.dirname(prefix)
-    for file_path in [*glob.glob(glob.escape(prefix) + ".*"), os.path.join(directory, "checkpoint"),
-                      directory]:
+    for file_path in [
+        *glob.glob(glob.escape(prefix) + ".*"),
+        os.path.join(directory, "checkpoint"),
+        directory,
+    ]:
         descriptor = os.open(file_path, os.O_RDONLY)
         try:
             os.fsync(descriptor)
@@ -333,7 +377,7 @@ def _checkpoints_newest_first(directory):
     for index_path in glob.glob(os.path.join(glob.escape(directory), "ckpt-*.index")):
         match = _CHECKPOINT_NAME.fullmatch(os.path.basename(index_path))
         if match:
-            numbered.append((int(match.group(1)), index_path[:-len(".index")]))
+            numbered.append((int(match.group(1)), index_path[: -len(".index")]))
     return [prefix for _, prefix in sorted(numbered, reverse=True)], False
 
 
@@ -354,12 +398,17 @@ def _rewrite_state_file(directory, newest_first):
     times = [os.path.getmtime(f"{prefix}.index") for prefix in oldest_first]
     with writes_to(os.path.join(directory, "checkpoint")):
         tf.compat.v1.train.update_checkpoint_state(
-            directory, oldest_first[-1], oldest_first, all_model_checkpoint_timestamps=times,
-            last_preserved_timestamp=min(times) - 1)
+            directory,
+            oldest_first[-1],
+            oldest_first,
+            all_model_checkpoint_timestamps=times,
+            last_preserved_timestamp=min(times) - 1,
+        )
 
 
-def restore_newest_good(checkpoint, directory, what="the run", fix="use a new --workdir",
-                        repair=True, only=None):
+def restore_newest_good(
+    checkpoint, directory, what="the run", fix="use a new --workdir", repair=True, only=None
+):
     """Restores the newest checkpoint in `directory` that loads; returns its prefix, or None.
 
     A checkpoint that fails to load (damaged on disk, or half-written by a crash and found
@@ -391,21 +440,32 @@ def restore_newest_good(checkpoint, directory, what="the run", fix="use a new --
         except restore_errors as error:
             message = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
             first_failure = first_failure or (prefix, message)
-            log.warning("checkpoint %s is unreadable (%s); trying %s", prefix, message,
-                        candidates[index + 1] if index + 1 < len(candidates) else "no other")
+            log.warning(
+                "checkpoint %s is unreadable (%s); trying %s",
+                prefix,
+                message,
+                candidates[index + 1] if index + 1 < len(candidates) else "no other",
+            )
             continue
         if not listed and repair:
-            log.warning("the checkpoint state file in %s is missing or unreadable; rebuilt it "
-                        "from the checkpoint files", directory)
+            log.warning(
+                "the checkpoint state file in %s is missing or unreadable; rebuilt it "
+                "from the checkpoint files",
+                directory,
+            )
             _rewrite_state_file(directory, candidates)
         return prefix
     if first_failure:
-        raise UserError(f"cannot restore {what} from any of the {len(candidates)} checkpoints in "
-                        f"{directory} (newest {first_failure[0]}: {first_failure[1]}): they are "
-                        f"damaged or do not match this run's settings; {fix}")
+        raise UserError(
+            f"cannot restore {what} from any of the {len(candidates)} checkpoints in "
+            f"{directory} (newest {first_failure[0]}: {first_failure[1]}): they are "
+            f"damaged or do not match this run's settings; {fix}"
+        )
     if os.path.exists(os.path.join(directory, "checkpoint")) and not listed:
-        raise UserError(f"{directory}/checkpoint is unreadable and there are no checkpoint files "
-                        "next to it: delete it to start the run from step 0")
+        raise UserError(
+            f"{directory}/checkpoint is unreadable and there are no checkpoint files "
+            "next to it: delete it to start the run from step 0"
+        )
     return None
 
 
@@ -443,12 +503,20 @@ def restore_mask_net(workdir, config, checkpoint=None):
     from aur_tf import models
 
     checkpoint_dir = path(workdir, CHECKPOINTS_DIR)
-    mask_net = models.build_mask_net(config.image_size, config.channels, config.mask_width,
-                                     "float32")
+    mask_net = models.build_mask_net(
+        config.image_size, config.channels, config.mask_width, "float32"
+    )
     restored = restore_newest_good(
-        tf.train.Checkpoint(mask_net=mask_net), checkpoint_dir, what="the mask net",
-        fix="its config.json must be the run's", repair=False, only=checkpoint)
+        tf.train.Checkpoint(mask_net=mask_net),
+        checkpoint_dir,
+        what="the mask net",
+        fix="its config.json must be the run's",
+        repair=False,
+        only=checkpoint,
+    )
     if restored is None:
-        raise UserError(f"no checkpoint in {checkpoint_dir}: train the run first, or give the "
-                        "workdir of a run that saved one")
+        raise UserError(
+            f"no checkpoint in {checkpoint_dir}: train the run first, or give the "
+            "workdir of a run that saved one"
+        )
     return mask_net, restored

@@ -20,6 +20,7 @@ Messages:
 Problems with the file itself raise `FileRefused` with a one-line reason; operating-system
 failures (missing, unreadable) stay `OSError`.
 """
+
 import math
 import os
 import re
@@ -32,9 +33,13 @@ import numpy as np
 # What a file name made by `safe_name` may hold besides letters and digits.
 _NAME_PUNCTUATION = "-_.+"
 _MAX_NAME_BYTES = 255  # of one path component on Linux, macOS and Windows filesystems
-_FILE_TYPES = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
-               (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
-               (stat.S_ISBLK, "a block device"))
+_FILE_TYPES = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
 _NPY_SUFFIX = ".npy"
 _READ_CHUNK = 1 << 24  # bytes per read of array data: large, yet short reads are detected early
 
@@ -124,11 +129,15 @@ def _read_npy(stream, size, max_bytes):
       ValueError: a header NumPy cannot parse.
     """
     version = np.lib.format.read_magic(stream)
-    readers = {(1, 0): np.lib.format.read_array_header_1_0,
-               (2, 0): np.lib.format.read_array_header_2_0}
+    readers = {
+        (1, 0): np.lib.format.read_array_header_1_0,
+        (2, 0): np.lib.format.read_array_header_2_0,
+    }
     if version not in readers:
-        raise FileRefused(f".npy format version {version[0]}.{version[1]} is not supported: save "
-                          "it with numpy.save")
+        raise FileRefused(
+            f".npy format version {version[0]}.{version[1]} is not supported: save "
+            "it with numpy.save"
+        )
     shape, fortran_order, dtype = readers[version](stream)
     if dtype.hasobject:
         raise FileRefused("it holds Python objects, which are never unpickled: store numbers")
@@ -137,16 +146,20 @@ def _read_npy(stream, size, max_bytes):
     nbytes = math.prod(shape) * dtype.itemsize
     available = size - stream.tell()
     if nbytes > available:
-        raise FileRefused(f"its header declares {dtype} {list(shape)} ({nbytes} bytes) but only "
-                          f"{available} bytes follow: it is truncated or corrupt")
+        raise FileRefused(
+            f"its header declares {dtype} {list(shape)} ({nbytes} bytes) but only "
+            f"{available} bytes follow: it is truncated or corrupt"
+        )
     if nbytes > max_bytes:
-        raise FileRefused(f"its {dtype} {list(shape)} ({nbytes} bytes) exceed the {max_bytes} "
-                          "bytes allowed: split it into smaller files")
+        raise FileRefused(
+            f"its {dtype} {list(shape)} ({nbytes} bytes) exceed the {max_bytes} "
+            "bytes allowed: split it into smaller files"
+        )
     data = bytearray(nbytes)
     view = memoryview(data)
     filled = 0
     while filled < nbytes:
-        count = stream.readinto(view[filled:filled + _READ_CHUNK])
+        count = stream.readinto(view[filled : filled + _READ_CHUNK])
         if not count:
             raise FileRefused(f"its data ends after {filled} of {nbytes} bytes: it is truncated")
         filled += count
@@ -167,7 +180,7 @@ def load_npy(path, max_bytes):
 
 def npz_key(member):
     """The key NumPy gives an .npz member: its name without `.npy`."""
-    return member[:-len(_NPY_SUFFIX)] if member.endswith(_NPY_SUFFIX) else member
+    return member[: -len(_NPY_SUFFIX)] if member.endswith(_NPY_SUFFIX) else member
 
 
 def load_npz(path, max_bytes, select=sorted):
@@ -242,8 +255,11 @@ class OutputDirectory:
           OSError: `path` is missing, not a directory or not accessible.
         """
         self.path = path
-        self._protected = {identity: protected_path for identity, protected_path
-                           in (protected or {}).items() if identity}
+        self._protected = {
+            identity: protected_path
+            for identity, protected_path in (protected or {}).items()
+            if identity
+        }
         self._fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
 
     def close(self):
@@ -262,8 +278,13 @@ class OutputDirectory:
         Raises:
           ValueError: `name` is not a plain file name (a programming error: see `safe_name`).
         """
-        if (not name or name in (".", "..") or "/" in name or "\0" in name
-                or len(os.fsencode(name)) > _MAX_NAME_BYTES):
+        if (
+            not name
+            or name in (".", "..")
+            or "/" in name
+            or "\0" in name
+            or len(os.fsencode(name)) > _MAX_NAME_BYTES
+        ):
             raise ValueError(f"{printable(name)!r} is not a plain file name")
         try:
             info = os.stat(name, dir_fd=self._fd, follow_symlinks=False)
@@ -276,8 +297,10 @@ class OutputDirectory:
             raise FileRefused(f"output {name} in {self.path} is {kind}: remove it")
         protected = self._protected.get((info.st_dev, info.st_ino))
         if protected:
-            raise FileRefused(f"output {name} would replace the input {protected}: choose "
-                              "another output directory")
+            raise FileRefused(
+                f"output {name} would replace the input {protected}: choose "
+                "another output directory"
+            )
 
     def write(self, name, data, fsync=False):
         """Writes the bytes `data` as `name`, atomically (see the class docstring).
@@ -317,7 +340,7 @@ class OutputDirectory:
             # Random, so that nobody can plant anything at the name in advance; O_EXCL still
             # guards against a collision.
             # Cut by bytes, so that the name stays within a path component's limit.
-            short = os.fsdecode(os.fsencode(name)[:_MAX_NAME_BYTES - 32])
+            short = os.fsdecode(os.fsencode(name)[: _MAX_NAME_BYTES - 32])
             temporary = f".{short}.{secrets.token_hex(8)}.tmp"
             try:
                 return temporary, os.open(temporary, flags, 0o666, dir_fd=self._fd)

@@ -20,6 +20,7 @@ shape. TensorFlow and onnxruntime are imported only when needed, so running an O
 never loads TensorFlow and `import aur_tf` stays light: the ONNX path needs only onnxruntime (or
 onnxruntime-gpu) and numpy.
 """
+
 import contextlib
 import dataclasses
 import io
@@ -38,8 +39,11 @@ OUTPUT_NAMES = ("source_a", "source_b", "mask")
 SAVED_MODEL_METADATA = os.path.join("assets.extra", "metadata.json")
 
 # onnxruntime execution providers by their command-line name, fastest first.
-ONNX_PROVIDERS = {"tensorrt": "TensorrtExecutionProvider", "cuda": "CUDAExecutionProvider",
-                  "cpu": "CPUExecutionProvider"}
+ONNX_PROVIDERS = {
+    "tensorrt": "TensorrtExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "cpu": "CPUExecutionProvider",
+}
 PROVIDER_CHOICES = ("auto", *ONNX_PROVIDERS)
 _ORT_DEFAULT_LOG_SEVERITY = 2  # warnings: onnxruntime's own default
 _ORT_FATAL_ONLY = 4
@@ -65,8 +69,9 @@ def separation_function(mask_net, invert, dtype="float32"):
 
     _, height, width, channels = mask_net.input_shape
 
-    @tf.function(input_signature=[
-        tf.TensorSpec([None, height, width, channels], dtype, name=INPUT_NAME)])
+    @tf.function(
+        input_signature=[tf.TensorSpec([None, height, width, channels], dtype, name=INPUT_NAME)]
+    )
     def separate(mixture):
         y = 1.0 - mixture if invert else mixture
         mask = mask_net(y, training=False)
@@ -114,8 +119,17 @@ class Separator:
         `python -m export.onnx` writes it); `separate` then runs it on exactly that many images.
     """
 
-    def __init__(self, path, run, image_size, channels, metadata, provider, tried_providers=(),
-                 fixed_batch=None):
+    def __init__(
+        self,
+        path,
+        run,
+        image_size,
+        channels,
+        metadata,
+        provider,
+        tried_providers=(),
+        fixed_batch=None,
+    ):
         self.path = path
         self._run = run
         self.image_size = image_size
@@ -142,24 +156,31 @@ class Separator:
             not available, or `options` do not apply to `provider` or to a SavedModel.
         """
         if provider not in PROVIDER_CHOICES:
-            raise UserError(f"unknown provider {provider!r}: use one of "
-                            f"{', '.join(PROVIDER_CHOICES)}")
+            raise UserError(
+                f"unknown provider {provider!r}: use one of {', '.join(PROVIDER_CHOICES)}"
+            )
         path = shipped_path(path)
         options = options or ProviderOptions()
         options.check(provider)
         if os.path.isdir(path):
             if options != ProviderOptions():
-                raise UserError(f"{options.flags()} apply to .onnx separators only, not to the "
-                                f"SavedModel {path}")
+                raise UserError(
+                    f"{options.flags()} apply to .onnx separators only, not to the "
+                    f"SavedModel {path}"
+                )
             return _load_saved_model(path, provider)
         if not os.path.exists(path):
-            raise UserError(f"separator {path} does not exist: give an exported .onnx file or "
-                            "SavedModel directory (see python -m export.onnx)")
+            raise UserError(
+                f"separator {path} does not exist: give an exported .onnx file or "
+                "SavedModel directory (see python -m export.onnx)"
+            )
         # onnxruntime would wait for ever on a FIFO, and has no business reading a device.
         kind = safe_io.file_type(os.stat(path).st_mode)
         if kind:
-            raise UserError(f"separator {path} is {kind}, not a regular file: give an exported "
-                            ".onnx file or SavedModel directory")
+            raise UserError(
+                f"separator {path} is {kind}, not a regular file: give an exported "
+                ".onnx file or SavedModel directory"
+            )
         return _load_onnx(path, provider, options)
 
     @property
@@ -188,10 +209,13 @@ class Separator:
         if array.ndim != 4 or array.shape[1:] != self.input_shape:
             height, width, channels = self.input_shape
             single = f"[{height}, {width}, {channels}]" + (
-                f" or [{height}, {width}]" if channels == 1 else "")
-            raise ValueError(f"mixtures of shape {list(np.shape(mixtures))} do not fit this "
-                             f"separator: it takes [N, {height}, {width}, {channels}] or one "
-                             f"image {single}")
+                f" or [{height}, {width}]" if channels == 1 else ""
+            )
+            raise ValueError(
+                f"mixtures of shape {list(np.shape(mixtures))} do not fit this "
+                f"separator: it takes [N, {height}, {width}, {channels}] or one "
+                f"image {single}"
+            )
         if array.dtype == np.uint8:
             return array.astype(np.float32) / np.float32(255)
         if array.dtype.kind != "f":
@@ -199,8 +223,10 @@ class Separator:
         if not np.isfinite(array).all():
             raise ValueError("mixtures contain NaN or Inf")
         if array.size and (array.min() < 0 or array.max() > 1):
-            raise ValueError(f"float mixtures span [{array.min():g}, {array.max():g}], not "
-                             "[0, 1]: divide 0..255 data by 255")
+            raise ValueError(
+                f"float mixtures span [{array.min():g}, {array.max():g}], not "
+                "[0, 1]: divide 0..255 data by 255"
+            )
         # onnxruntime takes contiguous buffers only; views of a caller's array may not be.
         return np.ascontiguousarray(array, dtype=np.float32)
 
@@ -225,18 +251,22 @@ class Separator:
         batch = self.prepare(mixtures)
         names = OUTPUT_NAMES if return_mask else OUTPUT_NAMES[:2]
         step = self.fixed_batch or batch_size
-        chunks = [self._run_chunk(batch[i:i + step]) for i in range(0, len(batch), step)]
+        chunks = [self._run_chunk(batch[i : i + step]) for i in range(0, len(batch), step)]
         shape = np.shape(mixtures) if np.ndim(mixtures) < 4 else batch.shape
-        return tuple(np.concatenate([c[name] for c in chunks]).reshape(shape) if chunks
-                     else np.zeros(shape, np.float32) for name in names)
+        return tuple(
+            np.concatenate([c[name] for c in chunks]).reshape(shape)
+            if chunks
+            else np.zeros(shape, np.float32)
+            for name in names
+        )
 
     def _run_chunk(self, chunk):
         """The model's outputs for `[n, H, W, C]`, zero-padded to `fixed_batch` when it has one."""
         if self.fixed_batch is None or len(chunk) == self.fixed_batch:
             return self._run(chunk)
         padded = np.zeros((self.fixed_batch, *self.input_shape), np.float32)
-        padded[:len(chunk)] = chunk
-        return {name: output[:len(chunk)] for name, output in self._run(padded).items()}
+        padded[: len(chunk)] = chunk
+        return {name: output[: len(chunk)] for name, output in self._run(padded).items()}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -262,34 +292,46 @@ class ProviderOptions:
         return " ".join(
             f"--{field.name}" if value is True else f"--{field.name}={value}"
             for field in dataclasses.fields(self)
-            if (value := getattr(self, field.name)) != getattr(default, field.name))
+            if (value := getattr(self, field.name)) != getattr(default, field.name)
+        )
 
     def check(self, provider):
         """UserError if a setting is out of range or cannot apply to `provider`."""
         if not isinstance(self.device_id, int) or self.device_id < 0:
             raise UserError(f"--device_id={self.device_id} is not a GPU: give 0 for the first")
         if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
-            raise UserError(f"--threads={self.threads} must be >= 1 (or left out: one per "
-                            "physical core)")
+            raise UserError(
+                f"--threads={self.threads} must be >= 1 (or left out: one per physical core)"
+            )
         if provider == "cpu" and self.device_id:
-            raise UserError(f"--device_id={self.device_id} applies to --provider=cuda, tensorrt "
-                            "or auto, not cpu")
+            raise UserError(
+                f"--device_id={self.device_id} applies to --provider=cuda, tensorrt "
+                "or auto, not cpu"
+            )
         if provider in ("cpu", "cuda") and (self.trt_fp16 or self.trt_engine_cache):
-            raise UserError(f"--trt_fp16 and --trt_engine_cache apply to --provider=tensorrt or "
-                            f"auto, not {provider}")
-        if self.trt_engine_cache and os.path.exists(self.trt_engine_cache) \
-                and not os.path.isdir(self.trt_engine_cache):
-            raise UserError(f"--trt_engine_cache={self.trt_engine_cache} is not a folder: give "
-                            "a folder for TensorRT's engines (created if missing)")
+            raise UserError(
+                f"--trt_fp16 and --trt_engine_cache apply to --provider=tensorrt or "
+                f"auto, not {provider}"
+            )
+        if (
+            self.trt_engine_cache
+            and os.path.exists(self.trt_engine_cache)
+            and not os.path.isdir(self.trt_engine_cache)
+        ):
+            raise UserError(
+                f"--trt_engine_cache={self.trt_engine_cache} is not a folder: give "
+                "a folder for TensorRT's engines (created if missing)"
+            )
 
     def for_provider(self, name):
         """onnxruntime's options dict for the execution provider `name` (its values strings)."""
         if name == ONNX_PROVIDERS["tensorrt"]:
-            options = {"device_id": str(self.device_id),
-                       "trt_fp16_enable": str(self.trt_fp16)}
+            options = {"device_id": str(self.device_id), "trt_fp16_enable": str(self.trt_fp16)}
             if self.trt_engine_cache:
-                options.update(trt_engine_cache_enable="True",
-                               trt_engine_cache_path=os.path.abspath(self.trt_engine_cache))
+                options.update(
+                    trt_engine_cache_enable="True",
+                    trt_engine_cache_path=os.path.abspath(self.trt_engine_cache),
+                )
             return options
         if name == ONNX_PROVIDERS["cuda"]:
             return {"device_id": str(self.device_id)}
@@ -305,20 +347,26 @@ def _load_onnx(path, provider, options):
     elif ONNX_PROVIDERS[provider] in available:
         wanted = [ONNX_PROVIDERS[provider]]
     else:
-        raise UserError(f"provider {provider} is not in this onnxruntime build (it has "
-                        f"{', '.join(available)}): use --provider=auto or cpu")
+        raise UserError(
+            f"provider {provider} is not in this onnxruntime build (it has "
+            f"{', '.join(available)}): use --provider=auto or cpu"
+        )
     if options.trt_engine_cache and ONNX_PROVIDERS["tensorrt"] in wanted:
         try:
             os.makedirs(options.trt_engine_cache, exist_ok=True)
         except OSError as e:
-            raise UserError(f"cannot create --trt_engine_cache={options.trt_engine_cache} "
-                            f"({e.strerror}): give a writable folder") from None
+            raise UserError(
+                f"cannot create --trt_engine_cache={options.trt_engine_cache} "
+                f"({e.strerror}): give a writable folder"
+            ) from None
     session = _onnx_session(ort, path, wanted, options, quiet=provider == "auto")
     in_use = session.get_providers()[0]
     if provider != "auto" and in_use != wanted[0]:
-        raise UserError(f"provider {provider} was asked for but onnxruntime could not load "
-                        f"{wanted[0]} for {path} (it fell back to {in_use}; see its messages "
-                        "above): install the GPU libraries it names, or use --provider=auto or cpu")
+        raise UserError(
+            f"provider {provider} was asked for but onnxruntime could not load "
+            f"{wanted[0]} for {path} (it fell back to {in_use}; see its messages "
+            "above): install the GPU libraries it names, or use --provider=auto or cpu"
+        )
     image_size, channels, fixed_batch = _check_onnx_interface(session, path)
     metadata = dict(session.get_modelmeta().custom_metadata_map)
     # A failing run raises, and the caller reports it; onnxruntime's own log line about it would
@@ -327,8 +375,9 @@ def _load_onnx(path, provider, options):
     run_options.log_severity_level = _ORT_FATAL_ONLY
 
     def run(batch):
-        return dict(zip(OUTPUT_NAMES, session.run(list(OUTPUT_NAMES), {INPUT_NAME: batch},
-                                                  run_options)))
+        return dict(
+            zip(OUTPUT_NAMES, session.run(list(OUTPUT_NAMES), {INPUT_NAME: batch}, run_options))
+        )
 
     return Separator(path, run, image_size, channels, metadata, in_use, wanted, fixed_batch)
 
@@ -350,14 +399,18 @@ def _onnx_session(ort, path, providers, options, quiet):
     try:
         with stdout:
             return ort.InferenceSession(
-                path, session_options,
-                providers=[(name, options.for_provider(name)) for name in providers])
+                path,
+                session_options,
+                providers=[(name, options.for_provider(name)) for name in providers],
+            )
     # onnxruntime's load errors (InvalidProtobuf, Fail, NoSuchFile, ...) derive from Exception
     # directly, so nothing narrower catches them all.
     except Exception as error:  # noqa: BLE001
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UserError(f"cannot load {path} with onnxruntime ({reason}): give a separator "
-                        "written by python -m export.onnx") from None
+        raise UserError(
+            f"cannot load {path} with onnxruntime ({reason}): give a separator "
+            "written by python -m export.onnx"
+        ) from None
     finally:
         if quiet:
             ort.set_default_logger_severity(_ORT_DEFAULT_LOG_SEVERITY)
@@ -369,42 +422,62 @@ def _check_onnx_interface(session, path):
     inputs = session.get_inputs()
     outputs = {o.name for o in session.get_outputs()}
     shape = inputs[0].shape if len(inputs) == 1 else None
-    fits = (len(inputs) == 1 and inputs[0].name == INPUT_NAME and inputs[0].type == "tensor(float)"
-            and len(shape) == 4 and all(isinstance(d, int) for d in shape[1:])
-            and shape[1] == shape[2] and set(OUTPUT_NAMES) <= outputs
-            # A fixed batch below 1 takes no image; a symbolic one (a str or None) takes any.
-            and not (isinstance(shape[0], int) and shape[0] < 1))
+    fits = (
+        len(inputs) == 1
+        and inputs[0].name == INPUT_NAME
+        and inputs[0].type == "tensor(float)"
+        and len(shape) == 4
+        and all(isinstance(d, int) for d in shape[1:])
+        and shape[1] == shape[2]
+        and set(OUTPUT_NAMES) <= outputs
+        # A fixed batch below 1 takes no image; a symbolic one (a str or None) takes any.
+        and not (isinstance(shape[0], int) and shape[0] < 1)
+    )
     if not fits:
         found = ", ".join(f"{i.name} {i.type} {i.shape}" for i in inputs)
-        raise UserError(f"{path} is not an aur_tf separator: it takes {found} and gives "
-                        f"{', '.join(sorted(outputs))}, but a separator takes one float "
-                        f"'{INPUT_NAME}' [batch, H, W, C] and gives {', '.join(OUTPUT_NAMES)}; "
-                        "export one with python -m export.onnx")
+        raise UserError(
+            f"{path} is not an aur_tf separator: it takes {found} and gives "
+            f"{', '.join(sorted(outputs))}, but a separator takes one float "
+            f"'{INPUT_NAME}' [batch, H, W, C] and gives {', '.join(OUTPUT_NAMES)}; "
+            "export one with python -m export.onnx"
+        )
     return shape[1], shape[3], shape[0] if isinstance(shape[0], int) else None
 
 
 def _load_saved_model(path, provider):
     if provider not in ("auto", "cpu"):
-        raise UserError(f"provider {provider} applies to .onnx separators only; a SavedModel "
-                        f"({path}) runs with --provider=auto or cpu")
+        raise UserError(
+            f"provider {provider} applies to .onnx separators only; a SavedModel "
+            f"({path}) runs with --provider=auto or cpu"
+        )
     import tensorflow as tf
 
     if not tf.saved_model.contains_saved_model(path):
-        raise UserError(f"{path} is a directory without a SavedModel: give an exported .onnx "
-                        "file or the saved_model directory written by python -m export.onnx")
+        raise UserError(
+            f"{path} is a directory without a SavedModel: give an exported .onnx "
+            "file or the saved_model directory written by python -m export.onnx"
+        )
     try:
         loaded = tf.saved_model.load(path)
     except (tf.errors.OpError, ValueError, OSError) as error:
-        raise UserError(f"cannot load SavedModel {path} ({type(error).__name__}): it is damaged; "
-                        "re-export it with python -m export.onnx") from None
+        raise UserError(
+            f"cannot load SavedModel {path} ({type(error).__name__}): it is damaged; "
+            "re-export it with python -m export.onnx"
+        ) from None
     signature = loaded.signatures.get("serving_default")
     spec = signature.structured_input_signature[1].get(INPUT_NAME) if signature else None
-    if (spec is None or spec.dtype != tf.float32 or spec.shape.rank != 4
-            or not set(OUTPUT_NAMES) <= set(signature.structured_outputs)
-            or (spec.shape[0] is not None and spec.shape[0] < 1)):
-        raise UserError(f"{path} is not an aur_tf separator: its serving_default signature must "
-                        f"take '{INPUT_NAME}' [batch, H, W, C] float32 and give "
-                        f"{', '.join(OUTPUT_NAMES)}; export one with python -m export.onnx")
+    if (
+        spec is None
+        or spec.dtype != tf.float32
+        or spec.shape.rank != 4
+        or not set(OUTPUT_NAMES) <= set(signature.structured_outputs)
+        or (spec.shape[0] is not None and spec.shape[0] < 1)
+    ):
+        raise UserError(
+            f"{path} is not an aur_tf separator: its serving_default signature must "
+            f"take '{INPUT_NAME}' [batch, H, W, C] float32 and give "
+            f"{', '.join(OUTPUT_NAMES)}; export one with python -m export.onnx"
+        )
     metadata_path = os.path.join(path, SAVED_MODEL_METADATA)
     metadata = {}
     if os.path.exists(metadata_path):
@@ -412,8 +485,10 @@ def _load_saved_model(path, provider):
             with safe_io.open_regular(metadata_path) as f:
                 metadata = json.load(f)
         except (OSError, ValueError, safe_io.FileRefused) as error:
-            raise UserError(f"cannot read {metadata_path} ({error}): re-export the separator "
-                            "with python -m export.onnx") from None
+            raise UserError(
+                f"cannot read {metadata_path} ({error}): re-export the separator "
+                "with python -m export.onnx"
+            ) from None
     on_cpu = provider == "cpu" or not tf.config.list_logical_devices("GPU")
     device = "/CPU:0" if on_cpu else "/GPU:0"
 
@@ -424,5 +499,12 @@ def _load_saved_model(path, provider):
         return {name: outputs[name].numpy() for name in OUTPUT_NAMES}
 
     fixed_batch, image_size, _, channels = spec.shape.as_list()
-    return Separator(path, run, image_size, channels, metadata,
-                     "tensorflow-cpu" if on_cpu else "tensorflow-gpu", fixed_batch=fixed_batch)
+    return Separator(
+        path,
+        run,
+        image_size,
+        channels,
+        metadata,
+        "tensorflow-cpu" if on_cpu else "tensorflow-gpu",
+        fixed_batch=fixed_batch,
+    )

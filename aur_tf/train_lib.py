@@ -20,6 +20,7 @@ Each checkpoint is flushed to disk (fsync) as soon as it is written, so a power 
 lose what the kernel has not yet written, loses at most the checkpoint being written: restoring
 falls back to the one before it.
 """
+
 import logging
 import shutil
 
@@ -40,8 +41,13 @@ log = logging.getLogger("aur_tf")
 def _read_previous_record(workdir, step):
     """The evaluations up to `step` recorded in the workdir's eval.json, and the machines the run
     trained on so far (none of either if it is missing)."""
-    previous = rundir.read_record(rundir.path(workdir, rundir.EVAL_FILE),
-                                  "move it away to resume without the evaluation history") or {}
+    previous = (
+        rundir.read_record(
+            rundir.path(workdir, rundir.EVAL_FILE),
+            "move it away to resume without the evaluation history",
+        )
+        or {}
+    )
     history = previous.get("history", [])
     return [h for h in history if h["step"] <= step], previous.get("machines", [])
 
@@ -57,22 +63,33 @@ def build_trainer(config, synchronized_bn=False):
     """The Keras trainer for `config`, compiled, and its checkpointable parts by name."""
     dtype = config.mixed_precision
     by_phases = _by_phases(config.conv_kernels)
-    mask_net = models.build_mask_net(config.image_size, config.channels, config.mask_width, dtype,
-                                     synchronized_bn, by_phases)
+    mask_net = models.build_mask_net(
+        config.image_size, config.channels, config.mask_width, dtype, synchronized_bn, by_phases
+    )
     mask_optimizer = trainer_lib.make_optimizer(config.mask_learning_rate, config.adam_beta1, dtype)
     if config.mode == "supervised":
         model = trainer_lib.SupervisedTrainer(mask_net)
         model.compile(mask_optimizer, jit_compile=config.jit_compile)
         return model, {"mask_net": mask_net, "mask_optimizer": mask_optimizer}
-    discriminator = models.build_discriminator(config.image_size, config.channels,
-                                               config.disc_width, dtype, synchronized_bn, by_phases)
+    discriminator = models.build_discriminator(
+        config.image_size, config.channels, config.disc_width, dtype, synchronized_bn, by_phases
+    )
     disc_optimizer = trainer_lib.make_optimizer(config.disc_learning_rate, config.adam_beta1, dtype)
     model = trainer_lib.UnmixRemixTrainer(
-        mask_net, discriminator, alpha=config.alpha, beta=config.beta, energy=config.energy,
-        mask_steps_per_disc_step=config.mask_steps_per_disc_step)
+        mask_net,
+        discriminator,
+        alpha=config.alpha,
+        beta=config.beta,
+        energy=config.energy,
+        mask_steps_per_disc_step=config.mask_steps_per_disc_step,
+    )
     model.compile(mask_optimizer, disc_optimizer, jit_compile=config.jit_compile)
-    return model, {"mask_net": mask_net, "discriminator": discriminator,
-                   "mask_optimizer": mask_optimizer, "disc_optimizer": disc_optimizer}
+    return model, {
+        "mask_net": mask_net,
+        "discriminator": discriminator,
+        "mask_optimizer": mask_optimizer,
+        "disc_optimizer": disc_optimizer,
+    }
 
 
 def _use_configured_learning_rates(config, trackables):
@@ -95,14 +112,22 @@ def _use_configured_learning_rates(config, trackables):
 
 def _training_batches(config, data, step, strategy):
     """Each worker's input pipeline yields its replicas' shares of the one-device global batch."""
+
     def replica_batches(input_context):
         if config.mode == "supervised":
-            return pipeline.supervised_batches(data.train.mixtures, data.train.sources_a,
-                                               2 * config.batch_pairs, config.seed, step,
-                                               input_context)
+            return pipeline.supervised_batches(
+                data.train.mixtures,
+                data.train.sources_a,
+                2 * config.batch_pairs,
+                config.seed,
+                step,
+                input_context,
+            )
         # Unsupervised training is handed the mixtures and nothing else.
-        return pipeline.pair_batches(data.train.mixtures, config.batch_pairs, config.seed, step,
-                                     input_context)
+        return pipeline.pair_batches(
+            data.train.mixtures, config.batch_pairs, config.seed, step, input_context
+        )
+
     return strategy.distribute_datasets_from_function(replica_batches)
 
 
@@ -120,8 +145,10 @@ def _start(config, strategy):
     chief (the one that writes)."""
     replicas = strategy.num_replicas_in_sync
     if config.batch_pairs % replicas:
-        raise UserError(f"--batch_pairs={config.batch_pairs} is the global batch and must divide "
-                        f"by the {replicas} replicas of --strategy={config.strategy}")
+        raise UserError(
+            f"--batch_pairs={config.batch_pairs} is the global batch and must divide "
+            f"by the {replicas} replicas of --strategy={config.strategy}"
+        )
     chief = distribute.is_chief(strategy)
     rundir.check_resumable(config, chief)
     if config.deterministic:
@@ -135,19 +162,33 @@ def _fit(config, data, strategy, state, checkpoint, record, chief):
     """Trains from `state.step` to `config.train_steps`, checkpointing and evaluating as it goes."""
     checkpoint_dir = rundir.path(config.workdir, rundir.CHECKPOINTS_DIR)
     write_dir = distribute.checkpoint_write_dir(checkpoint_dir, chief)
-    manager = tf.train.CheckpointManager(checkpoint, write_dir,
-                                         max_to_keep=config.keep_checkpoints)
-    log.info("training %s from step %d to %d in %s on %d replica(s), transposed "
-             "convolutions %s", config.mode, state.step, config.train_steps, config.workdir,
-             strategy.num_replicas_in_sync,
-             "by phases" if _by_phases(config.conv_kernels) else "native")
-    step_callbacks = [record.clock, callbacks.DivergenceGuard(state, manager), record.progress,
-                      callbacks.Checkpointing(config, state, manager, record.clock), record,
-                      callbacks.StopAtStep(state, config.train_steps)]
+    manager = tf.train.CheckpointManager(checkpoint, write_dir, max_to_keep=config.keep_checkpoints)
+    log.info(
+        "training %s from step %d to %d in %s on %d replica(s), transposed convolutions %s",
+        config.mode,
+        state.step,
+        config.train_steps,
+        config.workdir,
+        strategy.num_replicas_in_sync,
+        "by phases" if _by_phases(config.conv_kernels) else "native",
+    )
+    step_callbacks = [
+        record.clock,
+        callbacks.DivergenceGuard(state, manager),
+        record.progress,
+        callbacks.Checkpointing(config, state, manager, record.clock),
+        record,
+        callbacks.StopAtStep(state, config.train_steps),
+    ]
     try:
-        state.model.fit(_training_batches(config, data, state.step, strategy), epochs=1,
-                        steps_per_epoch=config.train_steps - state.step, verbose=0,
-                        shuffle=False, callbacks=step_callbacks)
+        state.model.fit(
+            _training_batches(config, data, state.step, strategy),
+            epochs=1,
+            steps_per_epoch=config.train_steps - state.step,
+            verbose=0,
+            shuffle=False,
+            callbacks=step_callbacks,
+        )
     finally:
         if write_dir != checkpoint_dir:
             shutil.rmtree(write_dir, ignore_errors=True)
@@ -175,16 +216,19 @@ def train(config: Config, data=None):
     with strategy.scope():
         # Each replica sees 2B/R mixtures; BatchNorm over those alone would make the step (and D's
         # real-vs-remix statistics) depend on the device count.
-        model, trackables = build_trainer(config,
-                                          synchronized_bn=strategy.num_replicas_in_sync > 1)
+        model, trackables = build_trainer(config, synchronized_bn=strategy.num_replicas_in_sync > 1)
     state = callbacks.RunState(model)
-    checkpoint = tf.train.Checkpoint(step=model.step_counter, skipped_steps=model.skipped_steps,
-                                     **state.trackables(), **trackables)
+    checkpoint = tf.train.Checkpoint(
+        step=model.step_counter,
+        skipped_steps=model.skipped_steps,
+        **state.trackables(),
+        **trackables,
+    )
     restored = rundir.restore_newest_good(
-        checkpoint, rundir.path(config.workdir, rundir.CHECKPOINTS_DIR))
+        checkpoint, rundir.path(config.workdir, rundir.CHECKPOINTS_DIR)
+    )
     distribute.check_same_step(strategy, state.step, config.workdir)
-    history, machines = (_read_previous_record(config.workdir, state.step) if restored
-                         else ([], []))
+    history, machines = _read_previous_record(config.workdir, state.step) if restored else ([], [])
     # Every input has been read and found good: from here on the run writes (the chief only).
     if chief:
         rundir.write_json(rundir.path(config.workdir, rundir.CONFIG_FILE), config.to_dict())
@@ -193,9 +237,17 @@ def train(config: Config, data=None):
         _use_configured_learning_rates(config, trackables)
     writer = _summary_writer(config, chief)
     machines = list(dict.fromkeys(machines + [machine.describe()]))
-    record = callbacks.Evaluation(config, state, data.validation, history, machines, writer, chief,
-                                  callbacks.TrainingClock(state),
-                                  callbacks.ProgressLog(config, state, writer))
+    record = callbacks.Evaluation(
+        config,
+        state,
+        data.validation,
+        history,
+        machines,
+        writer,
+        chief,
+        callbacks.TrainingClock(state),
+        callbacks.ProgressLog(config, state, writer),
+    )
     if state.step < config.train_steps:
         _fit(config, data, strategy, state, checkpoint, record, chief)
     if record.step != state.step:
@@ -212,8 +264,14 @@ def score_test(mask_net, split):
       `evaluation.evaluate`'s scores with the split's half-mask baseline added.
     """
     scores = dict(evaluation.evaluate(mask_net, split), **evaluation.half_mask_baseline(split))
-    log.info("test (%d mixtures, final checkpoint): %.2f dB PSNR, %.3f SSIM, %.1f%% swapped "
-             "(half mask %.2f dB, %.3f)", len(split.mixtures), scores["psnr_db"], scores["ssim"],
-             100 * scores["swapped_fraction"], scores["half_mask_psnr_db"],
-             scores["half_mask_ssim"])
+    log.info(
+        "test (%d mixtures, final checkpoint): %.2f dB PSNR, %.3f SSIM, %.1f%% swapped "
+        "(half mask %.2f dB, %.3f)",
+        len(split.mixtures),
+        scores["psnr_db"],
+        scores["ssim"],
+        100 * scores["swapped_fraction"],
+        scores["half_mask_psnr_db"],
+        scores["half_mask_ssim"],
+    )
     return scores

@@ -7,6 +7,7 @@ step on the global batch (see `_replica_share`, `_cond_on_every_replica`, `_appl
 `SupervisedTrainer` is the comparison upper bound and is the only trainer that is ever given clean
 sources.
 """
+
 import keras
 import tensorflow as tf
 
@@ -60,8 +61,9 @@ def _apply_gradients(optimizer, tape, scaled_loss, variables):
         # are summed: an overflow on another replica would reach the weights through the sum, and
         # workers deciding differently would deadlock in the all-reduce. Poisoning every
         # replica's gradients when any overflowed makes all replicas decide alike.
-        overflows = replica.all_reduce(tf.distribute.ReduceOp.SUM,
-                                       1.0 - tf.cast(finite, tf.float32))
+        overflows = replica.all_reduce(
+            tf.distribute.ReduceOp.SUM, 1.0 - tf.cast(finite, tf.float32)
+        )
         finite = tf.equal(overflows, 0.0)
         poison = tf.where(finite, 0.0, float("nan"))
         gradients = [g + tf.cast(poison, g.dtype) for g in gradients]
@@ -83,11 +85,15 @@ def _cond_on_every_replica(pred, true_fn, false_fn, args):
 
     def choose_in_cross_replica_context(strategy, pred, *args):
         run = strategy.extended.call_for_each_replica
-        return tf.cond(strategy.experimental_local_results(pred)[0],
-                       lambda: run(true_fn, args=args), lambda: run(false_fn, args=args))
+        return tf.cond(
+            strategy.experimental_local_results(pred)[0],
+            lambda: run(true_fn, args=args),
+            lambda: run(false_fn, args=args),
+        )
 
-    return tf.distribute.get_replica_context().merge_call(choose_in_cross_replica_context,
-                                                          args=(pred, *args))
+    return tf.distribute.get_replica_context().merge_call(
+        choose_in_cross_replica_context, args=(pred, *args)
+    )
 
 
 class _StepCountingModel(keras.Model):
@@ -98,10 +104,16 @@ class _StepCountingModel(keras.Model):
         self.mask_net = mask_net
         # Every replica counts the same steps (skips are agreed across replicas, see
         # `_apply_gradients`), so one replica's increment is the update.
-        self.step_counter = keras.Variable(0, dtype="int64", trainable=False, name="global_step",
-                                           aggregation="only_first_replica")
-        self.skipped_steps = keras.Variable(0, dtype="int64", trainable=False,
-                                            name="skipped_steps", aggregation="only_first_replica")
+        self.step_counter = keras.Variable(
+            0, dtype="int64", trainable=False, name="global_step", aggregation="only_first_replica"
+        )
+        self.skipped_steps = keras.Variable(
+            0,
+            dtype="int64",
+            trainable=False,
+            name="skipped_steps",
+            aggregation="only_first_replica",
+        )
         self._trackers = {name: keras.metrics.Mean(name=name) for name in tracker_names}
 
     @property
@@ -139,8 +151,17 @@ class UnmixRemixTrainer(_StepCountingModel):
       5. update M on L_C + alpha L_M + beta L_E                          (Eq. 5, 6, 9, 10)
     """
 
-    def __init__(self, mask_net, discriminator, *, alpha=5.0, beta=5.0, energy="batch",
-                 mask_steps_per_disc_step=4, **kwargs):
+    def __init__(
+        self,
+        mask_net,
+        discriminator,
+        *,
+        alpha=5.0,
+        beta=5.0,
+        energy="batch",
+        mask_steps_per_disc_step=4,
+        **kwargs,
+    ):
         super().__init__(mask_net, LOSS_NAMES + ("mask_mean", "energy_share"), **kwargs)
         self.discriminator = discriminator
         self.alpha = alpha
@@ -159,11 +180,14 @@ class UnmixRemixTrainer(_StepCountingModel):
 
     def _disc_update(self, mixtures, remixes):
         with tf.GradientTape() as tape:
-            loss = losses.discriminator_loss_eq4(self.discriminator(mixtures, training=True),
-                                                 self.discriminator(remixes, training=True))
+            loss = losses.discriminator_loss_eq4(
+                self.discriminator(mixtures, training=True),
+                self.discriminator(remixes, training=True),
+            )
             scaled_loss = self.disc_optimizer.scale_loss(_replica_share(loss))
-        skipped = _apply_gradients(self.disc_optimizer, tape, scaled_loss,
-                                   self.discriminator.trainable_variables)
+        skipped = _apply_gradients(
+            self.disc_optimizer, tape, scaled_loss, self.discriminator.trainable_variables
+        )
         return loss, skipped
 
     def train_step(self, mixtures):
@@ -176,9 +200,11 @@ class UnmixRemixTrainer(_StepCountingModel):
             # D learns from this step's remixes but must not backpropagate into M.
             disc_step = tf.equal(self.step_counter % self.mask_steps_per_disc_step, 0)
             disc_loss, disc_skipped = _cond_on_every_replica(
-                disc_step, self._disc_update,
+                disc_step,
+                self._disc_update,
                 lambda *_: (tf.constant(0.0), tf.constant(0, tf.int64)),
-                args=(mixtures, tf.stop_gradient(remixes)))
+                args=(mixtures, tf.stop_gradient(remixes)),
+            )
 
             x_bar = remixes * self.mask_net(remixes, training=True)
             b_bar = remixes - x_bar
@@ -186,23 +212,32 @@ class UnmixRemixTrainer(_StepCountingModel):
 
             cycle = losses.cycle_loss_eq9(y_bar, mixtures)
             adversarial = losses.mask_adversarial_loss_eq5(
-                self.discriminator(remixes, training=True))
+                self.discriminator(remixes, training=True)
+            )
             energy = self.energy_loss(x_tilde, b_tilde)
             total = cycle + self.alpha * adversarial + self.beta * energy
             scaled_total = self.mask_optimizer.scale_loss(_replica_share(total))
-        mask_skipped = _apply_gradients(self.mask_optimizer, tape, scaled_total,
-                                        self.mask_net.trainable_variables)
+        mask_skipped = _apply_gradients(
+            self.mask_optimizer, tape, scaled_total, self.mask_net.trainable_variables
+        )
         self.skipped_steps.assign_add(mask_skipped + disc_skipped)
 
         # L_D exists only on discriminator steps; the others must not pull its mean to zero.
-        self._trackers["loss_disc"].update_state(disc_loss,
-                                                 sample_weight=tf.cast(disc_step, tf.float32))
+        self._trackers["loss_disc"].update_state(
+            disc_loss, sample_weight=tf.cast(disc_step, tf.float32)
+        )
         energy_x, energy_b = losses.mean_energies(x_tilde, b_tilde)
-        return self._report({
-            "loss_total": total, "loss_cycle": cycle, "loss_adversarial": adversarial,
-            "loss_energy": energy, "mask_mean": tf.reduce_mean(masks),
-            # Near 0 or 1 means one output takes (almost) everything: the trivial separation.
-            "energy_share": energy_x / (energy_x + energy_b + 1e-12)})
+        return self._report(
+            {
+                "loss_total": total,
+                "loss_cycle": cycle,
+                "loss_adversarial": adversarial,
+                "loss_energy": energy,
+                "mask_mean": tf.reduce_mean(masks),
+                # Near 0 or 1 means one output takes (almost) everything: the trivial separation.
+                "energy_share": energy_x / (energy_x + energy_b + 1e-12),
+            }
+        )
 
 
 class SupervisedTrainer(_StepCountingModel):
@@ -224,10 +259,12 @@ class SupervisedTrainer(_StepCountingModel):
     def train_step(self, data):
         mixtures, sources_a = data
         with tf.GradientTape() as tape:
-            loss = losses.supervised_loss(2.0 * mixtures * self.mask_net(mixtures, training=True),
-                                          sources_a)
+            loss = losses.supervised_loss(
+                2.0 * mixtures * self.mask_net(mixtures, training=True), sources_a
+            )
             scaled_loss = self.mask_optimizer.scale_loss(_replica_share(loss))
-        skipped = _apply_gradients(self.mask_optimizer, tape, scaled_loss,
-                                   self.mask_net.trainable_variables)
+        skipped = _apply_gradients(
+            self.mask_optimizer, tape, scaled_loss, self.mask_net.trainable_variables
+        )
         self.skipped_steps.assign_add(skipped)
         return self._report({"loss_total": loss})

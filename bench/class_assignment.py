@@ -9,6 +9,7 @@ where the evaluation's permutation puts it. A solved run shows ~100% everywhere.
 plateau (docs/results.md) shows how it is undecided: a class near 50% against every partner goes
 either way at random, one whose share flips between partners is assigned by the pair.
 """
+
 import argparse
 import os
 import sys
@@ -45,8 +46,10 @@ def source_labels(split, config):
     """
     for spec, labels in ((config.source_a, split.labels_a), (config.source_b, split.labels_b)):
         if labels is None:
-            raise UserError(f"source {spec!r} has no ?labels filter: the classes of its images "
-                            "are unknown, so there is nothing to break down")
+            raise UserError(
+                f"source {spec!r} has no ?labels filter: the classes of its images "
+                "are unknown, so there is nothing to break down"
+            )
     return split.labels_a, split.labels_b
 
 
@@ -56,16 +59,20 @@ def format_table(table):
     columns = sorted({b for _, b in table})
     lines = ["a \\ b " + "".join(f"{b:>6}" for b in columns)]
     for a in rows:
-        cells = "".join(f"{100 * table[a, b][1]:>5.0f}%" if (a, b) in table else f"{'':>6}"
-                        for b in columns)
+        cells = "".join(
+            f"{100 * table[a, b][1]:>5.0f}%" if (a, b) in table else f"{'':>6}" for b in columns
+        )
         lines.append(f"{a:>5} {cells}")
     return "\n".join(lines)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workdir", required=True, help="workdir of a training run whose "
-                        "--source_a and --source_b have ?labels filters")
+    parser.add_argument(
+        "--workdir",
+        required=True,
+        help="workdir of a training run whose --source_a and --source_b have ?labels filters",
+    )
     workdir = parser.parse_args().workdir
     cli.configure_logging()
     try:
@@ -77,13 +84,17 @@ def main():
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     estimates = metrics.estimates_from_mask(
-        validation.mixtures, evaluation.predict_masks(mask_net, validation.mixtures))
+        validation.mixtures, evaluation.predict_masks(mask_net, validation.mixtures)
+    )
     scores = metrics.score_separation(*estimates, validation.sources_a, validation.sources_b)
-    kept = ~metrics.swapped_per_image(*estimates, validation.sources_a, validation.sources_b,
-                                      scores.permutation)
-    print(f"{checkpoint}: {len(kept)} validation mixtures, {scores.psnr_db:.2f} dB PSNR, "
-          f"{100 * scores.swapped_fraction:.1f}% swapped; % of mixtures whose source a comes out "
-          f"on output {scores.permutation[0]}, by label of source a (rows) and b (columns):")
+    kept = ~metrics.swapped_per_image(
+        *estimates, validation.sources_a, validation.sources_b, scores.permutation
+    )
+    print(
+        f"{checkpoint}: {len(kept)} validation mixtures, {scores.psnr_db:.2f} dB PSNR, "
+        f"{100 * scores.swapped_fraction:.1f}% swapped; % of mixtures whose source a comes out "
+        f"on output {scores.permutation[0]}, by label of source a (rows) and b (columns):"
+    )
     print(format_table(kept_by_label_pair(kept, labels_a, labels_b)))
 
 

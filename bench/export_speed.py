@@ -20,6 +20,7 @@ does. Beside them: this machine's float32 matmul rate (numpy, 2048 x 2048, all c
 practical peak a convolution could reach on CPU. A benchmark, not a test: run it on an otherwise
 idle machine.
 """
+
 import json
 import os
 import statistics
@@ -39,10 +40,17 @@ _DOWN_STEPS = 4
 _MATMUL_SIZE = 2048
 
 flags.DEFINE_string("export_dir", None, "Output directory of python -m export.onnx.")
-flags.DEFINE_enum("provider", "cpu", list(ONNX_PROVIDERS), "onnxruntime execution provider of "
-                  "the ONNX models; the SavedModel is timed with cpu only.")
-flags.DEFINE_list("models", [SAVED_MODEL, "separator.onnx", "separator_int8.onnx"],
-                  "Artifacts in --export_dir to time; missing ones are skipped with a note.")
+flags.DEFINE_enum(
+    "provider",
+    "cpu",
+    list(ONNX_PROVIDERS),
+    "onnxruntime execution provider of the ONNX models; the SavedModel is timed with cpu only.",
+)
+flags.DEFINE_list(
+    "models",
+    [SAVED_MODEL, "separator.onnx", "separator_int8.onnx"],
+    "Artifacts in --export_dir to time; missing ones are skipped with a note.",
+)
 flags.DEFINE_list("batch_sizes", ["1", "16", "256"], "Batch sizes to time.")
 flags.DEFINE_integer("repetitions", 7, "Timed repetitions per batch size and model (median).")
 flags.DEFINE_integer("images_per_repetition", 512, "Images separated per repetition.")
@@ -58,7 +66,7 @@ def mask_net_flops(image_size, channels, width):
     (channels -> width -> ... -> 8 width) and four transposed ones doubling it back (... -> width
     -> channels); BatchNorm, activations and the mask formula add well under 1%.
     """
-    widths = [width * 2 ** i for i in range(_DOWN_STEPS)]
+    widths = [width * 2**i for i in range(_DOWN_STEPS)]
     flops, size, depth = 0, image_size, channels
     for filters in widths:
         size //= 2
@@ -79,7 +87,7 @@ def matmul_gflops(repetitions=5, size=_MATMUL_SIZE):
     for _ in range(repetitions):
         start = time.perf_counter()
         a @ b
-        rates.append(2 * size ** 3 / (time.perf_counter() - start) / 1e9)
+        rates.append(2 * size**3 / (time.perf_counter() - start) / 1e9)
     return statistics.median(rates)
 
 
@@ -87,10 +95,12 @@ def cpu_description(cpuinfo="/proc/cpuinfo"):
     """`model name (avx2, avx512f, ...)` of the first CPU in `cpuinfo`, or the platform's name."""
     try:
         with open(cpuinfo) as f:
-            fields = dict(line.split(":", 1) for line in f.read().split("\n\n")[0].splitlines()
-                          if ":" in line)
+            fields = dict(
+                line.split(":", 1) for line in f.read().split("\n\n")[0].splitlines() if ":" in line
+            )
     except OSError:
         import platform
+
         return platform.processor() or platform.machine()
     fields = {key.strip(): value.strip() for key, value in fields.items()}
     wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
@@ -138,8 +148,10 @@ def load_runtimes(export_dir, names, provider, options, note=print):
         else:
             runtimes[name] = Separator.load(path, provider=provider, options=options)
     if not runtimes:
-        raise UserError(f"none of {', '.join(names)} is in --export_dir={export_dir}: give the "
-                        "output directory of python -m export.onnx")
+        raise UserError(
+            f"none of {', '.join(names)} is in --export_dir={export_dir}: give the "
+            "output directory of python -m export.onnx"
+        )
     return runtimes
 
 
@@ -147,8 +159,9 @@ def main(argv):
     del argv
     cli.configure_logging()
     try:
-        runtimes = load_runtimes(FLAGS.export_dir, FLAGS.models, FLAGS.provider,
-                                 provider_options_from_flags())
+        runtimes = load_runtimes(
+            FLAGS.export_dir, FLAGS.models, FLAGS.provider, provider_options_from_flags()
+        )
         batch_sizes = [int(b) for b in FLAGS.batch_sizes]
     except UserError as e:
         cli.fail(e)
@@ -159,10 +172,12 @@ def main(argv):
     separator = next(iter(runtimes.values()))
     config = json.loads(separator.metadata["training_config"])
     flops = mask_net_flops(separator.image_size, separator.channels, config["mask_width"])
-    print(f"{FLAGS.export_dir}: {separator.image_size}x{separator.image_size}x"
-          f"{separator.channels} images, mask width {config['mask_width']} "
-          f"({flops / 1e9:.3f} GFLOP per image); {cpu_description()}, {os.cpu_count()} CPUs; "
-          f"median of {FLAGS.repetitions} repetitions of ~{FLAGS.images_per_repetition} images")
+    print(
+        f"{FLAGS.export_dir}: {separator.image_size}x{separator.image_size}x"
+        f"{separator.channels} images, mask width {config['mask_width']} "
+        f"({flops / 1e9:.3f} GFLOP per image); {cpu_description()}, {os.cpu_count()} CPUs; "
+        f"median of {FLAGS.repetitions} repetitions of ~{FLAGS.images_per_repetition} images"
+    )
     for name, runtime in runtimes.items():
         print(f"  {name}: {runtime.provider}")
     print(f"float32 matmul {_MATMUL_SIZE}x{_MATMUL_SIZE} (numpy): {matmul_gflops():.0f} GFLOP/s")
@@ -170,11 +185,16 @@ def main(argv):
     rng = np.random.default_rng(0)
     for batch_size in batch_sizes:
         mixtures = rng.random((batch_size, *separator.input_shape), dtype=np.float32)
-        rates = median_rates(runtimes, mixtures, batch_size, FLAGS.repetitions,
-                             FLAGS.images_per_repetition)
-        print(f"{batch_size:>6} " + " ".join(
-            f"{rates[name]:>9.0f} im/s {rates[name] * flops / 1e9:>7.1f} GFLOP/s"
-            for name in runtimes))
+        rates = median_rates(
+            runtimes, mixtures, batch_size, FLAGS.repetitions, FLAGS.images_per_repetition
+        )
+        print(
+            f"{batch_size:>6} "
+            + " ".join(
+                f"{rates[name]:>9.0f} im/s {rates[name] * flops / 1e9:>7.1f} GFLOP/s"
+                for name in runtimes
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ validation and test mixtures from the config, separates them with the file throu
 CPU provider, scores them as training's evaluation does, and prints both figures side by side.
 Exit status 1 when a PSNR differs from the metadata's by more than `PSNR_AGREEMENT_DB`.
 """
+
 import argparse
 import dataclasses
 import json
@@ -27,8 +28,7 @@ def rerun(model):
     separator = Separator.load(model, provider="cpu")
     settings = json.loads(separator.metadata["training_config"])
     # The paths are those of the machine that trained it; the data comes from this one's cache.
-    config = dataclasses.replace(Config(**settings), workdir="unused",
-                                 cache_dir=Config().cache_dir)
+    config = dataclasses.replace(Config(**settings), workdir="unused", cache_dir=Config().cache_dir)
     data = load_mixture_dataset(config)
     figures = {}
     for split, prefix in (("validation", "eval"), ("test", "test")):
@@ -40,8 +40,9 @@ def rerun(model):
         if config.invert:
             source_a, source_b = 1.0 - source_a, 1.0 - source_b
         scores = evaluation.score_estimates(held_out, source_a, source_b)
-        recorded = {key: float(separator.metadata[f"{prefix}_{key}"])
-                    for key in ("psnr_db", "ssim")}
+        recorded = {
+            key: float(separator.metadata[f"{prefix}_{key}"]) for key in ("psnr_db", "ssim")
+        }
         figures[split] = (recorded, {key: scores[key] for key in ("psnr_db", "ssim")})
     return figures
 
@@ -57,8 +58,10 @@ def main():
         sys.exit(2)
     agree = True
     for split, (recorded, measured) in figures.items():
-        print(f"{split:<10} recorded {recorded['psnr_db']:.3f} dB / {recorded['ssim']:.4f}, "
-              f"rerun {measured['psnr_db']:.3f} dB / {measured['ssim']:.4f}")
+        print(
+            f"{split:<10} recorded {recorded['psnr_db']:.3f} dB / {recorded['ssim']:.4f}, "
+            f"rerun {measured['psnr_db']:.3f} dB / {measured['ssim']:.4f}"
+        )
         agree &= abs(recorded["psnr_db"] - measured["psnr_db"]) <= PSNR_AGREEMENT_DB
     sys.exit(0 if agree else 1)
 

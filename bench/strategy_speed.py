@@ -10,6 +10,7 @@ prints the steady-state steps/s of each: the rate over steps N+1..2N, after the 
 On one CPU, logical devices share the same cores, so this measures what replication costs (one
 thread per replica, all-reduces, synchronized BatchNorm), never what more devices gain.
 """
+
 import argparse
 import glob
 import os
@@ -44,7 +45,8 @@ def main():
     if not tf.config.list_physical_devices("GPU"):
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(
-            cpu, [tf.config.LogicalDeviceConfiguration()] * args.devices)
+            cpu, [tf.config.LogicalDeviceConfiguration()] * args.devices
+        )
 
     from aur_tf import train_lib
     from aur_tf.config import Config
@@ -55,21 +57,33 @@ def main():
     images = rng.random((2, train_count + test_count, 32, 32, 1), np.float32)
     data = MixtureDataset(
         train=mix_split(images[0, :train_count], images[1, :train_count], train_count, rng),
-        test=mix_split(images[0, train_count:], images[1, train_count:], test_count, rng))
+        test=mix_split(images[0, train_count:], images[1, train_count:], test_count, rng),
+    )
     total = 2 * args.steps
     with tempfile.TemporaryDirectory() as root:
         for strategy in ("default", "mirrored"):
             config = Config(
-                workdir=os.path.join(root, strategy), strategy=strategy, train_steps=total,
-                log_every=args.steps, eval_every=total, checkpoint_every=total,
-                train_mixtures=train_count, test_mixtures=test_count,
-                batch_pairs=args.batch_pairs, mask_width=args.mask_width,
-                disc_width=args.disc_width, cache_dir=os.path.join(root, "cache"))
+                workdir=os.path.join(root, strategy),
+                strategy=strategy,
+                train_steps=total,
+                log_every=args.steps,
+                eval_every=total,
+                checkpoint_every=total,
+                train_mixtures=train_count,
+                test_mixtures=test_count,
+                batch_pairs=args.batch_pairs,
+                mask_width=args.mask_width,
+                disc_width=args.disc_width,
+                cache_dir=os.path.join(root, "cache"),
+            )
             train_lib.train(config, data=data)
             replicas = 1 if strategy == "default" else args.devices
-            print(f"{strategy:8s} {replicas} replica(s): "
-                  f"{_steps_per_second(config.workdir, total):.2f} steps/s "
-                  f"(mask width {args.mask_width}, {args.batch_pairs} pairs per step)", flush=True)
+            print(
+                f"{strategy:8s} {replicas} replica(s): "
+                f"{_steps_per_second(config.workdir, total):.2f} steps/s "
+                f"(mask width {args.mask_width}, {args.batch_pairs} pairs per step)",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

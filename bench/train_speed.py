@@ -17,6 +17,7 @@ With --torch_python (a Python that has torch, e.g. `pip install torch==2.13.0` i
 torch is never an aur_tf dependency) the same network and batch run in the independent PyTorch
 implementation ../shared/reference/apmr.py --bench, on the same mixtures.
 """
+
 import argparse
 import dataclasses
 import os
@@ -94,10 +95,18 @@ def time_keras(config, mixtures, steps, warmup, in_memory):
     if in_memory:
         batches = tf.data.Dataset.from_tensors(next(iter(batches))).repeat()
     timer = _StepTimer()
-    trainer.fit(batches, epochs=1, steps_per_epoch=warmup + steps, verbose=0, shuffle=False,
-                callbacks=[timer])
-    return (statistics.mean(timer.times[warmup:]),
-            step_flops(trainer, config.batch_pairs, config.mask_steps_per_disc_step))
+    trainer.fit(
+        batches,
+        epochs=1,
+        steps_per_epoch=warmup + steps,
+        verbose=0,
+        shuffle=False,
+        callbacks=[timer],
+    )
+    return (
+        statistics.mean(timer.times[warmup:]),
+        step_flops(trainer, config.batch_pairs, config.mask_steps_per_disc_step),
+    )
 
 
 def time_torch(torch_python, data, config, steps):
@@ -105,17 +114,42 @@ def time_torch(torch_python, data, config, steps):
     with tempfile.TemporaryDirectory() as scratch:
         path = os.path.join(scratch, "mix.npz")
         # The reference reads uint8 sources with a scale; MNIST pixels are exactly k/256.
-        as_u8 = {name: np.round(getattr(split, f"sources_{ab}")[..., 0] * 256).astype(np.uint8)
-                 for name, split, ab in (("train_x", data.train, "a"), ("train_b", data.train, "b"),
-                                         ("test_x", data.validation, "a"),
-                                         ("test_b", data.validation, "b"))}
+        as_u8 = {
+            name: np.round(getattr(split, f"sources_{ab}")[..., 0] * 256).astype(np.uint8)
+            for name, split, ab in (
+                ("train_x", data.train, "a"),
+                ("train_b", data.train, "b"),
+                ("test_x", data.validation, "a"),
+                ("test_b", data.validation, "b"),
+            )
+        }
         np.savez(path, scale=np.float32(256), **as_u8)
         result = subprocess.run(
-            [torch_python, REFERENCE, "--data", path, "--energy", config.energy, "--device", "cpu",
-             "--bench", "--max-steps", str(steps + 5), "--pairs", str(config.batch_pairs),
-             "--nf", str(config.mask_width), "--lr", str(config.mask_learning_rate),
-             "--d-every", str(config.mask_steps_per_disc_step)],
-            capture_output=True, text=True, check=True)
+            [
+                torch_python,
+                REFERENCE,
+                "--data",
+                path,
+                "--energy",
+                config.energy,
+                "--device",
+                "cpu",
+                "--bench",
+                "--max-steps",
+                str(steps + 5),
+                "--pairs",
+                str(config.batch_pairs),
+                "--nf",
+                str(config.mask_width),
+                "--lr",
+                str(config.mask_learning_rate),
+                "--d-every",
+                str(config.mask_steps_per_disc_step),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
     return float(re.search(r"mean after warmup ([\d.]+) ms", result.stdout).group(1)) / 1000
 
 
@@ -141,18 +175,28 @@ def main():
     parser.add_argument("--disc_width", type=int, default=64)
     parser.add_argument("--batch_pairs", type=int, default=64)
     parser.add_argument("--mask_steps_per_disc_step", type=int, default=4)
-    parser.add_argument("--mixed_precision", default="float32",
-                        help="float32, mixed_bfloat16 or mixed_float16 (aur_tf only)")
-    parser.add_argument("--conv_kernels", default="phases,native",
-                        help="comma-separated --conv_kernels values to time (aur_tf only)")
-    parser.add_argument("--jit_compile", default="false,true",
-                        help="comma-separated --jit_compile values to time (aur_tf only)")
+    parser.add_argument(
+        "--mixed_precision",
+        default="float32",
+        help="float32, mixed_bfloat16 or mixed_float16 (aur_tf only)",
+    )
+    parser.add_argument(
+        "--conv_kernels",
+        default="phases,native",
+        help="comma-separated --conv_kernels values to time (aur_tf only)",
+    )
+    parser.add_argument(
+        "--jit_compile",
+        default="false,true",
+        help="comma-separated --jit_compile values to time (aur_tf only)",
+    )
     parser.add_argument("--steps", type=int, default=32)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--cache_dir", default=Config().cache_dir)
     parser.add_argument("--torch_python", help="a Python with torch, for the reference comparison")
-    parser.add_argument("--eval_json",
-                        help="only print time to 18 / 20.4 dB and 0.9 SSIM from a run's eval.json")
+    parser.add_argument(
+        "--eval_json", help="only print time to 18 / 20.4 dB and 0.9 SSIM from a run's eval.json"
+    )
     args = parser.parse_args()
     if args.eval_json:
         try:
@@ -160,41 +204,55 @@ def main():
         except UserError as e:
             parser.exit(2, f"error: {e}\n")
     if args.steps % args.mask_steps_per_disc_step:
-        parser.error(f"--steps={args.steps} must be a multiple of --mask_steps_per_disc_step="
-                     f"{args.mask_steps_per_disc_step}: whole cycles of mask and discriminator "
-                     "updates")
+        parser.error(
+            f"--steps={args.steps} must be a multiple of --mask_steps_per_disc_step="
+            f"{args.mask_steps_per_disc_step}: whole cycles of mask and discriminator "
+            "updates"
+        )
     jit_values = args.jit_compile.lower().split(",")
     if not set(jit_values) <= {"true", "false"}:
         parser.error(f"--jit_compile={args.jit_compile}: give true, false or both, comma-separated")
     jit_settings = [value == "true" for value in jit_values]
 
-    config = Config(workdir=tempfile.mkdtemp(), mask_width=args.mask_width,
-                    disc_width=args.disc_width, batch_pairs=args.batch_pairs,
-                    mask_steps_per_disc_step=args.mask_steps_per_disc_step,
-                    mixed_precision=args.mixed_precision, cache_dir=args.cache_dir)
+    config = Config(
+        workdir=tempfile.mkdtemp(),
+        mask_width=args.mask_width,
+        disc_width=args.disc_width,
+        batch_pairs=args.batch_pairs,
+        mask_steps_per_disc_step=args.mask_steps_per_disc_step,
+        mixed_precision=args.mixed_precision,
+        cache_dir=args.cache_dir,
+    )
     data = load_mixture_dataset(config)
-    print(f"{config.mixed_precision}, mask width {config.mask_width}, disc width "
-          f"{config.disc_width}, {config.batch_pairs} "
-          f"pairs ({2 * config.batch_pairs} mixtures) per step, D updated every "
-          f"{config.mask_steps_per_disc_step} steps, mean of {args.steps} steps after "
-          f"{args.warmup}")
+    print(
+        f"{config.mixed_precision}, mask width {config.mask_width}, disc width "
+        f"{config.disc_width}, {config.batch_pairs} "
+        f"pairs ({2 * config.batch_pairs} mixtures) per step, D updated every "
+        f"{config.mask_steps_per_disc_step} steps, mean of {args.steps} steps after "
+        f"{args.warmup}"
+    )
     for conv_kernels in args.conv_kernels.split(","):
         for jit in jit_settings:
             for in_memory in (False, True):
                 timed = dataclasses.replace(config, conv_kernels=conv_kernels, jit_compile=jit)
-                seconds, flops = time_keras(timed, data.train.mixtures, args.steps, args.warmup,
-                                            in_memory)
-                print(f"aur_tf  {conv_kernels:6} xla={int(jit)} "
-                      f"{'in-memory' if in_memory else 'pipeline '}  "
-                      f"{seconds * 1000:7.1f} ms/step  {1 / seconds:5.2f} steps/s  "
-                      f"{2 * config.batch_pairs / seconds:7.1f} mixtures/s  "
-                      f"{flops / 1e9:6.1f} GFLOP/step  {flops / seconds / 1e9:6.1f} GFLOP/s")
+                seconds, flops = time_keras(
+                    timed, data.train.mixtures, args.steps, args.warmup, in_memory
+                )
+                print(
+                    f"aur_tf  {conv_kernels:6} xla={int(jit)} "
+                    f"{'in-memory' if in_memory else 'pipeline '}  "
+                    f"{seconds * 1000:7.1f} ms/step  {1 / seconds:5.2f} steps/s  "
+                    f"{2 * config.batch_pairs / seconds:7.1f} mixtures/s  "
+                    f"{flops / 1e9:6.1f} GFLOP/step  {flops / seconds / 1e9:6.1f} GFLOP/s"
+                )
     if args.torch_python:
         seconds = time_torch(args.torch_python, data, config, args.steps)
-        print(f"PyTorch reference             {seconds * 1000:7.1f} ms/step  "
-              f"{1 / seconds:5.2f} steps/s  "
-              f"{2 * config.batch_pairs / seconds:7.1f} mixtures/s  "
-              f"{flops / seconds / 1e9:6.1f} GFLOP/s")
+        print(
+            f"PyTorch reference             {seconds * 1000:7.1f} ms/step  "
+            f"{1 / seconds:5.2f} steps/s  "
+            f"{2 * config.batch_pairs / seconds:7.1f} mixtures/s  "
+            f"{flops / seconds / 1e9:6.1f} GFLOP/s"
+        )
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ candidate score it prints:
              score picks, averaged over the runs.
 The clean sources were used only to compute the validation PSNR in eval.json, never the scores.
 """
+
 import argparse
 import glob
 import json
@@ -46,10 +47,12 @@ def load_points(workdir):
     with open(scores_path) as f:
         scored = {entry["step"]: entry for entry in json.load(f)["checkpoints"]}
     config = record["config"]
-    points = [(entry["step"], entry["psnr_db"], scored[entry["step"]])
-              for entry in record["history"] if entry["step"] in scored]
-    return (f"{config['source_a']} vs {config['source_b']}", record["half_mask_psnr_db"],
-            points)
+    points = [
+        (entry["step"], entry["psnr_db"], scored[entry["step"]])
+        for entry in record["history"]
+        if entry["step"] in scored
+    ]
+    return (f"{config['source_a']} vs {config['source_b']}", record["half_mask_psnr_db"], points)
 
 
 def summarize(runs):
@@ -72,18 +75,26 @@ def summarize(runs):
                 losses.append(max(run_psnrs) - run_psnrs[int(np.argmax(oriented))])
             separated = np.array(separated)
             values = np.array(values)
-            auc = (roc_auc(values[separated], values[~separated])
-                   if separated.any() and (~separated).any() else float("nan"))
-            summary[dataset][name] = {"spearman": spearman(values, psnrs), "auc": auc,
-                                      "loss_db": float(np.mean(losses)), "points": len(values),
-                                      "runs": len(members)}
+            auc = (
+                roc_auc(values[separated], values[~separated])
+                if separated.any() and (~separated).any()
+                else float("nan")
+            )
+            summary[dataset][name] = {
+                "spearman": spearman(values, psnrs),
+                "auc": auc,
+                "loss_db": float(np.mean(losses)),
+                "points": len(values),
+                "runs": len(members),
+            }
     return summary
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", required=True, help="comma-separated run directories or glob "
-                        "patterns (quoted)")
+    parser.add_argument(
+        "--runs", required=True, help="comma-separated run directories or glob patterns (quoted)"
+    )
     patterns = parser.parse_args().runs.split(",")
     workdirs = sorted({path for pattern in patterns for path in glob.glob(pattern)})
     loaded = [points for points in map(load_points, workdirs) if points]
@@ -95,8 +106,10 @@ def main():
         print(f"{dataset}: {first['runs']} runs, {first['points']} checkpoints")
         print(f"  {'score':<22}{'spearman':>9}{'auc':>8}{'loss_db':>9}")
         for name, figures in by_score.items():
-            print(f"  {name:<22}{figures['spearman']:>9.3f}{figures['auc']:>8.3f}"
-                  f"{figures['loss_db']:>9.2f}")
+            print(
+                f"  {name:<22}{figures['spearman']:>9.3f}{figures['auc']:>8.3f}"
+                f"{figures['loss_db']:>9.2f}"
+            )
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ the padded input's rows 2i..2i+3 and columns 2j..2j+3. The transposed one is com
 and columns l + b + {0, 1} through the kernel taps 3 - a - 2s, 3 - b - 2t; the four phases are
 interleaved by DepthToSpace.
 """
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -34,8 +35,13 @@ def _pad_one_pixel(images):
 
 
 def _constant_weight(layer, name, value):
-    return layer.add_weight(name=name, shape=value.shape, trainable=False,
-                            initializer=keras.initializers.Constant(value), dtype=value.dtype)
+    return layer.add_weight(
+        name=name,
+        shape=value.shape,
+        trainable=False,
+        initializer=keras.initializers.Constant(value),
+        dtype=value.dtype,
+    )
 
 
 class MatMulConv2D(keras.layers.Layer):
@@ -55,8 +61,14 @@ class MatMulConv2D(keras.layers.Layer):
         padded = _pad_one_pixel(images)
         # Tap (u, v) of every output pixel: one strided slice; their concatenation along the
         # channels is the im2col matrix, in the kernel's [u, v, in] order.
-        patches = tf.concat([padded[:, u:u + height:2, v:v + width:2]
-                             for u in range(KERNEL) for v in range(KERNEL)], axis=-1)
+        patches = tf.concat(
+            [
+                padded[:, u : u + height : 2, v : v + width : 2]
+                for u in range(KERNEL)
+                for v in range(KERNEL)
+            ],
+            axis=-1,
+        )
         return patches @ self.matrix
 
 
@@ -71,10 +83,19 @@ class MatMulConv2DTranspose(keras.layers.Layer):
         super().__init__(**kwargs)
         kernel = np.asarray(kernel)
         self.matrices = [
-            _constant_weight(self, f"phase{a}{b}", np.stack([
-                np.stack([kernel[3 - a - 2 * s, 3 - b - 2 * t].T for t in range(2)])
-                for s in range(2)]).reshape(-1, kernel.shape[2]))
-            for a in range(2) for b in range(2)]
+            _constant_weight(
+                self,
+                f"phase{a}{b}",
+                np.stack(
+                    [
+                        np.stack([kernel[3 - a - 2 * s, 3 - b - 2 * t].T for t in range(2)])
+                        for s in range(2)
+                    ]
+                ).reshape(-1, kernel.shape[2]),
+            )
+            for a in range(2)
+            for b in range(2)
+        ]
 
     def call(self, images):
         _, height, width, _ = images.shape
@@ -82,8 +103,14 @@ class MatMulConv2DTranspose(keras.layers.Layer):
         phases = []
         for a in range(2):
             for b in range(2):
-                patches = tf.concat([padded[:, a + s:a + s + height, b + t:b + t + width]
-                                     for s in range(2) for t in range(2)], axis=-1)
+                patches = tf.concat(
+                    [
+                        padded[:, a + s : a + s + height, b + t : b + t + width]
+                        for s in range(2)
+                        for t in range(2)
+                    ],
+                    axis=-1,
+                )
                 phases.append(patches @ self.matrices[2 * a + b])
         # DepthToSpace puts channel block 2a + b at output pixel (2m + a, 2n + b).
         return tf.nn.depth_to_space(tf.concat(phases, axis=-1), 2)
@@ -106,8 +133,7 @@ class SubpixelConv2DTranspose(keras.layers.Layer):
             for b in range(2):
                 for s in range(2):
                     for t in range(2):
-                        window[a + s, b + t, :, 2 * a + b] = kernel[3 - a - 2 * s,
-                                                                    3 - b - 2 * t].T
+                        window[a + s, b + t, :, 2 * a + b] = kernel[3 - a - 2 * s, 3 - b - 2 * t].T
         self.window = _constant_weight(self, "window", window.reshape(3, 3, depth, 4 * out))
 
     def call(self, images):
@@ -126,10 +152,15 @@ def export_net(mask_net, for_int8=False):
       A float32 Keras model computing the same masks `[batch, H, W, C] -> [batch, H, W, C]` in
       (0, 1) from the same weights (up to float32 rounding: the sums run in another order).
     """
-    strided = [layer for layer in mask_net.layers if isinstance(layer, keras.layers.Conv2D)
-               and not isinstance(layer, keras.layers.Conv2DTranspose)]
-    transposed = [layer for layer in mask_net.layers
-                  if isinstance(layer, keras.layers.Conv2DTranspose)]
+    strided = [
+        layer
+        for layer in mask_net.layers
+        if isinstance(layer, keras.layers.Conv2D)
+        and not isinstance(layer, keras.layers.Conv2DTranspose)
+    ]
+    transposed = [
+        layer for layer in mask_net.layers if isinstance(layer, keras.layers.Conv2DTranspose)
+    ]
     replaced = {strided[-1].name: MatMulConv2D, transposed[0].name: MatMulConv2DTranspose}
     outputs = inputs = keras.Input(mask_net.input_shape[1:], name="mixture")
     for layer in mask_net.layers:

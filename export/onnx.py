@@ -78,6 +78,7 @@ Bad input (no workdir, no or damaged checkpoint, unwritable DIR, unsupported ops
 --parity_tolerance that is not a finite number > 0) ends with one line `error: ...` and exit
 status 2.
 """
+
 import configparser
 import importlib.metadata
 import json
@@ -152,15 +153,26 @@ def parity_mixtures(config, count=PARITY_MIXTURES):
     except UserError as e:
         shape = (count, config.image_size, config.image_size, config.channels)
         mixtures = np.random.default_rng(_SYNTHETIC_SEED).random(shape, dtype=np.float32)
-        return mixtures, None, (
-            f"{count} deterministic synthetic mixtures (uniform, seed {_SYNTHETIC_SEED}), "
-            f"because the run's sources cannot be loaded: {e}")
-    split = MixtureSplit(held_out.mixtures[:count], held_out.sources_a[:count],
-                         held_out.sources_b[:count])
+        return (
+            mixtures,
+            None,
+            (
+                f"{count} deterministic synthetic mixtures (uniform, seed {_SYNTHETIC_SEED}), "
+                f"because the run's sources cannot be loaded: {e}"
+            ),
+        )
+    split = MixtureSplit(
+        held_out.mixtures[:count], held_out.sources_a[:count], held_out.sources_b[:count]
+    )
     mixtures = split.mixtures
-    return (1.0 - mixtures if config.invert else mixtures), split, (
-        f"{len(mixtures)} validation mixtures rebuilt from the run's config "
-        f"({config.source_a} + {config.source_b})")
+    return (
+        (1.0 - mixtures if config.invert else mixtures),
+        split,
+        (
+            f"{len(mixtures)} validation mixtures rebuilt from the run's config "
+            f"({config.source_a} + {config.source_b})"
+        ),
+    )
 
 
 def calibration_mixtures(config, count=CALIBRATION_MIXTURES):
@@ -222,8 +234,9 @@ def save_saved_model(mask_net, separate, metadata, path):
 
 def to_onnx(separate, opset, metadata):
     """Converts `separate` to an ONNX model with named, dynamic-batch I/O and `metadata`."""
-    model, _ = tf2onnx.convert.from_function(separate, input_signature=separate.input_signature,
-                                             opset=opset)
+    model, _ = tf2onnx.convert.from_function(
+        separate, input_signature=separate.input_signature, opset=opset
+    )
     # tf2onnx names each unknown batch dimension differently (unk__N, numbered per process);
     # one shared name says they are equal and keeps the file the same from export to export.
     outputs = sorted(model.graph.output, key=lambda o: OUTPUT_NAMES.index(o.name))
@@ -237,7 +250,8 @@ def to_onnx(separate, opset, metadata):
         "aur_tf image source separator (Hoshen, ICASSP 2019). Input mixture [batch, H, W, C] "
         "float32 in [0, 1]; outputs source_a = 2*y*M(y), source_b = 2*y - source_a (clean scale, "
         "not clipped) and mask M(y). With inverted_inputs=true, y = 1 - mixture and the source "
-        "outputs are 1 - estimate, so inputs are natural images either way.")
+        "outputs are 1 - estimate, so inputs are natural images either way."
+    )
     onnx.helper.set_model_props(model, {**metadata, "opset": str(opset), "precision": "float32"})
     onnx.checker.check_model(model)
     return model
@@ -274,9 +288,13 @@ def to_float16(model):
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     converted = convert_float_to_float16(model, keep_io_types=True)
-    onnx.helper.set_model_props(converted, {
-        **{p.key: p.value for p in model.metadata_props},
-        "precision": "float16 (float32 inputs and outputs)"})
+    onnx.helper.set_model_props(
+        converted,
+        {
+            **{p.key: p.value for p in model.metadata_props},
+            "precision": "float16 (float32 inputs and outputs)",
+        },
+    )
     return converted
 
 
@@ -318,8 +336,9 @@ def to_int8(fp32_path, int8_path, calibration):
 
     class Reader(CalibrationDataReader):
         def __init__(self):
-            self._batches = iter(np.array_split(
-                calibration, max(1, len(calibration) // CALIBRATION_BATCH)))
+            self._batches = iter(
+                np.array_split(calibration, max(1, len(calibration) // CALIBRATION_BATCH))
+            )
 
         def get_next(self):
             batch = next(self._batches, None)
@@ -328,21 +347,33 @@ def to_int8(fp32_path, int8_path, calibration):
     # Unsigned activations with a zero point: onnxruntime's CPU kernels (U8S8) run them ~1.4x
     # faster than symmetric int8 ones (docs/deployment.md). TensorRT's explicit quantisation
     # wants symmetric int8, so there the float32 file with an fp16 engine is the choice.
-    quantize_static(fp32_path, int8_path, Reader(), quant_format=QuantFormat.QDQ,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    per_channel=True, nodes_to_exclude=float32_tail(onnx.load(fp32_path).graph))
+    quantize_static(
+        fp32_path,
+        int8_path,
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+        nodes_to_exclude=float32_tail(onnx.load(fp32_path).graph),
+    )
     model = onnx.load(int8_path)
-    onnx.helper.set_model_props(model, {
-        **{p.key: p.value for p in model.metadata_props},
-        "precision": "int8 (QDQ, float32 inputs and outputs)"})
+    onnx.helper.set_model_props(
+        model,
+        {
+            **{p.key: p.value for p in model.metadata_props},
+            "precision": "int8 (QDQ, float32 inputs and outputs)",
+        },
+    )
     onnx.save(model, int8_path)
 
 
 def images_per_second(path, batch_size=SPEED_BATCH, repetitions=SPEED_REPETITIONS):
     """Median images/s of the ONNX separator at `path` on onnxruntime's CPU provider."""
     separator = Separator.load(path, provider="cpu")
-    mixtures = np.random.default_rng(0).random((batch_size, *separator.input_shape),
-                                               dtype=np.float32)
+    mixtures = np.random.default_rng(0).random(
+        (batch_size, *separator.input_shape), dtype=np.float32
+    )
     separator.separate(mixtures, batch_size=batch_size)  # warm-up: allocation, first run
     rates = []
     for _ in range(repetitions):
@@ -364,6 +395,7 @@ def float64_twin(mask_net):
     and inputs convert exactly, so the twin's masks are the float32 net's up to float64 rounding
     (~1e-16), the reference the parity check measures float32 rounding against.
     """
+
     def in_float64(layer):
         return type(layer).from_config({**layer.get_config(), "dtype": "float64"})
 
@@ -374,8 +406,10 @@ def float64_twin(mask_net):
 
 def noise_floor(mask_net):
     """The bound's floor: float32 eps * ESTIMATE_RANGE * (convolution layers of `mask_net`)."""
-    depth = sum(isinstance(layer, (keras.layers.Conv2D, keras.layers.Conv2DTranspose))
-                for layer in mask_net.layers)
+    depth = sum(
+        isinstance(layer, (keras.layers.Conv2D, keras.layers.Conv2DTranspose))
+        for layer in mask_net.layers
+    )
     return float(np.finfo(np.float32).eps) * ESTIMATE_RANGE * depth
 
 
@@ -398,8 +432,10 @@ def parity_bound(keras_error, floor, tolerance=None):
     if tolerance is not None:
         return tolerance, f"--parity_tolerance={tolerance:g}"
     bound = max(NOISE_MULTIPLE * keras_error, floor)
-    return bound, (f"derived: max({NOISE_MULTIPLE} x Keras float32's error {keras_error:.2e}, "
-                   f"floor {floor:.2e})")
+    return bound, (
+        f"derived: max({NOISE_MULTIPLE} x Keras float32's error {keras_error:.2e}, "
+        f"floor {floor:.2e})"
+    )
 
 
 def separation_scores(outputs, split, invert):
@@ -416,9 +452,13 @@ def separation_scores(outputs, split, invert):
     return {"psnr_db": scores["psnr_db"], "ssim": scores["ssim"]}
 
 
-_TITLES = {"keras": "Keras, float32", "saved_model": "TF SavedModel",
-           "onnx": "ONNX, onnxruntime CPU", "onnx_fp16": "fp16 ONNX, onnxruntime CPU",
-           "onnx_int8": "int8 ONNX, onnxruntime CPU"}
+_TITLES = {
+    "keras": "Keras, float32",
+    "saved_model": "TF SavedModel",
+    "onnx": "ONNX, onnxruntime CPU",
+    "onnx_fp16": "fp16 ONNX, onnxruntime CPU",
+    "onnx_int8": "int8 ONNX, onnxruntime CPU",
+}
 
 
 def check_parity(mask_net, invert, paths, mixtures, split, tolerance, log):
@@ -442,45 +482,75 @@ def check_parity(mask_net, invert, paths, mixtures, split, tolerance, log):
       requirement (empty when it passed). The fp16 and int8 files are reported, never judged.
       All runs are on CPU.
     """
-    reference = {name: value.numpy() for name, value in separation_function(
-        float64_twin(mask_net), invert, "float64").python_function(
-            tf.constant(mixtures, tf.float64)).items()}
-    outputs = {"keras": {name: value.numpy() for name, value in separation_function(
-        mask_net, invert).python_function(tf.constant(mixtures)).items()}}
-    outputs.update({label: dict(zip(OUTPUT_NAMES, Separator.load(path, provider="cpu").separate(
-        mixtures, return_mask=True))) for label, path in paths.items()})
+    reference = {
+        name: value.numpy()
+        for name, value in separation_function(float64_twin(mask_net), invert, "float64")
+        .python_function(tf.constant(mixtures, tf.float64))
+        .items()
+    }
+    outputs = {
+        "keras": {
+            name: value.numpy()
+            for name, value in separation_function(mask_net, invert)
+            .python_function(tf.constant(mixtures))
+            .items()
+        }
+    }
+    outputs.update(
+        {
+            label: dict(
+                zip(
+                    OUTPUT_NAMES,
+                    Separator.load(path, provider="cpu").separate(mixtures, return_mask=True),
+                )
+            )
+            for label, path in paths.items()
+        }
+    )
     judged = ("saved_model", "onnx")
     from_keras = {label: max_abs_differences(outputs[label], outputs["keras"]) for label in judged}
-    from_float64 = {label: max_abs_differences(outputs[label], reference)
-                    for label in ("keras", *judged)}
-    bound, origin = parity_bound(source_error(from_float64["keras"]), noise_floor(mask_net),
-                                 tolerance)
+    from_float64 = {
+        label: max_abs_differences(outputs[label], reference) for label in ("keras", *judged)
+    }
+    bound, origin = parity_bound(
+        source_error(from_float64["keras"]), noise_floor(mask_net), tolerance
+    )
 
     log(f"parity bound on the sources' max |difference| from float64: {bound:.2e} ({origin})")
     log(f"{'max |difference|':<38}{'  '.join(f'{n:>9}' for n in OUTPUT_NAMES)}")
     for title, table in (("from float64", from_float64), ("from Keras", from_keras)):
         for label, figures in table.items():
-            log(f"  {_TITLES[label]:<22} {title:<12} "
-                f"{'  '.join(f'{figures[n]:9.2e}' for n in OUTPUT_NAMES)}")
-    failures = [f"{_TITLES[label]}'s sources differ from float64 by "
-                f"{source_error(from_float64[label]):.2e} > {bound:.2e}" for label in judged
-                if source_error(from_float64[label]) > bound]
+            log(
+                f"  {_TITLES[label]:<22} {title:<12} "
+                f"{'  '.join(f'{figures[n]:9.2e}' for n in OUTPUT_NAMES)}"
+            )
+    failures = [
+        f"{_TITLES[label]}'s sources differ from float64 by "
+        f"{source_error(from_float64[label]):.2e} > {bound:.2e}"
+        for label in judged
+        if source_error(from_float64[label]) > bound
+    ]
 
     if split is None:
         quality = {"skipped": "no clean sources for synthetic mixtures"}
         log("separation quality not compared: no clean sources for synthetic mixtures")
     else:
         scores = {label: separation_scores(outputs[label], split, invert) for label in outputs}
-        quality = {"against": "clean validation sources", "psnr_agreement_db": PSNR_AGREEMENT_DB,
-                   "scores": scores}
+        quality = {
+            "against": "clean validation sources",
+            "psnr_agreement_db": PSNR_AGREEMENT_DB,
+            "scores": scores,
+        }
         log(f"{f'separation of the {len(mixtures)} validation mixtures':<39}PSNR dB    SSIM")
         for label, figures in scores.items():
             log(f"  {_TITLES[label]:<36} {figures['psnr_db']:7.3f}  {figures['ssim']:.4f}")
         keras_psnr = scores["keras"]["psnr_db"]
-        failures += [f"{_TITLES[label]}'s PSNR {scores[label]['psnr_db']:.3f} dB differs from "
-                     f"Keras's {keras_psnr:.3f} dB by more than {PSNR_AGREEMENT_DB} dB"
-                     for label in judged
-                     if abs(scores[label]["psnr_db"] - keras_psnr) > PSNR_AGREEMENT_DB]
+        failures += [
+            f"{_TITLES[label]}'s PSNR {scores[label]['psnr_db']:.3f} dB differs from "
+            f"Keras's {keras_psnr:.3f} dB by more than {PSNR_AGREEMENT_DB} dB"
+            for label in judged
+            if abs(scores[label]["psnr_db"] - keras_psnr) > PSNR_AGREEMENT_DB
+        ]
 
     reduced = {}
     for label, precision in (("onnx_fp16", "fp16"), ("onnx_int8", "int8")):
@@ -488,19 +558,28 @@ def check_parity(mask_net, invert, paths, mixtures, split, tolerance, log):
         if label in outputs:
             errors = max_abs_differences(outputs[label], outputs["onnx"])
             reduced[f"{precision}_max_abs_diff"] = errors
-            log(f"{precision} ONNX max |difference| from float32 ONNX: "
-                f"{', '.join(f'{n} {v:.2e}' for n, v in errors.items())}")
-    figures = {"parity_max_abs_diff": from_keras, "parity_float64_max_abs_diff": from_float64,
-               "parity_bound": bound, "parity_bound_origin": origin, "parity_quality": quality,
-               **reduced}
+            log(
+                f"{precision} ONNX max |difference| from float32 ONNX: "
+                f"{', '.join(f'{n} {v:.2e}' for n, v in errors.items())}"
+            )
+    figures = {
+        "parity_max_abs_diff": from_keras,
+        "parity_float64_max_abs_diff": from_float64,
+        "parity_bound": bound,
+        "parity_bound_origin": origin,
+        "parity_quality": quality,
+        **reduced,
+    }
     return figures, failures
 
 
 def check_tolerance(tolerance):
     """Raises `UserError` unless `tolerance` (`--parity_tolerance`) is None or finite and > 0."""
     if tolerance is not None and not (math.isfinite(tolerance) and tolerance > 0):
-        raise UserError(f"--parity_tolerance={tolerance:g} is not a bound: give a finite number "
-                        "> 0 (absolute, on the sources), or leave it out for the derived one")
+        raise UserError(
+            f"--parity_tolerance={tolerance:g} is not a bound: give a finite number "
+            "> 0 (absolute, on the sources), or leave it out for the derived one"
+        )
 
 
 def _make_staging_dir(out_dir):
@@ -508,8 +587,9 @@ def _make_staging_dir(out_dir):
         os.makedirs(out_dir, exist_ok=True)
         return tempfile.mkdtemp(prefix=".export-", dir=out_dir)
     except OSError as e:
-        raise UserError(f"cannot write to --out={out_dir} ({e.strerror}): choose a writable "
-                        "directory") from None
+        raise UserError(
+            f"cannot write to --out={out_dir} ({e.strerror}): choose a writable directory"
+        ) from None
 
 
 def _install(staging, out_dir, names):
@@ -522,8 +602,15 @@ def _install(staging, out_dir, names):
         os.replace(os.path.join(staging, name), target)
 
 
-def export_run(workdir, out_dir=None, fp16=False, int8=False, opset=DEFAULT_OPSET,
-               parity_tolerance=None, log=print):
+def export_run(
+    workdir,
+    out_dir=None,
+    fp16=False,
+    int8=False,
+    opset=DEFAULT_OPSET,
+    parity_tolerance=None,
+    log=print,
+):
     """Exports the run in `workdir` (see the module docstring) and returns the report.
 
     Args:
@@ -550,22 +637,27 @@ def export_run(workdir, out_dir=None, fp16=False, int8=False, opset=DEFAULT_OPSE
     """
     check_tolerance(parity_tolerance)
     if opset not in SUPPORTED_OPSETS:
-        raise UserError(f"--opset={opset} is not supported: tf2onnx {tf2onnx.__version__} "
-                        f"converts opsets {SUPPORTED_OPSETS.start}..{SUPPORTED_OPSETS.stop - 1}")
+        raise UserError(
+            f"--opset={opset} is not supported: tf2onnx {tf2onnx.__version__} "
+            f"converts opsets {SUPPORTED_OPSETS.start}..{SUPPORTED_OPSETS.stop - 1}"
+        )
     config, evaluation = load_run(workdir)
     out_dir = out_dir or os.path.join(workdir, "export")
     mask_net, checkpoint = restore_mask_net(workdir, config)
-    log(f"restored the mask net from {checkpoint} (float32, width {config.mask_width}, "
+    log(
+        f"restored the mask net from {checkpoint} (float32, width {config.mask_width}, "
         f"{config.image_size}x{config.image_size}x{config.channels}, inverted inputs: "
-        f"{'yes' if config.invert else 'no'})")
+        f"{'yes' if config.invert else 'no'})"
+    )
     separate = separation_function(mask_net, config.invert)
     metadata = run_metadata(config, evaluation, checkpoint)
     staging = _make_staging_dir(out_dir)
     try:
         artifacts = {"saved_model": SAVED_MODEL, "onnx": ONNX_FILE}
         save_saved_model(mask_net, separate, metadata, os.path.join(staging, SAVED_MODEL))
-        model = to_onnx(separation_function(graph.export_net(mask_net), config.invert), opset,
-                        metadata)
+        model = to_onnx(
+            separation_function(graph.export_net(mask_net), config.invert), opset, metadata
+        )
         onnx.save(model, os.path.join(staging, ONNX_FILE))
         log(f"converted to ONNX with tf2onnx {tf2onnx.__version__}, opset {opset}")
         if fp16:
@@ -573,43 +665,73 @@ def export_run(workdir, out_dir=None, fp16=False, int8=False, opset=DEFAULT_OPSE
             artifacts["onnx_fp16"] = ONNX_FP16_FILE
         if int8:
             subpixel_path = os.path.join(staging, "subpixel.onnx")
-            onnx.save(to_onnx(separation_function(graph.export_net(mask_net, for_int8=True),
-                                                  config.invert), opset, metadata), subpixel_path)
-            to_int8(subpixel_path, os.path.join(staging, ONNX_INT8_FILE),
-                    calibration_mixtures(config))
+            onnx.save(
+                to_onnx(
+                    separation_function(graph.export_net(mask_net, for_int8=True), config.invert),
+                    opset,
+                    metadata,
+                ),
+                subpixel_path,
+            )
+            to_int8(
+                subpixel_path, os.path.join(staging, ONNX_INT8_FILE), calibration_mixtures(config)
+            )
             artifacts["onnx_int8"] = ONNX_INT8_FILE
             log(f"quantised to int8 on {CALIBRATION_MIXTURES} training mixtures")
 
         mixtures, split, description = parity_mixtures(config)
         log(f"parity check on {description}")
         parity, failures = check_parity(
-            mask_net, config.invert,
+            mask_net,
+            config.invert,
             {label: os.path.join(staging, name) for label, name in artifacts.items()},
-            mixtures, split, parity_tolerance, log)
+            mixtures,
+            split,
+            parity_tolerance,
+            log,
+        )
 
         report = {
-            "workdir": os.path.abspath(workdir), "out_dir": os.path.abspath(out_dir),
-            "checkpoint": checkpoint, "opset": opset, "tf2onnx_version": tf2onnx.__version__,
-            "files": {label: os.path.abspath(os.path.join(out_dir, name))
-                      for label, name in artifacts.items()},
-            "inverted_inputs": config.invert, "parity_inputs": description, **parity,
+            "workdir": os.path.abspath(workdir),
+            "out_dir": os.path.abspath(out_dir),
+            "checkpoint": checkpoint,
+            "opset": opset,
+            "tf2onnx_version": tf2onnx.__version__,
+            "files": {
+                label: os.path.abspath(os.path.join(out_dir, name))
+                for label, name in artifacts.items()
+            },
+            "inverted_inputs": config.invert,
+            "parity_inputs": description,
+            **parity,
             "metadata": metadata,
         }
         if int8:
-            speed = {label: images_per_second(os.path.join(staging, artifacts[label]))
-                     for label in ("onnx", "onnx_int8")}
-            report["int8_speed"] = {"batch_size": SPEED_BATCH, "images_per_second": speed,
-                                    "ratio": speed["onnx_int8"] / speed["onnx"]}
-            log(f"speed at batch {SPEED_BATCH} (onnxruntime CPU): float32 {speed['onnx']:.0f}, "
+            speed = {
+                label: images_per_second(os.path.join(staging, artifacts[label]))
+                for label in ("onnx", "onnx_int8")
+            }
+            report["int8_speed"] = {
+                "batch_size": SPEED_BATCH,
+                "images_per_second": speed,
+                "ratio": speed["onnx_int8"] / speed["onnx"],
+            }
+            log(
+                f"speed at batch {SPEED_BATCH} (onnxruntime CPU): float32 {speed['onnx']:.0f}, "
                 f"int8 {speed['onnx_int8']:.0f} images/s "
-                f"({report['int8_speed']['ratio']:.2f}x)")
+                f"({report['int8_speed']['ratio']:.2f}x)"
+            )
         if failures:
-            raise ParityError(f"the exported separator fails the parity check: "
-                              f"{'; '.join(failures)}; nothing was written to {out_dir}")
+            raise ParityError(
+                f"the exported separator fails the parity check: "
+                f"{'; '.join(failures)}; nothing was written to {out_dir}"
+            )
         with open(os.path.join(staging, REPORT_FILE), "w") as f:
             json.dump(report, f, indent=2, sort_keys=True)
-        for wanted, name, flag in ((fp16, ONNX_FP16_FILE, "--fp16"),
-                                   (int8, ONNX_INT8_FILE, "--int8")):
+        for wanted, name, flag in (
+            (fp16, ONNX_FP16_FILE, "--fp16"),
+            (int8, ONNX_INT8_FILE, "--int8"),
+        ):
             stale = os.path.join(out_dir, name)
             if not wanted and os.path.exists(stale):
                 # Left in place it would be mistaken for the twin of the new separator.onnx.
@@ -625,17 +747,32 @@ def export_run(workdir, out_dir=None, fp16=False, int8=False, opset=DEFAULT_OPSE
 def _define_flags():
     flags.DEFINE_string("workdir", None, "Workdir of the training run to export.")
     flags.DEFINE_string("out", None, "Output directory (default: WORKDIR/export).")
-    flags.DEFINE_bool("fp16", False, "Also write separator_fp16.onnx (float16 compute, float32 "
-                      "inputs and outputs) and print its error against the float32 ONNX.")
-    flags.DEFINE_bool("int8", False, "Also write separator_int8.onnx (static int8 quantisation, "
-                      "QDQ, calibrated on training mixtures) and print its error, validation "
-                      "PSNR/SSIM and speed beside the float32 ONNX's.")
-    flags.DEFINE_integer("opset", DEFAULT_OPSET, "ONNX opset "
-                         f"({SUPPORTED_OPSETS.start}..{SUPPORTED_OPSETS.stop - 1}).")
-    flags.DEFINE_float("parity_tolerance", None, "Bound on each runtime's max |difference| of "
-                       "source_a and source_b from a float64 evaluation, replacing the one "
-                       "derived from Keras float32's own error (see python -m export.onnx's "
-                       "docstring). A finite number > 0.")
+    flags.DEFINE_bool(
+        "fp16",
+        False,
+        "Also write separator_fp16.onnx (float16 compute, float32 "
+        "inputs and outputs) and print its error against the float32 ONNX.",
+    )
+    flags.DEFINE_bool(
+        "int8",
+        False,
+        "Also write separator_int8.onnx (static int8 quantisation, "
+        "QDQ, calibrated on training mixtures) and print its error, validation "
+        "PSNR/SSIM and speed beside the float32 ONNX's.",
+    )
+    flags.DEFINE_integer(
+        "opset",
+        DEFAULT_OPSET,
+        f"ONNX opset ({SUPPORTED_OPSETS.start}..{SUPPORTED_OPSETS.stop - 1}).",
+    )
+    flags.DEFINE_float(
+        "parity_tolerance",
+        None,
+        "Bound on each runtime's max |difference| of "
+        "source_a and source_b from a float64 evaluation, replacing the one "
+        "derived from Keras float32's own error (see python -m export.onnx's "
+        "docstring). A finite number > 0.",
+    )
     flags.mark_flag_as_required("workdir")
 
 
@@ -644,9 +781,14 @@ def main(argv):
     cli.configure_logging()
     values = flags.FLAGS
     try:
-        export_run(values.workdir, values.out, fp16=values.fp16, int8=values.int8,
-                   opset=values.opset,
-                   parity_tolerance=values.parity_tolerance)
+        export_run(
+            values.workdir,
+            values.out,
+            fp16=values.fp16,
+            int8=values.int8,
+            opset=values.opset,
+            parity_tolerance=values.parity_tolerance,
+        )
     except UserError as e:
         cli.fail(e)
     except ParityError as e:

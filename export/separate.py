@@ -46,6 +46,7 @@ are still processed; the exit status is then 1. Bad flags, an unusable --model o
 once with one line and exit status 2. Undecodable bytes and control characters in names are
 printed escaped (`\\xff`, `\\n`), so every message stays one line.
 """
+
 import dataclasses
 import io
 import os
@@ -85,8 +86,10 @@ def _unit_float(array):
     """`(array, note)`: 16-bit integers become float32 in [0, 1], the rest is left to
     `Separator.prepare` to check."""
     if array.dtype == np.uint16:
-        return (array.astype(np.float32) / np.float32(_SIXTEEN_BIT_MAX),
-                "16-bit values scaled to [0, 1]")
+        return (
+            array.astype(np.float32) / np.float32(_SIXTEEN_BIT_MAX),
+            "16-bit values scaled to [0, 1]",
+        )
     return array, None
 
 
@@ -119,11 +122,13 @@ def read_image(path, channels, size=None):
         try:
             decoded = images.decode(f, size)
         except images.WrongSize as e:
-            raise InputError(f"image is {e.width}x{e.height} but the model takes {size}x{size}: "
-                             "resize or pad it") from None
+            raise InputError(
+                f"image is {e.width}x{e.height} but the model takes {size}x{size}: resize or pad it"
+            ) from None
         except images.ImageError as e:
-            raise InputError(f"cannot read the image ({e}): it is corrupt or not an "
-                             "image") from None
+            raise InputError(
+                f"cannot read the image ({e}): it is corrupt or not an image"
+            ) from None
     array, note = decoded.pixels, None
     if decoded.sixteen_bit:
         note = "16-bit values scaled to [0, 1]"
@@ -133,8 +138,10 @@ def read_image(path, channels, size=None):
         if not gray and channels == 1:
             array, note = images.luma(array), f"{note}, converted to grayscale"
     if array.shape[-1] != channels:
-        raise InputError(f"image has {array.shape[-1]} channel(s) but the model takes {channels}: "
-                         f"convert it to {'grayscale' if channels == 1 else 'RGB'}")
+        raise InputError(
+            f"image has {array.shape[-1]} channel(s) but the model takes {channels}: "
+            f"convert it to {'grayscale' if channels == 1 else 'RGB'}"
+        )
     return array, note
 
 
@@ -152,8 +159,10 @@ def read_array_rows(path, channels, max_bytes=None):
     max_bytes = _max_array_bytes() if max_bytes is None else max_bytes
     try:
         if path.lower().endswith(".npz"):
-            arrays = [("" if key == ARRAY_KEY else f"_{key}", array) for key, array
-                      in safe_io.load_npz(path, max_bytes, select=_array_keys)]
+            arrays = [
+                ("" if key == ARRAY_KEY else f"_{key}", array)
+                for key, array in safe_io.load_npz(path, max_bytes, select=_array_keys)
+            ]
         else:
             arrays = [("", safe_io.load_npy(path, max_bytes))]
     except safe_io.FileRefused as e:
@@ -171,8 +180,10 @@ def read_array_rows(path, channels, max_bytes=None):
             array = array[..., np.newaxis]
         if array.ndim != 4:
             where = f" (array {suffix[1:]})" if suffix else ""
-            raise InputError(f"array{where} of shape {list(array.shape)} is not a stack of "
-                             "mixtures [N, H, W, C]" + (" or [N, H, W]" if channels == 1 else ""))
+            raise InputError(
+                f"array{where} of shape {list(array.shape)} is not a stack of "
+                "mixtures [N, H, W, C]" + (" or [N, H, W]" if channels == 1 else "")
+            )
         array, note = _unit_float(array)
         rows.append((suffix, array))
         notes.append(note)
@@ -191,8 +202,9 @@ def _expand(inputs):
             except OSError as e:
                 yield item, None, f"cannot list the folder ({e.strerror}): make it readable"
                 continue
-            files = sorted(os.path.join(item, name) for name in names
-                           if name.lower().endswith(IMAGE_SUFFIXES))
+            files = sorted(
+                os.path.join(item, name) for name in names if name.lower().endswith(IMAGE_SUFFIXES)
+            )
             if not files:
                 yield item, None, f"folder has no {'/'.join(IMAGE_SUFFIXES)} images"
             for path in files:
@@ -247,13 +259,16 @@ def _refuse_input_folder_as_out(inputs, out_dir):
     out = safe_io.file_identity(out_dir)
     for item in inputs:
         if out and os.path.isdir(item) and safe_io.file_identity(item) == out:
-            raise UserError(f"--out={out_dir} is the input folder {item}: its outputs would be "
-                            "mixed with the images read there and could replace them; choose "
-                            "another --out")
+            raise UserError(
+                f"--out={out_dir} is the input folder {item}: its outputs would be "
+                "mixed with the images read there and could replace them; choose "
+                "another --out"
+            )
 
 
-def separate_inputs(separator, inputs, out_dir, batch_size=256, grid=False, say=print,
-                    complain=None):
+def separate_inputs(
+    separator, inputs, out_dir, batch_size=256, grid=False, say=print, complain=None
+):
     """Separates every INPUT (see the module docstring) into PNGs in `out_dir`.
 
     Mixtures from many inputs share model calls of up to `batch_size` images. A failing input is
@@ -287,8 +302,9 @@ def separate_inputs(separator, inputs, out_dir, batch_size=256, grid=False, say=
     try:
         outputs = safe_io.OutputDirectory(out_dir, protected)
     except OSError as e:
-        raise UserError(f"cannot write to --out={out_dir} ({e.strerror}): choose a writable "
-                        "directory") from None
+        raise UserError(
+            f"cannot write to --out={out_dir} ({e.strerror}): choose a writable directory"
+        ) from None
     last_progress = time.monotonic()
 
     # Failures are tracked by position in `expanded`, not by path: the same file given twice
@@ -305,8 +321,9 @@ def separate_inputs(separator, inputs, out_dir, batch_size=256, grid=False, say=
         nonlocal pending
         batch, pending = pending[:count], pending[count:]
         try:
-            sources_a, sources_b = separator.separate(np.stack([m for _, m, _ in batch]),
-                                                      batch_size=batch_size)
+            sources_a, sources_b = separator.separate(
+                np.stack([m for _, m, _ in batch]), batch_size=batch_size
+            )
         # The model failing on one batch (a runtime error of the graph, memory) fails the inputs
         # in it, not the inputs still to come.
         except Exception as e:  # noqa: BLE001
@@ -340,8 +357,10 @@ def separate_inputs(separator, inputs, out_dir, batch_size=256, grid=False, say=
                 stems, mixtures, note = _load(path, separator)
                 clash = next((s for s in stems if s in owners), None)
                 if clash:
-                    raise InputError(f"its output {clash}_a.png would overwrite that of "
-                                     f"{owners[clash]}: rename one of them")
+                    raise InputError(
+                        f"its output {clash}_a.png would overwrite that of "
+                        f"{owners[clash]}: rename one of them"
+                    )
                 for stem in stems:  # before separating, so a refused input writes nothing
                     for kind in kinds:
                         outputs.check(f"{stem}_{kind}.png")
@@ -363,8 +382,10 @@ def separate_inputs(separator, inputs, out_dir, batch_size=256, grid=False, say=
                 flush(batch_size)
                 if time.monotonic() - last_progress > _PROGRESS_SECONDS:
                     last_progress = time.monotonic()
-                    say(f"progress: {summary.separated} of the {read} mixtures read so far are "
-                        f"separated (input {index + 1} of {len(expanded)})")
+                    say(
+                        f"progress: {summary.separated} of the {read} mixtures read so far are "
+                        f"separated (input {index + 1} of {len(expanded)})"
+                    )
         if pending:
             flush(len(pending))
     return summary
@@ -375,37 +396,58 @@ def provider_line(separator):
     line = f"running {separator.path} on {separator.provider}"
     skipped = [p for p in separator.tried_providers if p != separator.provider]
     if separator.provider == ONNX_PROVIDERS["cpu"] and skipped:
-        line += (f": fell back to CPU, onnxruntime could not load {' or '.join(skipped)} (missing "
-                 "GPU libraries or no GPU; --provider=cuda shows onnxruntime's reason)")
+        line += (
+            f": fell back to CPU, onnxruntime could not load {' or '.join(skipped)} (missing "
+            "GPU libraries or no GPU; --provider=cuda shows onnxruntime's reason)"
+        )
     return line
 
 
 def define_provider_option_flags():
     """The flags of `ProviderOptions` (shared with bench/export_speed.py)."""
     flags.DEFINE_integer("device_id", 0, "GPU of the CUDA and TensorRT providers.")
-    flags.DEFINE_bool("trt_fp16", False, "TensorRT: build a float16 engine (float32 inputs and "
-                      "outputs stay).")
-    flags.DEFINE_string("trt_engine_cache", None, "TensorRT: folder where built engines are "
-                        "kept and reused (created); without it every load builds the engine.")
-    flags.DEFINE_integer("threads", None, "onnxruntime CPU threads (default: one per physical "
-                         "core).")
+    flags.DEFINE_bool(
+        "trt_fp16", False, "TensorRT: build a float16 engine (float32 inputs and outputs stay)."
+    )
+    flags.DEFINE_string(
+        "trt_engine_cache",
+        None,
+        "TensorRT: folder where built engines are "
+        "kept and reused (created); without it every load builds the engine.",
+    )
+    flags.DEFINE_integer(
+        "threads", None, "onnxruntime CPU threads (default: one per physical core)."
+    )
 
 
 def provider_options_from_flags():
     """The `ProviderOptions` the flags of `define_provider_option_flags` set."""
     values = flags.FLAGS
-    return ProviderOptions(device_id=values.device_id, trt_fp16=values.trt_fp16,
-                           trt_engine_cache=values.trt_engine_cache, threads=values.threads)
+    return ProviderOptions(
+        device_id=values.device_id,
+        trt_fp16=values.trt_fp16,
+        trt_engine_cache=values.trt_engine_cache,
+        threads=values.threads,
+    )
 
 
 def _define_flags():
-    flags.DEFINE_string("model", None, "Exported separator: separator.onnx, separator_fp16.onnx, "
-                        "separator_int8.onnx or a saved_model directory (python -m export.onnx), "
-                        "or a shipped one by name: mnist (digits 0-4 vs 5-9) or mnist_int8.")
+    flags.DEFINE_string(
+        "model",
+        None,
+        "Exported separator: separator.onnx, separator_fp16.onnx, "
+        "separator_int8.onnx or a saved_model directory (python -m export.onnx), "
+        "or a shipped one by name: mnist (digits 0-4 vs 5-9) or mnist_int8.",
+    )
     flags.DEFINE_string("out", None, "Output directory for the separated PNGs (created).")
-    flags.DEFINE_enum("provider", "auto", PROVIDER_CHOICES, "onnxruntime execution provider: auto "
-                      "(TensorRT, then CUDA, then CPU, whichever loads) or one forced; SavedModels "
-                      "take auto or cpu.")
+    flags.DEFINE_enum(
+        "provider",
+        "auto",
+        PROVIDER_CHOICES,
+        "onnxruntime execution provider: auto "
+        "(TensorRT, then CUDA, then CPU, whichever loads) or one forced; SavedModels "
+        "take auto or cpu.",
+    )
     define_provider_option_flags()
     flags.DEFINE_integer("batch_size", 256, "Mixtures per model call.", lower_bound=1)
     flags.DEFINE_bool("grid", False, "Also write <stem>_grid.png: mixture | source a | source b.")
@@ -422,11 +464,15 @@ def main(inputs):
         if not os.access(values.out, os.W_OK):
             raise PermissionError(13, "Permission denied")
     except OSError as e:
-        cli.fail(safe_io.printable(f"cannot write to --out={values.out} ({e.strerror}): choose a "
-                                   "writable directory"))
+        cli.fail(
+            safe_io.printable(
+                f"cannot write to --out={values.out} ({e.strerror}): choose a writable directory"
+            )
+        )
     try:
-        separator = Separator.load(values.model, provider=values.provider,
-                                   options=provider_options_from_flags())
+        separator = Separator.load(
+            values.model, provider=values.provider, options=provider_options_from_flags()
+        )
     except UserError as e:
         cli.fail(safe_io.printable(e))
     print(safe_io.printable(provider_line(separator)))
@@ -436,8 +482,9 @@ def main(inputs):
         cli.fail(safe_io.printable(e))
     print(safe_io.printable(f"separated {summary.separated} mixtures into {values.out}"))
     if summary.failures:
-        cli.fail(f"{len(summary.failures)} input(s) failed (see above)",
-             code=FAILED_INPUTS_EXIT_CODE)
+        cli.fail(
+            f"{len(summary.failures)} input(s) failed (see above)", code=FAILED_INPUTS_EXIT_CODE
+        )
 
 
 def run():

@@ -1,4 +1,5 @@
 """Helpers for tests that drive the command line: sources on disk, subprocess runs, error checks."""
+
 import os
 import re
 import stat
@@ -27,8 +28,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def run_main(*args, cwd=ROOT):
     """`python main.py ARGS` in a subprocess; the `subprocess.CompletedProcess`."""
-    return subprocess.run([sys.executable, os.path.join(ROOT, "main.py"), *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, os.path.join(ROOT, "main.py"), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def assert_one_line_error(status, stderr, pattern, expected_status=2):

@@ -1,5 +1,6 @@
 """Shared fixtures: tiny synthetic sources and configs (tests/synthetic.py), so tests never need
 real datasets, and the command line run in this process (tests/cli_helpers.py has the rest)."""
+
 import logging
 import os
 
@@ -23,8 +24,10 @@ def stroke_data():
 @pytest.fixture
 def make_config(tmp_path):
     """`make_config(**overrides)` -> a tiny Config whose workdir is under this test's tmp_path."""
+
     def make(name="run", **overrides):
         return tiny_config(overrides.pop("workdir", tmp_path / name), **overrides)
+
     return make
 
 
@@ -58,4 +61,5 @@ def run_cli(capsys, monkeypatch):
             status = exit_.code
         out, err = capsys.readouterr()
         return status, out, err
+
     return run

@@ -8,6 +8,7 @@
 Logical devices and multi-worker collectives must be configured before TensorFlow starts, which
 a pytest process has long done; hence these separate processes.
 """
+
 import glob
 import json
 import os
@@ -23,14 +24,22 @@ from synthetic import stroke_dataset, tiny_config  # noqa: E402
 
 # Steps 1 and 5 update the discriminator (every 4th step), the others only the mask net.
 TRAIN_STEPS = 5
-LOGGED = ("loss_total", "loss_cycle", "loss_adversarial", "loss_energy", "loss_disc", "mask_mean",
-          "energy_share")
+LOGGED = (
+    "loss_total",
+    "loss_cycle",
+    "loss_adversarial",
+    "loss_energy",
+    "loss_disc",
+    "mask_mean",
+    "energy_share",
+)
 
 
 def run_config(workdir, **overrides):
     """The tiny run every process trains: log (and so reset the means) after every step."""
-    settings = dict(train_steps=TRAIN_STEPS, log_every=1, eval_every=TRAIN_STEPS,
-                    checkpoint_every=TRAIN_STEPS)
+    settings = dict(
+        train_steps=TRAIN_STEPS, log_every=1, eval_every=TRAIN_STEPS, checkpoint_every=TRAIN_STEPS
+    )
     return tiny_config(workdir, **{**settings, **overrides})
 
 
@@ -57,7 +66,8 @@ def loss_scale_overflow_on_one_replica(strategy):
         optimizer = trainer.make_optimizer(1e-3, 0.5, "mixed_float16")
         optimizer.build([weight])
     inputs = strategy.experimental_distribute_values_from_function(
-        lambda context: tf.constant([1.0, float("inf")][context.replica_id_in_sync_group]))
+        lambda context: tf.constant([1.0, float("inf")][context.replica_id_in_sync_group])
+    )
 
     @tf.function
     def step(x):
@@ -65,12 +75,16 @@ def loss_scale_overflow_on_one_replica(strategy):
             with tf.GradientTape() as tape:
                 loss = optimizer.scale_loss(trainer._replica_share(x * weight))
             return trainer._apply_gradients(optimizer, tape, loss, [weight])
+
         return strategy.run(replica_step, args=(x,))
 
     initial_scale = float(optimizer.dynamic_scale.numpy())
     skipped = [int(s) for s in strategy.experimental_local_results(step(inputs))]
-    return {"skipped": skipped, "weight": float(weight.numpy()),
-            "scale_ratio": float(optimizer.dynamic_scale.numpy()) / initial_scale}
+    return {
+        "skipped": skipped,
+        "weight": float(weight.numpy()),
+        "scale_ratio": float(optimizer.dynamic_scale.numpy()) / initial_scale,
+    }
 
 
 def mirrored(workdir):

@@ -1,4 +1,5 @@
 """Tiny synthetic sources and configs shared by the tests and their helper processes."""
+
 import numpy as np
 
 from aur_tf.config import Config
@@ -16,7 +17,9 @@ def color_strokes(count, channel, rng, image_size=32):
         for _ in range(2):
             row = rng.integers(2, image_size - 4)
             start = rng.integers(0, image_size // 2)
-            image[row:row + 2, start:start + rng.integers(12, image_size // 2 + 1), channel] = 1.0
+            image[row : row + 2, start : start + rng.integers(12, image_size // 2 + 1), channel] = (
+                1.0
+            )
     return images
 
 
@@ -28,21 +31,34 @@ def stroke_dataset(train_count=256, held_out_count=64, seed=0):
     this replaced, and tests calibrated on it kept their data.
     """
     rng = np.random.default_rng(seed)
-    pools = {name: color_strokes(train_count + held_out_count, channel, rng)
-             for name, channel in (("a", 0), ("b", 1))}
+    pools = {
+        name: color_strokes(train_count + held_out_count, channel, rng)
+        for name, channel in (("a", 0), ("b", 1))
+    }
     train = mix_split(pools["a"][:train_count], pools["b"][:train_count], train_count, rng)
-    validation = mix_split(pools["a"][train_count:], pools["b"][train_count:], held_out_count,
-                           rng)
+    validation = mix_split(pools["a"][train_count:], pools["b"][train_count:], held_out_count, rng)
     test_pools = [color_strokes(held_out_count, channel, rng) for channel in (0, 1)]
-    return MixtureDataset(train=train, validation=validation,
-                          test=mix_split(*test_pools, held_out_count, rng))
+    return MixtureDataset(
+        train=train, validation=validation, test=mix_split(*test_pools, held_out_count, rng)
+    )
 
 
 def tiny_config(workdir, **overrides):
     """A Config for `stroke_dataset()` with narrow nets and short schedules."""
-    settings = dict(workdir=str(workdir), channels=3, train_mixtures=256, validation_mixtures=64,
-                    test_mixtures=64,
-                    mask_width=4, disc_width=4, batch_pairs=8, train_steps=6, eval_every=3,
-                    checkpoint_every=3, log_every=3, cache_dir=str(workdir) + "_cache")
+    settings = dict(
+        workdir=str(workdir),
+        channels=3,
+        train_mixtures=256,
+        validation_mixtures=64,
+        test_mixtures=64,
+        mask_width=4,
+        disc_width=4,
+        batch_pairs=8,
+        train_steps=6,
+        eval_every=3,
+        checkpoint_every=3,
+        log_every=3,
+        cache_dir=str(workdir) + "_cache",
+    )
     settings.update(overrides)
     return Config(**settings)

@@ -1,4 +1,5 @@
 """The training callbacks, each on its own with stand-ins for the trainer and its checkpoints."""
+
 import logging
 import math
 import time
@@ -44,8 +45,11 @@ def _steps(callback, trainer, logs, count):
 def test_sustained_training_collapse_is_detected_once():
     state = callbacks.RunState(model=None)
     shares = [0.5, 0.99, 0.99, 0.3, 0.01, 0.98, 0.97, 0.99, 0.5, 0.99, 0.99, 0.99]
-    detected = [step for step, share in enumerate(shares, start=1)
-                if state.watch_collapse(step, share, windows=3)]
+    detected = [
+        step
+        for step, share in enumerate(shares, start=1)
+        if state.watch_collapse(step, share, windows=3)
+    ]
     # Steps 5-7 are the first three collapsed windows in a row (either output may take it all).
     assert detected == [7] and state.collapse_detected_at_step == 7
 
@@ -67,8 +71,11 @@ def test_a_non_finite_loss_stops_training_naming_the_kept_checkpoint(value):
     manager = types.SimpleNamespace(latest_checkpoint="run/checkpoints/ckpt-2")
     guard = _attached(callbacks.DivergenceGuard(state, manager), trainer)
     _steps(guard, trainer, {"loss_mask": np.ones(1)}, 2)
-    with pytest.raises(TrainingDiverged, match=f"loss_mask became {value} at step 3; the last "
-                                               "checkpoint, run/checkpoints/ckpt-2, is kept"):
+    with pytest.raises(
+        TrainingDiverged,
+        match=f"loss_mask became {value} at step 3; the last "
+        "checkpoint, run/checkpoints/ckpt-2, is kept",
+    ):
         _steps(guard, trainer, {"loss_mask": np.full(1, value)}, 1)
     assert trainer.stop_training
 
@@ -77,13 +84,18 @@ def test_a_checkpoint_of_non_finite_weights_is_refused():
     trainer = _Trainer(weights=[np.array([1.0, np.nan], np.float32)])
     state = callbacks.RunState(trainer)
     saved = []
-    manager = types.SimpleNamespace(latest_checkpoint=None, directory="ckpts",
-                                    save=lambda checkpoint_number: saved.append(checkpoint_number))
+    manager = types.SimpleNamespace(
+        latest_checkpoint=None,
+        directory="ckpts",
+        save=lambda checkpoint_number: saved.append(checkpoint_number),
+    )
     config = Config(checkpoint_every=2, train_steps=4)
-    checkpointing = _attached(callbacks.Checkpointing(config, state, manager,
-                                                      callbacks.TrainingClock(state)), trainer)
-    with pytest.raises(TrainingDiverged, match="weight w0 became non-finite at step 2; no "
-                                               "checkpoint was written"):
+    checkpointing = _attached(
+        callbacks.Checkpointing(config, state, manager, callbacks.TrainingClock(state)), trainer
+    )
+    with pytest.raises(
+        TrainingDiverged, match="weight w0 became non-finite at step 2; no checkpoint was written"
+    ):
         _steps(checkpointing, trainer, {}, 2)
     assert saved == []
 
@@ -92,8 +104,9 @@ def test_progress_lines_come_every_log_every_steps_and_at_the_end(caplog):
     trainer = _Trainer()
     state = callbacks.RunState(trainer)
     config = Config(log_every=2, train_steps=5, collapse_windows=2)
-    progress = _attached(callbacks.ProgressLog(config, state, tf.summary.create_noop_writer()),
-                         trainer)
+    progress = _attached(
+        callbacks.ProgressLog(config, state, tf.summary.create_noop_writer()), trainer
+    )
     with caplog.at_level(logging.INFO, logger="aur_tf"):
         _steps(progress, trainer, {"loss_mask": np.full(1, 0.5), "energy_share": np.ones(1)}, 5)
     lines = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]

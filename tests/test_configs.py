@@ -23,25 +23,31 @@ def _settings_of_flagfile(flagfile):
 
 # A flagfile read by another (mnist_fast.cfg reads mnist.cfg) changes both: each must still give
 # the settings of the results the README quotes for it.
-@pytest.mark.parametrize("flagfile, record", [
-    ("configs/mnist.cfg", "mnist_paper_b32_beta09_seed0"),
-    ("configs/mnist_fast.cfg", "mnist_fast_seed0"),
-])
-def test_each_flagfile_gives_the_settings_of_its_committed_results(flagfile, record,
-                                                                   monkeypatch):
+@pytest.mark.parametrize(
+    "flagfile, record",
+    [
+        ("configs/mnist.cfg", "mnist_paper_b32_beta09_seed0"),
+        ("configs/mnist_fast.cfg", "mnist_fast_seed0"),
+    ],
+)
+def test_each_flagfile_gives_the_settings_of_its_committed_results(flagfile, record, monkeypatch):
     monkeypatch.chdir(REPOSITORY)
     settings = _settings_of_flagfile(flagfile)
     with open(REPOSITORY / "docs/results/runs" / record / "eval.json") as f:
         recorded = json.load(f)["config"]
     # A setting the record predates (validation_mixtures) cannot have differed.
-    differing = {name: (value, recorded[name]) for name, value in settings.items()
-                 if name not in NOT_FROM_THE_FLAGFILE and name in recorded
-                 and recorded[name] != value}
+    differing = {
+        name: (value, recorded[name])
+        for name, value in settings.items()
+        if name not in NOT_FROM_THE_FLAGFILE and name in recorded and recorded[name] != value
+    }
     assert differing == {}
 
 
-@pytest.mark.parametrize("flagfile", sorted(p.relative_to(REPOSITORY).as_posix()
-                                            for p in (REPOSITORY / "configs").glob("*.cfg")))
+@pytest.mark.parametrize(
+    "flagfile",
+    sorted(p.relative_to(REPOSITORY).as_posix() for p in (REPOSITORY / "configs").glob("*.cfg")),
+)
 def test_every_flagfile_gives_valid_settings(flagfile, monkeypatch):
     monkeypatch.chdir(REPOSITORY)
     settings = _settings_of_flagfile(flagfile)

@@ -1,4 +1,5 @@
 """The console scripts setup.cfg installs: each names a callable, and an installed one runs."""
+
 import ast
 import configparser
 import importlib.util
@@ -21,8 +22,14 @@ SCRIPTS = _console_scripts()
 
 
 def test_every_user_command_has_a_console_script():
-    assert set(SCRIPTS) == {"aur-tf-train", "aur-tf-baselines", "aur-tf-report", "aur-tf-score",
-                            "aur-tf-export", "aur-tf-separate"}
+    assert set(SCRIPTS) == {
+        "aur-tf-train",
+        "aur-tf-baselines",
+        "aur-tf-report",
+        "aur-tf-score",
+        "aur-tf-export",
+        "aur-tf-separate",
+    }
 
 
 @pytest.mark.parametrize("name", sorted(SCRIPTS))
@@ -39,7 +46,12 @@ def test_each_console_script_names_a_function(name):
 def test_the_installed_training_script_runs_main(tmp_path):
     """pip wrote the script beside this interpreter (`pip install -e .`)."""
     script = os.path.join(os.path.dirname(sys.executable), "aur-tf-train")
-    result = subprocess.run([script, "--train_steps=0", f"--workdir={tmp_path}"],
-                            capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    result = subprocess.run(
+        [script, "--train_steps=0", f"--workdir={tmp_path}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert result.returncode == 2
     assert result.stderr.strip() == "error: --train_steps=0 must be a positive integer"

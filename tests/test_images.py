@@ -1,4 +1,5 @@
 """The one image decoder: colour rules, refusals, and the gray conversion separate uses."""
+
 import io
 
 import numpy as np
@@ -29,7 +30,7 @@ def test_gray_8_and_16_bit():
     decoded = images.decode(_file(GRAY))
     np.testing.assert_array_equal(decoded.pixels, GRAY[..., None] / np.float32(255))
     assert decoded.pixels.dtype == np.float32 and not decoded.had_alpha
-    deep = (GRAY.astype(np.uint16) * 250)
+    deep = GRAY.astype(np.uint16) * 250
     decoded = images.decode(_file(deep))
     np.testing.assert_allclose(decoded.pixels[..., 0], deep / 65535, rtol=1e-6)
     assert decoded.sixteen_bit and decoded.pixels.shape == (3, 4, 1)
@@ -63,9 +64,15 @@ def test_a_wrong_size_is_refused_before_decoding():
     assert (raised.value.width, raised.value.height) == (4, 3)
 
 
-@pytest.mark.parametrize("content", [
-    b"", b"\x89PNG\r\n\x1a\n" + b"\0" * 40, _file(GRAY).getvalue()[:45],
-    _file(GRAY, image_format="GIF").getvalue()])
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"",
+        b"\x89PNG\r\n\x1a\n" + b"\0" * 40,
+        _file(GRAY).getvalue()[:45],
+        _file(GRAY, image_format="GIF").getvalue(),
+    ],
+)
 def test_what_is_not_a_good_png_or_jpeg_is_an_image_error(content):
     with pytest.raises(images.ImageError):
         images.decode(io.BytesIO(content))

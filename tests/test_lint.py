@@ -1,4 +1,5 @@
 """The code passes ruff's lint and format checks, with the settings in pyproject.toml."""
+
 import os
 import shutil
 import subprocess
@@ -17,6 +18,5 @@ def _ruff():
 def test_ruff(command):
     ruff = _ruff()
     assert ruff, "ruff is not installed: pip install -e '.[test]'"
-    result = subprocess.run([ruff, *command], cwd=ROOT, capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run([ruff, *command], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -67,9 +67,12 @@ def test_supervised_loss_is_l1():
 @pytest.mark.parametrize("name", sorted(losses.ENERGY_LOSSES))
 def test_losses_return_float32_scalars_for_half_precision_inputs(name):
     x = tf.fill([2, 4, 4, 3], tf.constant(0.25, tf.float16))
-    for value in (losses.ENERGY_LOSSES[name](x, x), losses.cycle_loss_eq9(x, x),
-                  losses.mask_adversarial_loss_eq5(x[:, 0, 0, :1]),
-                  losses.discriminator_loss_eq4(x[:, 0, 0, :1], x[:, 0, 0, :1])):
+    for value in (
+        losses.ENERGY_LOSSES[name](x, x),
+        losses.cycle_loss_eq9(x, x),
+        losses.mask_adversarial_loss_eq5(x[:, 0, 0, :1]),
+        losses.discriminator_loss_eq4(x[:, 0, 0, :1], x[:, 0, 0, :1]),
+    ):
         assert value.dtype == tf.float32 and value.shape == ()
 
 

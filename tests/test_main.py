@@ -1,4 +1,5 @@
 """The command line: flags -> Config -> train, and one-line errors with exit status 2."""
+
 import json
 import re
 
@@ -12,47 +13,74 @@ def _assert_one_line_error(result, expected):
 
 def test_flagfile_run_writes_eval_json(tmp_path, npz_source):
     flagfile = tmp_path / "tiny.cfg"
-    flagfile.write_text("\n".join([
-        f"--source_a=npz:{npz_source}?labels=0-4", f"--source_b=npz:{npz_source}?labels=5-9",
-        "--train_mixtures=60", "--test_mixtures=20", "--mask_width=4", "--disc_width=4",
-        "--batch_pairs=4", "--train_steps=4", "--eval_every=2", "--checkpoint_every=2",
-        "--log_every=2"]))
+    flagfile.write_text(
+        "\n".join(
+            [
+                f"--source_a=npz:{npz_source}?labels=0-4",
+                f"--source_b=npz:{npz_source}?labels=5-9",
+                "--train_mixtures=60",
+                "--test_mixtures=20",
+                "--mask_width=4",
+                "--disc_width=4",
+                "--batch_pairs=4",
+                "--train_steps=4",
+                "--eval_every=2",
+                "--checkpoint_every=2",
+                "--log_every=2",
+            ]
+        )
+    )
     workdir = tmp_path / "run"
     result = run_main(f"--flagfile={flagfile}", f"--workdir={workdir}")
     assert result.returncode == 0, result.stderr
     assert "step 4/4" in result.stdout and "steps/s" in result.stdout and "ETA" in result.stdout
     assert "done: step 4" in result.stdout
-    assert re.search(r"on 1 replica\(s\), transposed convolutions (by phases|native)\n",
-                     result.stdout)
+    assert re.search(
+        r"on 1 replica\(s\), transposed convolutions (by phases|native)\n", result.stdout
+    )
     with open(workdir / "eval.json") as f:
         assert json.load(f)["step"] == 4
 
 
-@pytest.mark.parametrize("args, expected", [
-    (["--no_such_flag=1"], "no_such_flag"),
-    (["--train_steps=many"], "train_steps"),
-    (["--image_size=48"], "--image_size=48 is not one of: 32, 64"),
-    (["--energy=sum"], "--energy=sum"),
-    (["--conv_kernels=fast"], "--conv_kernels=fast is not one of: auto, phases, native"),
-    (["--batch_pairs=100", "--train_mixtures=50"], "--batch_pairs=100"),
-    (["stray_argument"], "unexpected arguments"),
-    (["--source_a=oops:thing"], "unknown source kind 'oops'"),
-])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--no_such_flag=1"], "no_such_flag"),
+        (["--train_steps=many"], "train_steps"),
+        (["--image_size=48"], "--image_size=48 is not one of: 32, 64"),
+        (["--energy=sum"], "--energy=sum"),
+        (["--conv_kernels=fast"], "--conv_kernels=fast is not one of: auto, phases, native"),
+        (["--batch_pairs=100", "--train_mixtures=50"], "--batch_pairs=100"),
+        (["stray_argument"], "unexpected arguments"),
+        (["--source_a=oops:thing"], "unknown source kind 'oops'"),
+    ],
+)
 def test_bad_flags_are_one_line_errors(tmp_path, args, expected):
     _assert_one_line_error(run_main(f"--workdir={tmp_path / 'run'}", *args), expected)
 
 
 def test_label_filter_selecting_nothing_is_a_one_line_error(tmp_path, npz_source):
-    result = run_main(f"--workdir={tmp_path / 'run'}", f"--source_a=npz:{npz_source}?labels=42",
-                      f"--source_b=npz:{npz_source}?labels=5-9", "--train_mixtures=60",
-                      "--test_mixtures=20", "--batch_pairs=4")
+    result = run_main(
+        f"--workdir={tmp_path / 'run'}",
+        f"--source_a=npz:{npz_source}?labels=42",
+        f"--source_b=npz:{npz_source}?labels=5-9",
+        "--train_mixtures=60",
+        "--test_mixtures=20",
+        "--batch_pairs=4",
+    )
     _assert_one_line_error(result, "42")
 
 
 def test_wrong_channel_count_is_a_one_line_error(tmp_path, npz_source):
-    result = run_main(f"--workdir={tmp_path / 'run'}", f"--source_a=npz:{npz_source}?labels=0-4",
-                      f"--source_b=npz:{npz_source}?labels=5-9", "--channels=3",
-                      "--train_mixtures=60", "--test_mixtures=20", "--batch_pairs=4")
+    result = run_main(
+        f"--workdir={tmp_path / 'run'}",
+        f"--source_a=npz:{npz_source}?labels=0-4",
+        f"--source_b=npz:{npz_source}?labels=5-9",
+        "--channels=3",
+        "--train_mixtures=60",
+        "--test_mixtures=20",
+        "--batch_pairs=4",
+    )
     _assert_one_line_error(result, "--channels=3")
 
 

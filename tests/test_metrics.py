@@ -37,9 +37,7 @@ def _sources(n: int = 6, h: int = 16, w: int = 16, c: int = 1):
 def test_psnr_constant_error_matches_hand_computed_db():
     target = np.full((2, 8, 8, 1), 0.5)
     estimate = target + np.array([0.1, 0.01]).reshape(2, 1, 1, 1)
-    np.testing.assert_allclose(
-        metrics.psnr_per_image(estimate, target), [20.0, 40.0], atol=1e-9
-    )
+    np.testing.assert_allclose(metrics.psnr_per_image(estimate, target), [20.0, 40.0], atol=1e-9)
 
 
 def test_psnr_identical_images_clamp_at_100_db():
@@ -197,10 +195,14 @@ def test_swapped_fraction_counts_images_against_the_set_wide_assignment(majority
     assert scores.permutation == ((1, 0) if majority_swapped else (0, 1))
     assert scores.swapped_fraction == pytest.approx(minority / 5)
     against_set = image_swapped != majority_swapped  # the minority, whichever way the set went
-    for permutation, expected in ((scores.permutation, against_set),
-                                  (scores.permutation[::-1], ~against_set)):
-        np.testing.assert_array_equal(metrics.swapped_per_image(
-            estimate_0, estimate_1, source_a, source_b, permutation), expected)
+    for permutation, expected in (
+        (scores.permutation, against_set),
+        (scores.permutation[::-1], ~against_set),
+    ):
+        np.testing.assert_array_equal(
+            metrics.swapped_per_image(estimate_0, estimate_1, source_a, source_b, permutation),
+            expected,
+        )
 
 
 def test_as_dict_has_every_field():
@@ -208,8 +210,15 @@ def test_as_dict_has_every_field():
     scores = metrics.score_separation(source_a, source_b, source_a, source_b)
     as_dict = scores.as_dict()
     assert set(as_dict) == {
-        "psnr_db", "ssim", "psnr_db_a", "psnr_db_b", "ssim_a", "ssim_b",
-        "permutation", "energy_share", "swapped_fraction",
+        "psnr_db",
+        "ssim",
+        "psnr_db_a",
+        "psnr_db_b",
+        "ssim_a",
+        "ssim_b",
+        "permutation",
+        "energy_share",
+        "swapped_fraction",
     }
     assert as_dict["permutation"] == (0, 1)
     assert all(isinstance(v, float) for k, v in as_dict.items() if k != "permutation")
@@ -229,9 +238,7 @@ def test_estimates_from_mask():
 def test_half_mask_equals_scoring_the_mixture_directly():
     mixtures, source_a, source_b = _sources()
     half = metrics.half_mask_scores(mixtures, source_a, source_b)
-    direct = metrics.score_separation(
-        2 * mixtures * 0.5, 2 * mixtures * 0.5, source_a, source_b
-    )
+    direct = metrics.score_separation(2 * mixtures * 0.5, 2 * mixtures * 0.5, source_a, source_b)
     assert half == direct
     assert half.permutation == (0, 1)
     assert half.energy_share == pytest.approx(0.5)
@@ -279,8 +286,15 @@ _BAD_SHAPES = [np.zeros((8, 8, 1)), np.zeros((2, 8, 8, 1, 1)), np.zeros((2, 8, 9
         lambda bad: metrics.score_mask(_GOOD, bad, _GOOD, _GOOD),
         lambda bad: metrics.half_mask_scores(_GOOD, _GOOD, bad),
     ],
-    ids=["psnr", "ssim", "estimates", "score_separation", "swapped_per_image", "score_mask",
-         "half_mask"],
+    ids=[
+        "psnr",
+        "ssim",
+        "estimates",
+        "score_separation",
+        "swapped_per_image",
+        "score_mask",
+        "half_mask",
+    ],
 )
 def test_bad_shapes_raise_value_error(call, bad):
     with pytest.raises(ValueError, match=r"rank-4|same shape"):

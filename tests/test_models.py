@@ -42,10 +42,13 @@ def test_discriminator_has_no_final_sigmoid():
 @pytest.mark.parametrize("phase_convolutions", [False, True])
 def test_mixed_precision_keeps_float32_outputs_variables_and_gradients(policy, phase_convolutions):
     import tensorflow as tf
-    mask_net = models.build_mask_net(32, 1, width=4, dtype=policy,
-                                     phase_convolutions=phase_convolutions)
-    discriminator = models.build_discriminator(32, 1, width=4, dtype=policy,
-                                               phase_convolutions=phase_convolutions)
+
+    mask_net = models.build_mask_net(
+        32, 1, width=4, dtype=policy, phase_convolutions=phase_convolutions
+    )
+    discriminator = models.build_discriminator(
+        32, 1, width=4, dtype=policy, phase_convolutions=phase_convolutions
+    )
     x = np.full((2, 32, 32, 1), 0.5, np.float32)
     with tf.GradientTape() as tape:
         scores = discriminator(mask_net(x, training=True), training=True)
@@ -67,8 +70,10 @@ def test_unsupported_shapes_are_refused(image_size, channels):
 def test_batch_norm_uses_running_statistics_at_inference():
     net = models.build_mask_net(32, 1, width=4)
     x = np.random.default_rng(1).random((4, 32, 32, 1), np.float32)
-    np.testing.assert_array_equal(np.asarray(net(x[:1], training=False)),
-                                  np.asarray(net(x, training=False))[:1])
-    assert not np.allclose(np.asarray(net(x[:1], training=True)),
-                           np.asarray(net(x, training=True))[:1])
+    np.testing.assert_array_equal(
+        np.asarray(net(x[:1], training=False)), np.asarray(net(x, training=False))[:1]
+    )
+    assert not np.allclose(
+        np.asarray(net(x[:1], training=True)), np.asarray(net(x, training=True))[:1]
+    )
     keras.backend.clear_session()

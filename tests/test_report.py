@@ -1,4 +1,5 @@
 """The report: runs grouped by method and settings, mean ± std over seeds, the Fig. 2 image."""
+
 import json
 import os
 import subprocess
@@ -19,8 +20,18 @@ SPLIT = MixtureSplit(*(_RNG.random((3, 8, 32, 32, 1), np.float32)))
 MNIST = {"source_a": "mnist?labels=0-4", "source_b": "mnist?labels=5-9"}
 
 
-def _fake_run(directory, psnr_db, ssim, seed, method=None, samples=True, history=(),
-              machines=("AMD EPYC, 2 cores, AVX-512",), test=None, **config):
+def _fake_run(
+    directory,
+    psnr_db,
+    ssim,
+    seed,
+    method=None,
+    samples=True,
+    history=(),
+    machines=("AMD EPYC, 2 cores, AVX-512",),
+    test=None,
+    **config,
+):
     """A workdir as train_lib (method None) or the baselines runner would leave it.
 
     `psnr_db`, `ssim`: the validation scores; `test`: `(psnr_db, ssim)` on the test split, None
@@ -29,9 +40,15 @@ def _fake_run(directory, psnr_db, ssim, seed, method=None, samples=True, history
     `machines`: None for a record from before eval.json named them.
     """
     os.makedirs(directory)
-    results = {"psnr_db": psnr_db, "ssim": ssim, "half_mask_psnr_db": 16.05,
-               "half_mask_ssim": 0.665, "permutation": [0, 1], "train_seconds": 90.0,
-               "config": {**MNIST, "workdir": str(directory), "seed": seed, **config}}
+    results = {
+        "psnr_db": psnr_db,
+        "ssim": ssim,
+        "half_mask_psnr_db": 16.05,
+        "half_mask_ssim": 0.665,
+        "permutation": [0, 1],
+        "train_seconds": 90.0,
+        "config": {**MNIST, "workdir": str(directory), "seed": seed, **config},
+    }
     if machines is not None:
         results["machines"] = list(machines)
     if test is not None:
@@ -39,13 +56,20 @@ def _fake_run(directory, psnr_db, ssim, seed, method=None, samples=True, history
     if method:
         results.update(method=method, method_settings={}, step=0, test_seconds=30.0)
     else:
-        results["config"] = {"mode": "unsupervised", "train_steps": 100, "energy": "batch",
-                             **results["config"]}
+        results["config"] = {
+            "mode": "unsupervised",
+            "train_steps": 100,
+            "energy": "batch",
+            **results["config"],
+        }
         results["step"] = 100
-        results["history"] = [{"step": 0, "train_seconds": seconds, "psnr_db": psnr,
-                               "ssim": structure} for seconds, psnr, structure in history]
-        results["history"].append({"step": 100, "train_seconds": 2000.0, "psnr_db": psnr_db,
-                                   "ssim": ssim})
+        results["history"] = [
+            {"step": 0, "train_seconds": seconds, "psnr_db": psnr, "ssim": structure}
+            for seconds, psnr, structure in history
+        ]
+        results["history"].append(
+            {"step": 100, "train_seconds": 2000.0, "psnr_db": psnr_db, "ssim": ssim}
+        )
     with open(os.path.join(directory, "eval.json"), "w") as f:
         json.dump(results, f)
     if samples:
@@ -57,15 +81,34 @@ def _fake_run(directory, psnr_db, ssim, seed, method=None, samples=True, history
 def runs(tmp_path):
     _fake_run(tmp_path / "rpca", 11.0, 0.5, seed=0, method="rpca", test=(10.5, 0.45))
     for seed, psnr in enumerate((13.0, 14.0, 15.0)):
-        _fake_run(tmp_path / f"glo_seed{seed}", psnr, 0.6, seed=seed, method="glo",
-                  samples=seed == 0, test=(psnr - 1, 0.5))
+        _fake_run(
+            tmp_path / f"glo_seed{seed}",
+            psnr,
+            0.6,
+            seed=seed,
+            method="glo",
+            samples=seed == 0,
+            test=(psnr - 1, 0.5),
+        )
     # Seeds of one setting, computed with different convolution kernels (seed 1 by a version
     # that predates --conv_kernels): the kernels do not change the method.
-    _fake_run(tmp_path / "ours_seed0", 22.0, 0.91, seed=0, conv_kernels="phases",
-              test=(21.5, 0.9),
-              history=[(600.0, 18.5, 0.8), (1200.0, 21.0, 0.89), (1500.0, 20.0, 0.9)])
-    _fake_run(tmp_path / "ours_seed1", 23.0, 0.89, seed=1, machines=None,
-              history=[(720.0, 18.2, 0.85), (900.0, 19.0, 0.88), (1800.0, 20.3, 0.87)])
+    _fake_run(
+        tmp_path / "ours_seed0",
+        22.0,
+        0.91,
+        seed=0,
+        conv_kernels="phases",
+        test=(21.5, 0.9),
+        history=[(600.0, 18.5, 0.8), (1200.0, 21.0, 0.89), (1500.0, 20.0, 0.9)],
+    )
+    _fake_run(
+        tmp_path / "ours_seed1",
+        23.0,
+        0.89,
+        seed=1,
+        machines=None,
+        history=[(720.0, 18.2, 0.85), (900.0, 19.0, 0.88), (1800.0, 20.3, 0.87)],
+    )
     _fake_run(tmp_path / "ours_pixel", 11.5, 0.5, seed=0, energy="pixel", samples=False)
     return tmp_path
 
@@ -77,58 +120,94 @@ def test_table_groups_seeds_and_settings_beside_the_paper(runs):
     table = report.markdown_table(groups)
     rows = {line.split(" | ")[0].strip("| "): line for line in table.splitlines()}
     # Test first, then validation. Sample standard deviation over seeds: 13, 14, 15 -> 14 ± 1.
-    assert ("| 13.00 ± 1.00 | 0.500 ± 0.000 | 14.00 ± 1.00 | 0.600 ± 0.000 | 13.0 / 0.74 "
-            "| 0, 1, 2 |") in rows["glo"]
+    assert (
+        "| 13.00 ± 1.00 | 0.500 ± 0.000 | 14.00 ± 1.00 | 0.600 ± 0.000 | 13.0 / 0.74 | 0, 1, 2 |"
+    ) in rows["glo"]
     # Seed 1's record predates the test split.
-    assert ("| 21.50 (1 of 2 seeds) | 0.900 (1 of 2 seeds) | 22.50 ± 0.71 | 0.900 ± 0.014 "
-            "| 20.4 / 0.90 | 0, 1 | 100 |") in rows["ours"]
+    assert (
+        "| 21.50 (1 of 2 seeds) | 0.900 (1 of 2 seeds) | 22.50 ± 0.71 | 0.900 ± 0.014 "
+        "| 20.4 / 0.90 | 0, 1 | 100 |"
+    ) in rows["ours"]
     assert "| — | — | 11.50 | 0.500 |" in rows["ours_pixel"]
     assert table.splitlines()[0].startswith(
-        "| run | test PSNR (dB) | test SSIM | validation PSNR (dB) | validation SSIM |")
+        "| run | test PSNR (dB) | test SSIM | validation PSNR (dB) | validation SSIM |"
+    )
     assert table.splitlines()[0].endswith(
-        "| time to 18 / 20.4 dB / 0.9 SSIM (validation) | separation time | machine |")
+        "| time to 18 / 20.4 dB / 0.9 SSIM (validation) | separation time | machine |"
+    )
     # First crossings from the histories: 18 dB after 10 and 12 minutes, 20.4 dB after 20 and
     # (at seed 1's last evaluation) 33.3; 0.9 SSIM only by seed 0, after 25.
     assert "| 11.0 ± 1.4 min / 26.7 ± 9.4 min / 25.0 min (1 of 2 seeds) |" in rows["ours"]
     assert "| not reached / not reached / not reached |" in rows["ours_pixel"]
     assert rows["rpca"].endswith(
         "| 10.50 | 0.450 | 11.00 | 0.500 | 11.5 / 0.36 | 0 | 0 | 1.5 min | — | 30 s "
-        "| AMD EPYC, 2 cores, AVX-512 |")
+        "| AMD EPYC, 2 cores, AVX-512 |"
+    )
     # Seed 1's record predates eval.json's machines.
-    assert rows["ours"].endswith(
-        "| — | AMD EPYC, 2 cores, AVX-512; unrecorded |")
+    assert rows["ours"].endswith("| — | AMD EPYC, 2 cores, AVX-512; unrecorded |")
     assert "16.05 dB, 0.665 SSIM" in table
-    assert table.endswith("Runs:\n\n- ours: unsupervised; energy=batch\n"
-                          "- ours_pixel: unsupervised; energy=pixel\n")
+    assert table.endswith(
+        "Runs:\n\n- ours: unsupervised; energy=batch\n- ours_pixel: unsupervised; energy=pixel\n"
+    )
 
 
 def test_supervised_runs_are_not_told_apart_by_the_adversarial_settings_they_ignore(tmp_path):
     for seed, (disc_width, steps) in enumerate([(64, 100), (32, 100), (32, 200)]):
-        _fake_run(tmp_path / f"supervised_seed{seed}", 23.0, 0.9, seed=seed, mode="supervised",
-                  disc_width=disc_width, mask_steps_per_disc_step=2 + seed, train_steps=steps)
+        _fake_run(
+            tmp_path / f"supervised_seed{seed}",
+            23.0,
+            0.9,
+            seed=seed,
+            mode="supervised",
+            disc_width=disc_width,
+            mask_steps_per_disc_step=2 + seed,
+            train_steps=steps,
+        )
     for disc_width in (32, 64):
         _fake_run(tmp_path / f"unsupervised{disc_width}", 20.0, 0.8, seed=0, disc_width=disc_width)
     groups = report.group_runs(report.find_runs([str(tmp_path / "*")]))
     # Groups that would share a name carry their settings in it.
     assert [(g.name, len(g.runs)) for g in groups] == [
-        ("unsupervised32", 1), ("unsupervised64", 1),
-        ("supervised (train_steps=100)", 2), ("supervised (train_steps=200)", 1)]
+        ("unsupervised32", 1),
+        ("unsupervised64", 1),
+        ("supervised (train_steps=100)", 2),
+        ("supervised (train_steps=200)", 1),
+    ]
 
 
 def test_paper_figures_only_for_the_papers_data_and_unfinished_runs_marked(tmp_path):
-    _fake_run(tmp_path / "shoes", 19.0, 0.7, seed=0, source_a="folder:shoes",
-              source_b="folder:bags", train_steps=500)
-    _fake_run(tmp_path / "rpca", 9.0, 0.2, seed=0, method="rpca", source_a="folder:shoes",
-              source_b="folder:bags")
+    _fake_run(
+        tmp_path / "shoes",
+        19.0,
+        0.7,
+        seed=0,
+        source_a="folder:shoes",
+        source_b="folder:bags",
+        train_steps=500,
+    )
+    _fake_run(
+        tmp_path / "rpca",
+        9.0,
+        0.2,
+        seed=0,
+        method="rpca",
+        source_a="folder:shoes",
+        source_b="folder:bags",
+    )
     table = report.markdown_table(report.group_runs(report.find_runs([str(tmp_path / "*")])))
     assert "paper" in table.splitlines()[0]
     assert "| — | — | 9.00 | 0.200 | — |" in table
     assert "100 of 500 (unfinished)" in table
 
 
-@pytest.mark.parametrize("text", [
-    "unsupervised", "unsupervised (energy=pixel)",
-    "unsupervised (batch_pairs=32, disc_learning_rate=0.0002, mask_steps_per_disc_step=2)"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "unsupervised",
+        "unsupervised (energy=pixel)",
+        "unsupervised (batch_pairs=32, disc_learning_rate=0.0002, mask_steps_per_disc_step=2)",
+    ],
+)
 def test_figure_labels_fit_their_column_and_keep_every_character(text):
     font = ImageFont.load_default(size=report._FONT_SIZE)
     draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
@@ -138,8 +217,11 @@ def test_figure_labels_fit_their_column_and_keep_every_character(text):
 
 
 def test_figure_has_a_column_per_group_with_samples(runs):
-    report.write_report([str(runs / "rpca"), str(runs / "glo_seed*"), str(runs / "ours_*")],
-                        str(runs / "out"), figure_mixtures=3)
+    report.write_report(
+        [str(runs / "rpca"), str(runs / "glo_seed*"), str(runs / "ours_*")],
+        str(runs / "out"),
+        figure_mixtures=3,
+    )
     text = (runs / "out" / report.TABLE_FILE).read_text()
     assert "mixture | rpca | glo | ours | ground truth" in text
     image = Image.open(runs / "out" / report.FIGURE_FILE)
@@ -154,7 +236,14 @@ def test_copied_run_records_regenerate_the_same_report(runs):
     out, again = runs / "out", runs / "again"
     report.write_report([str(runs / "*")], str(out), copy_runs=True)
     assert sorted(os.listdir(out / report.RUNS_DIR)) == [
-        "glo_seed0", "glo_seed1", "glo_seed2", "ours_pixel", "ours_seed0", "ours_seed1", "rpca"]
+        "glo_seed0",
+        "glo_seed1",
+        "glo_seed2",
+        "ours_pixel",
+        "ours_seed0",
+        "ours_seed1",
+        "rpca",
+    ]
     assert sorted(os.listdir(out / report.RUNS_DIR / "ours_pixel")) == ["eval.json"]
     # A stale samples.npz beside a run that has none goes; regenerating in place copies nothing.
     (out / report.RUNS_DIR / "ours_pixel" / rundir.SAMPLES_FILE).write_bytes(b"stale")
@@ -169,8 +258,7 @@ def test_copy_runs_refuses_two_workdirs_of_one_name(tmp_path):
     for parent in ("a", "b"):
         _fake_run(tmp_path / parent / "seed0", 20.0, 0.9, seed=int(parent == "b"), samples=False)
     with pytest.raises(UserError, match="would both be copied to .*/out/runs/seed0; give"):
-        report.write_report([str(tmp_path / "*" / "seed0")], str(tmp_path / "out"),
-                            copy_runs=True)
+        report.write_report([str(tmp_path / "*" / "seed0")], str(tmp_path / "out"), copy_runs=True)
 
 
 def test_the_readme_results_regenerate_from_the_committed_run_records(tmp_path):
@@ -179,8 +267,11 @@ def test_the_readme_results_regenerate_from_the_committed_run_records(tmp_path):
         readme = f.read()
     (tmp_path / "README.md").write_text(readme)
     # The report goes beside a README copy so the figure's link is the real README's.
-    report.write_report([os.path.join(results, report.RUNS_DIR, "*")],
-                        str(tmp_path / "docs" / "results"), readme=str(tmp_path / "README.md"))
+    report.write_report(
+        [os.path.join(results, report.RUNS_DIR, "*")],
+        str(tmp_path / "docs" / "results"),
+        readme=str(tmp_path / "README.md"),
+    )
     with open(os.path.join(results, report.TABLE_FILE)) as f:
         assert (tmp_path / "docs" / "results" / report.TABLE_FILE).read_text() == f.read()
     assert (tmp_path / "README.md").read_text() == readme
@@ -189,8 +280,9 @@ def test_the_readme_results_regenerate_from_the_committed_run_records(tmp_path):
 def test_readme_gets_the_table_and_figure_between_its_markers_only(runs, tmp_path):
     readme = tmp_path / "docs" / "README.md"
     readme.parent.mkdir()
-    readme.write_text(f"# Title\n\n{report.README_BEGIN}\nan old table\n{report.README_END}\n"
-                      "\nText after.\n")
+    readme.write_text(
+        f"# Title\n\n{report.README_BEGIN}\nan old table\n{report.README_END}\n\nText after.\n"
+    )
     table = report.write_report([str(runs / "*")], str(tmp_path / "out"), readme=str(readme))
     before, between, after = _split_at_markers(readme.read_text())
     assert before == "# Title\n\n" and after == "\nText after.\n"
@@ -208,12 +300,15 @@ def _split_at_markers(text):
     return before, between, after
 
 
-@pytest.mark.parametrize("content", [
-    "no markers\n",
-    f"{report.README_BEGIN}\n",
-    f"{report.README_END}\n{report.README_BEGIN}\n",
-    f"{report.README_BEGIN}\n{report.README_BEGIN}\n{report.README_END}\n",
-])
+@pytest.mark.parametrize(
+    "content",
+    [
+        "no markers\n",
+        f"{report.README_BEGIN}\n",
+        f"{report.README_END}\n{report.README_BEGIN}\n",
+        f"{report.README_BEGIN}\n{report.README_BEGIN}\n{report.README_END}\n",
+    ],
+)
 def test_a_readme_without_one_pair_of_markers_in_order_is_a_user_error(runs, tmp_path, content):
     readme = tmp_path / "README.md"
     readme.write_text(content)
@@ -228,9 +323,11 @@ def test_mask_net_runs_write_samples_the_figure_can_use(make_config, stroke_data
     results = train_lib.train(config, data=stroke_data)
     with np.load(os.path.join(config.workdir, rundir.SAMPLES_FILE)) as samples:
         assert samples["estimates_a"].shape == (rundir.SAMPLE_COUNT, 32, 32, 3)
-        np.testing.assert_allclose(samples["estimates_a"] + samples["estimates_b"],
-                                   2 * stroke_data.validation.mixtures[:rundir.SAMPLE_COUNT],
-                                   atol=1e-5)
+        np.testing.assert_allclose(
+            samples["estimates_a"] + samples["estimates_b"],
+            2 * stroke_data.validation.mixtures[: rundir.SAMPLE_COUNT],
+            atol=1e-5,
+        )
     table = report.write_report([config.workdir], str(tmp_path / "out"))
     assert f"{results['psnr_db']:.2f}" in table
 
@@ -239,17 +336,27 @@ def test_command_line(runs, tmp_path):
     command = [sys.executable, "-m", "aur_tf.report", f"--out={runs / 'out'}"]
     readme = tmp_path / "README.md"
     readme.write_text(f"{report.README_BEGIN}\n{report.README_END}\n")
-    done = subprocess.run(command + [f"--runs={runs / 'glo_*'},{runs / 'rpca'}",
-                                     f"--readme={readme}"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        command + [f"--runs={runs / 'glo_*'},{runs / 'rpca'}", f"--readme={readme}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert "| glo | 13.00 ± 1.00 | 0.500 ± 0.000 | 14.00 ± 1.00 |" in done.stdout
     assert "| glo | 13.00 ± 1.00 | 0.500 ± 0.000 | 14.00 ± 1.00 |" in readme.read_text()
-    bad = subprocess.run(command + [f"--runs={runs / 'nothing_*'}"], cwd=ROOT,
-                         capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(
+        command + [f"--runs={runs / 'nothing_*'}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines() == [
-        f"error: --runs: '{runs / 'nothing_*'}' matches no directory with an eval.json"]
+        f"error: --runs: '{runs / 'nothing_*'}' matches no directory with an eval.json"
+    ]
 
 
 def test_a_pattern_without_runs_is_a_user_error(tmp_path):
@@ -257,20 +364,23 @@ def test_a_pattern_without_runs_is_a_user_error(tmp_path):
         report.find_runs([str(tmp_path / "missing")])
 
 
-@pytest.mark.parametrize("damage, field", [
-    (lambda r: r.pop("psnr_db"), "psnr_db"),
-    (lambda r: r.update(ssim="0.9"), "ssim"),
-    (lambda r: r.update(step=True), "step"),
-    (lambda r: r.pop("config"), "config"),
-    (lambda r: r["config"].pop("mode"), "config.mode"),
-    (lambda r: r["config"].update(seed=1.5), "config.seed"),
-    (lambda r: r["config"].update(source_b=None), "config.source_b"),
-    (lambda r: r["config"].update(train_steps="25000"), "config.train_steps"),
-    (lambda r: r["history"][0].pop("ssim"), "history"),
-    (lambda r: r.update(history={}), "history"),
-    (lambda r: r.update(machines="AMD EPYC"), "machines"),
-    (lambda r: r.update(machines=[1]), "machines"),
-])
+@pytest.mark.parametrize(
+    "damage, field",
+    [
+        (lambda r: r.pop("psnr_db"), "psnr_db"),
+        (lambda r: r.update(ssim="0.9"), "ssim"),
+        (lambda r: r.update(step=True), "step"),
+        (lambda r: r.pop("config"), "config"),
+        (lambda r: r["config"].pop("mode"), "config.mode"),
+        (lambda r: r["config"].update(seed=1.5), "config.seed"),
+        (lambda r: r["config"].update(source_b=None), "config.source_b"),
+        (lambda r: r["config"].update(train_steps="25000"), "config.train_steps"),
+        (lambda r: r["history"][0].pop("ssim"), "history"),
+        (lambda r: r.update(history={}), "history"),
+        (lambda r: r.update(machines="AMD EPYC"), "machines"),
+        (lambda r: r.update(machines=[1]), "machines"),
+    ],
+)
 def test_a_damaged_eval_json_is_named_with_its_field(tmp_path, damage, field):
     _fake_run(tmp_path / "ours", 22.0, 0.91, seed=0, samples=False)
     path = tmp_path / "ours" / "eval.json"
@@ -279,8 +389,10 @@ def test_a_damaged_eval_json_is_named_with_its_field(tmp_path, damage, field):
     path.write_text(json.dumps(results))
     with pytest.raises(UserError) as raised:
         report.find_runs([str(tmp_path / "ours")])
-    assert str(raised.value) == (f"{tmp_path / 'ours'}/eval.json: {field} is missing or of the "
-                                 "wrong type (a damaged file, or not written by aur_tf)")
+    assert str(raised.value) == (
+        f"{tmp_path / 'ours'}/eval.json: {field} is missing or of the "
+        "wrong type (a damaged file, or not written by aur_tf)"
+    )
 
 
 @pytest.mark.parametrize("content", ["[1, 2]", "null"])

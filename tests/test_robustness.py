@@ -4,6 +4,7 @@ A run killed with SIGKILL once its first checkpoint exists, then started again w
 command, must resume at its last checkpoint and end bit-identical to a run that was never
 interrupted (with --deterministic); two uninterrupted runs must log identical losses.
 """
+
 import glob
 import json
 import os
@@ -21,16 +22,28 @@ STEPS, CHECKPOINT_EVERY = 80, 10
 
 
 def run_args(npz_source, workdir, *extra):
-    return [f"--source_a=npz:{npz_source}?labels=0-4", f"--source_b=npz:{npz_source}?labels=5-9",
-            f"--workdir={workdir}", "--train_mixtures=60", "--test_mixtures=20",
-            "--batch_pairs=4", "--mask_width=4", "--disc_width=4", f"--train_steps={STEPS}",
-            f"--checkpoint_every={CHECKPOINT_EVERY}", "--log_every=1", "--eval_every=40",
-            "--deterministic", *extra]
+    return [
+        f"--source_a=npz:{npz_source}?labels=0-4",
+        f"--source_b=npz:{npz_source}?labels=5-9",
+        f"--workdir={workdir}",
+        "--train_mixtures=60",
+        "--test_mixtures=20",
+        "--batch_pairs=4",
+        "--mask_width=4",
+        "--disc_width=4",
+        f"--train_steps={STEPS}",
+        f"--checkpoint_every={CHECKPOINT_EVERY}",
+        "--log_every=1",
+        "--eval_every=40",
+        "--deterministic",
+        *extra,
+    ]
 
 
 def logged_scalars(workdir):
     """`{(tag, step): value}` of the train/ scalars in TensorBoard, later event files winning."""
     import tensorflow as tf
+
     values = {}
     for path in sorted(glob.glob(os.path.join(workdir, "tensorboard", "events.*"))):
         for event in tf.compat.v1.train.summary_iterator(path):
@@ -43,9 +56,13 @@ def logged_scalars(workdir):
 def checkpointed_values(workdir):
     """Every value in the final checkpoint except the wall-clock training time."""
     import tensorflow as tf
+
     reader = tf.train.load_checkpoint(os.path.join(workdir, "checkpoints", f"ckpt-{STEPS}"))
-    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()
-            if not name.startswith("train_seconds")}
+    return {
+        name: reader.get_tensor(name)
+        for name in reader.get_variable_to_shape_map()
+        if not name.startswith("train_seconds")
+    }
 
 
 def assert_same_values(a, b):
@@ -62,15 +79,20 @@ def straight_run(npz_source, tmp_path_factory):
     return workdir
 
 
-def test_sigkill_then_the_same_command_resumes_and_ends_identical(npz_source, straight_run,
-                                                                   tmp_path):
+def test_sigkill_then_the_same_command_resumes_and_ends_identical(
+    npz_source, straight_run, tmp_path
+):
     workdir = tmp_path / "run"
     args = run_args(npz_source, workdir)
     state_file = workdir / "checkpoints" / "checkpoint"
     with open(tmp_path / "killed.log", "w") as output:
-        process = subprocess.Popen([sys.executable, os.path.join(ROOT, "main.py"), *args],
-                                   stdout=output, stderr=subprocess.STDOUT, cwd=ROOT,
-                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        process = subprocess.Popen(
+            [sys.executable, os.path.join(ROOT, "main.py"), *args],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
         deadline = time.monotonic() + 300
         while not state_file.exists():
             assert process.poll() is None, (tmp_path / "killed.log").read_text()
@@ -116,9 +138,18 @@ def test_deterministic_runs_log_identical_losses(npz_source, straight_run, tmp_p
 def test_divergence_is_one_line_and_writes_no_checkpoint_after_it(npz_source, run_cli, tmp_path):
     workdir = tmp_path / "run"
     # The first mask update throws the weights to ~1e30, so step 2's losses overflow.
-    status, _, err = run_cli(*run_args(npz_source, workdir, "--checkpoint_every=1",
-                                       "--mask_learning_rate=1e30"))
-    assert_one_line_error(status, err, r"became nan at step 2; the last checkpoint, .*ckpt-1, is "
-                                       r"kept: lower the learning rates", expected_status=3)
+    status, _, err = run_cli(
+        *run_args(npz_source, workdir, "--checkpoint_every=1", "--mask_learning_rate=1e30")
+    )
+    assert_one_line_error(
+        status,
+        err,
+        r"became nan at step 2; the last checkpoint, .*ckpt-1, is "
+        r"kept: lower the learning rates",
+        expected_status=3,
+    )
     assert sorted(os.listdir(workdir / "checkpoints")) == [
-        "checkpoint", "ckpt-1.data-00000-of-00001", "ckpt-1.index"]
+        "checkpoint",
+        "ckpt-1.data-00000-of-00001",
+        "ckpt-1.index",
+    ]

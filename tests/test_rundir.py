@@ -1,4 +1,5 @@
 """The run directory: one record schema, one JSON reader, one durable writer, load_run."""
+
 import json
 import os
 
@@ -13,12 +14,25 @@ from aur_tf.errors import UserError
 
 def _record(**changes):
     """A minimal valid mask-net eval.json record."""
-    record = {"psnr_db": 20.0, "ssim": 0.9, "step": 4, "train_seconds": 1.5,
-              "half_mask_psnr_db": 10.0, "half_mask_ssim": 0.5, "split": "validation",
-              "config": {"source_a": "mnist?labels=0-4", "source_b": "mnist?labels=5-9",
-                         "mode": "unsupervised", "seed": 0, "train_steps": 4},
-              "history": [{"step": 4, "train_seconds": 1.5, "psnr_db": 20.0, "ssim": 0.9}],
-              "machines": ["a CPU"], "test": {"psnr_db": 19.0, "ssim": 0.8}}
+    record = {
+        "psnr_db": 20.0,
+        "ssim": 0.9,
+        "step": 4,
+        "train_seconds": 1.5,
+        "half_mask_psnr_db": 10.0,
+        "half_mask_ssim": 0.5,
+        "split": "validation",
+        "config": {
+            "source_a": "mnist?labels=0-4",
+            "source_b": "mnist?labels=5-9",
+            "mode": "unsupervised",
+            "seed": 0,
+            "train_steps": 4,
+        },
+        "history": [{"step": 4, "train_seconds": 1.5, "psnr_db": 20.0, "ssim": 0.9}],
+        "machines": ["a CPU"],
+        "test": {"psnr_db": 19.0, "ssim": 0.8},
+    }
     record.update(changes)
     return record
 
@@ -30,16 +44,19 @@ def test_a_valid_record_and_a_baseline_record_fit_the_schema():
     assert rundir.invalid_field(baseline) is None
 
 
-@pytest.mark.parametrize("changes, field", [
-    ({"psnr_db": None}, "psnr_db"),
-    ({"step": True}, "step"),
-    ({"config": []}, "config"),
-    ({"method": 3}, "method"),
-    ({"history": [{"step": 1}]}, "history"),
-    ({"machines": "x"}, "machines"),
-    ({"test": [1]}, "test"),
-    ({"test": {"psnr_db": 1.0, "ssim": "0.8"}}, "test.ssim"),
-])
+@pytest.mark.parametrize(
+    "changes, field",
+    [
+        ({"psnr_db": None}, "psnr_db"),
+        ({"step": True}, "step"),
+        ({"config": []}, "config"),
+        ({"method": 3}, "method"),
+        ({"history": [{"step": 1}]}, "history"),
+        ({"machines": "x"}, "machines"),
+        ({"test": [1]}, "test"),
+        ({"test": {"psnr_db": 1.0, "ssim": "0.8"}}, "test.ssim"),
+    ],
+)
 def test_the_first_bad_field_is_named(changes, field):
     assert rundir.invalid_field(_record(**changes)) == field
 
@@ -75,8 +92,11 @@ def test_a_missing_file_reads_as_none(tmp_path):
 def test_a_record_with_a_bad_field_names_it_and_the_fix(tmp_path):
     path = tmp_path / "eval.json"
     rundir.write_json(str(path), _record(machines=[1]))
-    with pytest.raises(UserError, match=r"eval\.json: machines is missing or of the wrong type "
-                                        r"\(a damaged file, or not written by aur_tf\): move it"):
+    with pytest.raises(
+        UserError,
+        match=r"eval\.json: machines is missing or of the wrong type "
+        r"\(a damaged file, or not written by aur_tf\): move it",
+    ):
         rundir.read_record(str(path), "move it")
 
 
@@ -126,8 +146,8 @@ def test_samples_hold_the_first_mixtures_ordered_by_the_permutation(tmp_path):
     rundir.write_samples(str(tmp_path), split, first, second, (1, 0))
     with np.load(tmp_path / rundir.SAMPLES_FILE) as samples:
         assert samples["mixtures"].shape == (rundir.SAMPLE_COUNT, 4, 4, 1)
-        np.testing.assert_array_equal(samples["estimates_a"], second[:rundir.SAMPLE_COUNT])
-        np.testing.assert_array_equal(samples["estimates_b"], first[:rundir.SAMPLE_COUNT])
+        np.testing.assert_array_equal(samples["estimates_a"], second[: rundir.SAMPLE_COUNT])
+        np.testing.assert_array_equal(samples["estimates_b"], first[: rundir.SAMPLE_COUNT])
 
 
 def test_load_run_reads_the_config_and_record(tmp_path):
@@ -138,11 +158,14 @@ def test_load_run_reads_the_config_and_record(tmp_path):
     assert rundir.load_run(str(tmp_path))[1] == _record()
 
 
-@pytest.mark.parametrize("config_json, message", [
-    (None, "has no config.json"),
-    (b"[]", "top-level object is missing"),
-    (b'{"no_such_setting": 1}', "cannot read .*config.json"),
-])
+@pytest.mark.parametrize(
+    "config_json, message",
+    [
+        (None, "has no config.json"),
+        (b"[]", "top-level object is missing"),
+        (b'{"no_such_setting": 1}', "cannot read .*config.json"),
+    ],
+)
 def test_load_run_refuses_what_is_not_a_run(tmp_path, config_json, message):
     if config_json is not None:
         (tmp_path / "config.json").write_bytes(config_json)

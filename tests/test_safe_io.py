@@ -1,4 +1,5 @@
 """Tests for aur_tf/safe_io.py: regular-file-only reads, bounded arrays, link-proof writes."""
+
 import errno
 import io
 import os
@@ -21,10 +22,18 @@ def test_printable_escapes_what_would_break_a_line_or_an_encoder():
     assert safe_io.printable("\ud800") == "\\ud800"  # any lone surrogate, which no encoder takes
 
 
-@pytest.mark.parametrize("text, name", [
-    ("../../x", "_._.._x"), (".hidden", "_hidden"), ("", "_"), ("a b\udcffé", "a_b_é"),
-    ("line\nbreak/", "line_break_"), ("..", "_."), ("ok-1.2+3", "ok-1.2+3"),
-])
+@pytest.mark.parametrize(
+    "text, name",
+    [
+        ("../../x", "_._.._x"),
+        (".hidden", "_hidden"),
+        ("", "_"),
+        ("a b\udcffé", "a_b_é"),
+        ("line\nbreak/", "line_break_"),
+        ("..", "_."),
+        ("ok-1.2+3", "ok-1.2+3"),
+    ],
+)
 def test_safe_name_keeps_a_plain_visible_name(text, name):
     assert safe_io.safe_name(text) == name
 

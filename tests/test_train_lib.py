@@ -12,19 +12,36 @@ from aur_tf import machine, train_lib
 from aur_tf.data.mixtures import MixtureDataset, MixtureSplit
 from aur_tf.errors import TrainingDiverged, UserError
 
-EVAL_FIELDS = {"psnr_db", "ssim", "half_mask_psnr_db", "half_mask_ssim", "step", "train_seconds",
-               "config", "permutation", "energy_share", "swapped_fraction", "collapsed",
-               "history", "seconds_to_psnr_db", "seconds_to_ssim", "skipped_steps",
-               "collapse_detected_at_step", "machines"}
+EVAL_FIELDS = {
+    "psnr_db",
+    "ssim",
+    "half_mask_psnr_db",
+    "half_mask_ssim",
+    "step",
+    "train_seconds",
+    "config",
+    "permutation",
+    "energy_share",
+    "swapped_fraction",
+    "collapsed",
+    "history",
+    "seconds_to_psnr_db",
+    "seconds_to_ssim",
+    "skipped_steps",
+    "collapse_detected_at_step",
+    "machines",
+}
 
 
 def _final_weights(config):
     import tensorflow as tf
 
     from aur_tf import models
+
     net = models.build_mask_net(config.image_size, config.channels, config.mask_width)
     tf.train.Checkpoint(mask_net=net).restore(
-        tf.train.latest_checkpoint(os.path.join(config.workdir, "checkpoints"))).expect_partial()
+        tf.train.latest_checkpoint(os.path.join(config.workdir, "checkpoints"))
+    ).expect_partial()
     return net.get_weights()
 
 
@@ -39,29 +56,37 @@ def test_train_writes_eval_json_checkpoints_and_tensorboard(make_config, stroke_
     assert [h["step"] for h in written["history"]] == [3, 6]
     assert written["collapse_detected_at_step"] is None
     assert sorted(os.listdir(os.path.join(config.workdir, "checkpoints"))) == [
-        "checkpoint", "ckpt-3.data-00000-of-00001", "ckpt-3.index",
-        "ckpt-6.data-00000-of-00001", "ckpt-6.index"]
+        "checkpoint",
+        "ckpt-3.data-00000-of-00001",
+        "ckpt-3.index",
+        "ckpt-6.data-00000-of-00001",
+        "ckpt-6.index",
+    ]
     assert os.listdir(os.path.join(config.workdir, "tensorboard"))
 
 
 def test_each_history_entry_holds_the_mean_training_scalars_since_the_evaluation_before(
-        make_config, stroke_data, caplog):
+    make_config, stroke_data, caplog
+):
     caplog.set_level(logging.INFO, logger="aur_tf")
     results = train_lib.train(make_config(log_every=1), data=stroke_data)
     # Progress lines print each scalar to 4 decimals: "step 2/6 | ... | adversarial 0.5682 ...".
-    lines = [dict(re.findall(r"(\w+) (-?\d+\.\d{4})\b", message.split(" | ", 3)[3]))
-             for message in caplog.messages if re.match(r"step \d+/6 \|", message)]
+    lines = [
+        dict(re.findall(r"(\w+) (-?\d+\.\d{4})\b", message.split(" | ", 3)[3]))
+        for message in caplog.messages
+        if re.match(r"step \d+/6 \|", message)
+    ]
     assert len(lines) == 6
     for entry, window in zip(results["history"], (lines[:3], lines[3:])):
         means = {name.replace("loss_", ""): value for name, value in entry["train_means"].items()}
         assert set(means) == set(window[0]) >= {"adversarial", "disc", "cycle", "energy"}
         for name, value in means.items():
-            assert value == pytest.approx(np.mean([float(line[name]) for line in window]),
-                                          abs=1e-4)
+            assert value == pytest.approx(np.mean([float(line[name]) for line in window]), abs=1e-4)
 
 
 def test_a_worker_other_than_the_chief_writes_nothing_into_the_shared_workdir(
-        make_config, stroke_data, monkeypatch):
+    make_config, stroke_data, monkeypatch
+):
     # Two workers writing the same file race (one's rename finds the other's temporary gone).
     config = make_config()
     os.makedirs(config.workdir)
@@ -70,8 +95,9 @@ def test_a_worker_other_than_the_chief_writes_nothing_into_the_shared_workdir(
     assert os.listdir(config.workdir) == []
 
 
-def test_every_checkpoint_file_and_directory_is_flushed_to_disk(make_config, stroke_data,
-                                                                monkeypatch):
+def test_every_checkpoint_file_and_directory_is_flushed_to_disk(
+    make_config, stroke_data, monkeypatch
+):
     flushed = []
     fsync = os.fsync
 
@@ -95,30 +121,41 @@ def test_unsupervised_training_never_reads_the_ground_truth(make_config, stroke_
 
     def corrupt(split):
         count = len(split.mixtures)
-        return MixtureSplit(split.mixtures, garbage[:count], garbage[::-1][:count],
-                            labels_a=garbage_labels[:count], labels_b=garbage_labels[::-1][:count])
+        return MixtureSplit(
+            split.mixtures,
+            garbage[:count],
+            garbage[::-1][:count],
+            labels_a=garbage_labels[:count],
+            labels_b=garbage_labels[::-1][:count],
+        )
 
     honest_config = make_config("honest")
     blind_config = make_config("blind")
     honest = train_lib.train(honest_config, data=stroke_data)
-    blind = train_lib.train(blind_config, data=MixtureDataset(
-        *(corrupt(getattr(stroke_data, split)) for split in ("train", "validation", "test"))))
+    blind = train_lib.train(
+        blind_config,
+        data=MixtureDataset(
+            *(corrupt(getattr(stroke_data, split)) for split in ("train", "validation", "test"))
+        ),
+    )
     for a, b in zip(_final_weights(honest_config), _final_weights(blind_config)):
         np.testing.assert_array_equal(a, b)
     assert honest["psnr_db"] != blind["psnr_db"]
     assert honest["test"]["psnr_db"] != blind["test"]["psnr_db"]
 
 
-def test_evaluations_score_validation_and_test_is_scored_once_at_the_end(make_config,
-                                                                          stroke_data,
-                                                                          monkeypatch):
+def test_evaluations_score_validation_and_test_is_scored_once_at_the_end(
+    make_config, stroke_data, monkeypatch
+):
     """Swapping the validation and test splits swaps the two scorings and nothing else."""
     scorings = []
     score_test = train_lib.score_test
-    monkeypatch.setattr(train_lib, "score_test",
-                        lambda *args: scorings.append(args) or score_test(*args))
-    swapped_data = dataclasses.replace(stroke_data, validation=stroke_data.test,
-                                       test=stroke_data.validation)
+    monkeypatch.setattr(
+        train_lib, "score_test", lambda *args: scorings.append(args) or score_test(*args)
+    )
+    swapped_data = dataclasses.replace(
+        stroke_data, validation=stroke_data.test, test=stroke_data.validation
+    )
     honest = train_lib.train(make_config("honest"), data=stroke_data)
     swapped = train_lib.train(make_config("swapped"), data=swapped_data)
     assert len(scorings) == 2  # once per run, though each evaluated twice (steps 3 and 6)
@@ -143,8 +180,7 @@ def test_resume_continues_the_same_step_count_and_result(make_config, stroke_dat
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
-def test_eval_json_names_every_machine_the_run_trained_on(make_config, stroke_data,
-                                                          monkeypatch):
+def test_eval_json_names_every_machine_the_run_trained_on(make_config, stroke_data, monkeypatch):
     config = make_config(train_steps=3)
     monkeypatch.setattr(machine, "describe", lambda: "first machine")
     assert train_lib.train(config, data=stroke_data)["machines"] == ["first machine"]
@@ -160,24 +196,36 @@ def test_convolution_kernels_train_alike_and_a_run_resumes_with_either(make_conf
     train_lib.train(native, data=stroke_data)
     mixed = make_config("mixed", train_steps=3, conv_kernels="phases")
     train_lib.train(mixed, data=stroke_data)
-    resumed = train_lib.train(dataclasses.replace(mixed, train_steps=6, conv_kernels="native"),
-                              data=stroke_data)
+    resumed = train_lib.train(
+        dataclasses.replace(mixed, train_steps=6, conv_kernels="native"), data=stroke_data
+    )
     assert resumed["step"] == 6
     for a, b in zip(_final_weights(native), _final_weights(mixed)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("conv_kernels, native_fast, expect_phases", [
-    ("auto", False, True), ("auto", True, False), ("phases", True, True),
-    ("native", False, False)])
-def test_conv_kernels_choose_the_layers(make_config, monkeypatch, conv_kernels, native_fast,
-                                        expect_phases):
+@pytest.mark.parametrize(
+    "conv_kernels, native_fast, expect_phases",
+    [
+        ("auto", False, True),
+        ("auto", True, False),
+        ("phases", True, True),
+        ("native", False, False),
+    ],
+)
+def test_conv_kernels_choose_the_layers(
+    make_config, monkeypatch, conv_kernels, native_fast, expect_phases
+):
     from aur_tf import convolutions
+
     monkeypatch.setattr(convolutions, "native_kernels_are_fast", lambda: native_fast)
     trainer, _ = train_lib.build_trainer(make_config(conv_kernels=conv_kernels))
     layers = trainer.mask_net.layers + trainer.discriminator.layers
-    by_phases = {isinstance(layer, (convolutions.PhaseConv2D, convolutions.PhaseConv2DTranspose))
-                 for layer in layers if "conv" in layer.name and layer.name != "score_conv"}
+    by_phases = {
+        isinstance(layer, (convolutions.PhaseConv2D, convolutions.PhaseConv2DTranspose))
+        for layer in layers
+        if "conv" in layer.name and layer.name != "score_conv"
+    }
     assert by_phases == {expect_phases}
 
 
@@ -189,7 +237,8 @@ def test_finished_run_is_not_trained_again(make_config, stroke_data):
     assert again["psnr_db"] == pytest.approx(first["psnr_db"])
     assert [h["step"] for h in again["history"]] == [3, 6]
     assert [h["train_means"] for h in again["history"]] == [
-        h["train_means"] for h in first["history"]]
+        h["train_means"] for h in first["history"]
+    ]
 
 
 def test_resume_with_other_model_settings_is_refused(make_config, stroke_data):
@@ -199,19 +248,23 @@ def test_resume_with_other_model_settings_is_refused(make_config, stroke_data):
         train_lib.train(dataclasses.replace(config, mask_width=8), data=stroke_data)
 
 
-@pytest.mark.parametrize("mode, precision", [("unsupervised", "float32"),
-                                             ("supervised", "float32"),
-                                             ("unsupervised", "mixed_float16")])
-def test_resume_trains_with_the_learning_rates_of_its_settings(make_config, stroke_data, mode,
-                                                               precision, caplog):
+@pytest.mark.parametrize(
+    "mode, precision",
+    [("unsupervised", "float32"), ("supervised", "float32"), ("unsupervised", "mixed_float16")],
+)
+def test_resume_trains_with_the_learning_rates_of_its_settings(
+    make_config, stroke_data, mode, precision, caplog
+):
     # Keras checkpoints an optimizer's learning rate as a variable; restoring it must not undo
     # a learning rate changed for the resumed part (e.g. lowered to fine-tune).
     import tensorflow as tf
+
     caplog.set_level(logging.INFO, logger="aur_tf")
     config = make_config(mode=mode, mixed_precision=precision, train_steps=3)
     train_lib.train(config, data=stroke_data)
-    resumed = dataclasses.replace(config, train_steps=6, mask_learning_rate=5e-5,
-                                  disc_learning_rate=2.5e-5)
+    resumed = dataclasses.replace(
+        config, train_steps=6, mask_learning_rate=5e-5, disc_learning_rate=2.5e-5
+    )
     train_lib.train(resumed, data=stroke_data)
     saved = tf.train.load_checkpoint(os.path.join(config.workdir, "checkpoints"))
     optimizers = {"mask": 5e-5, "disc": 2.5e-5} if mode == "unsupervised" else {"mask": 5e-5}
@@ -238,23 +291,29 @@ def test_supervised_mode_trains_from_clean_sources(make_config, stroke_data):
 @pytest.mark.parametrize("precision", ["mixed_float16", "mixed_bfloat16"])
 def test_mixed_precision_runs_train(make_config, stroke_data, precision, caplog):
     caplog.set_level(logging.INFO, logger="aur_tf")
-    results = train_lib.train(make_config(mixed_precision=precision, train_steps=3),
-                              data=stroke_data)
+    results = train_lib.train(
+        make_config(mixed_precision=precision, train_steps=3), data=stroke_data
+    )
     assert np.isfinite(results["psnr_db"])
     # Loss scaling's skipped updates are counted, and shown wherever they can happen.
     assert results["skipped_steps"] >= 0
     shown = rf"step 3/3 .*\| skipped_steps {results['skipped_steps']}$"
     assert any(re.search(shown, record.getMessage()) for record in caplog.records) == (
-        precision == "mixed_float16")
+        precision == "mixed_float16"
+    )
 
 
 def test_divergence_stops_with_the_loss_and_step(make_config, stroke_data):
     nan_data = MixtureDataset(
-        MixtureSplit(np.full_like(stroke_data.train.mixtures, np.nan),
-                     stroke_data.train.sources_a, stroke_data.train.sources_b),
-        stroke_data.validation, stroke_data.test)
+        MixtureSplit(
+            np.full_like(stroke_data.train.mixtures, np.nan),
+            stroke_data.train.sources_a,
+            stroke_data.train.sources_b,
+        ),
+        stroke_data.validation,
+        stroke_data.test,
+    )
     config = make_config()
     with pytest.raises(TrainingDiverged, match="became nan at step 1; no checkpoint"):
         train_lib.train(config, data=nan_data)
     assert not glob.glob(os.path.join(config.workdir, "checkpoints", "ckpt-*"))
-

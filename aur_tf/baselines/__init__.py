@@ -4,4 +4,5 @@
 PCA per mixture (`rpca.py`), `glo` two generators with learned latent codes (`glo.py`);
 `runner.run_baseline` runs any of them; `python -m aur_tf.baselines` is its command line.
 """
+
 METHODS = ("identity", "half_mask", "rpca", "glo")

@@ -7,6 +7,7 @@ the mask net are ignored), plus `--method` and the `--rpca_*` / `--glo_*` settin
 override a flagfile's, so `--workdir` goes after it. Results go to WORKDIR/eval.json and
 WORKDIR/samples.npz. Bad input ends the run with one line on stderr and exit status 2.
 """
+
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -20,9 +21,14 @@ from aur_tf.baselines.rpca import RpcaSettings  # noqa: E402
 from aur_tf.config import Config  # noqa: E402
 from aur_tf.errors import UserError  # noqa: E402
 
-flags.DEFINE_enum("method", None, METHODS, "Baseline to run: identity (M = 1), half_mask "
-                  "(M = 1/2), rpca (robust PCA per mixture) or glo (two generators, learned "
-                  "codes).")
+flags.DEFINE_enum(
+    "method",
+    None,
+    METHODS,
+    "Baseline to run: identity (M = 1), half_mask "
+    "(M = 1/2), rpca (robust PCA per mixture) or glo (two generators, learned "
+    "codes).",
+)
 flags.mark_flag_as_required("method")
 for _settings_type in (Config, RpcaSettings, GloSettings):
     cli.define_flags(_settings_type)
@@ -36,10 +42,12 @@ def main(argv):
         results = runner.run_baseline(flags.FLAGS.method, *settings)
     except UserError as e:
         cli.fail(e)
-    print(f"done: {results['method']}, {results['psnr_db']:.2f} dB PSNR, {results['ssim']:.3f} "
-          f"SSIM (half mask {results['half_mask_psnr_db']:.2f} dB, "
-          f"{results['half_mask_ssim']:.3f}); results in "
-          f"{os.path.join(settings[0].workdir, 'eval.json')}")
+    print(
+        f"done: {results['method']}, {results['psnr_db']:.2f} dB PSNR, {results['ssim']:.3f} "
+        f"SSIM (half mask {results['half_mask_psnr_db']:.2f} dB, "
+        f"{results['half_mask_ssim']:.3f}); results in "
+        f"{os.path.join(settings[0].workdir, 'eval.json')}"
+    )
 
 
 def run():

@@ -8,6 +8,7 @@ tells the generators which digit goes where; they split each mixture however rec
 allows. Test mixtures get codes of their own, fitted with both generators frozen, and the
 estimates are x_hat = G_a(z), b_hat = G_b(z), already on the clean scale.
 """
+
 import dataclasses
 import logging
 import math
@@ -32,21 +33,31 @@ _BN_MOMENTUM = 0.9
 class GloSettings:
     """Settings of the GLO baseline; the defaults train in about 20 minutes on 2 CPU cores."""
 
-    glo_latent_dim: int = setting(32, "GLO: dimension of each mixture's latent code (on the unit "
-                                  "sphere).")
-    glo_width: int = setting(32, "GLO: channels of each generator's last hidden layer; doubling "
-                             "toward the 4x4 input layer.")
-    glo_batch_size: int = setting(128, "GLO: mixtures per step, in training and in test-time code "
-                                  "fitting.")
+    glo_latent_dim: int = setting(
+        32, "GLO: dimension of each mixture's latent code (on the unit sphere)."
+    )
+    glo_width: int = setting(
+        32,
+        "GLO: channels of each generator's last hidden layer; doubling toward the 4x4 input layer.",
+    )
+    glo_batch_size: int = setting(
+        128, "GLO: mixtures per step, in training and in test-time code fitting."
+    )
     glo_train_steps: int = setting(4000, "GLO: steps fitting generators and training codes.")
-    glo_test_steps: int = setting(1000, "GLO: steps fitting the test mixtures' codes with the "
-                                  "generators frozen.")
+    glo_test_steps: int = setting(
+        1000, "GLO: steps fitting the test mixtures' codes with the generators frozen."
+    )
     glo_learning_rate: float = setting(1e-3, "GLO: Adam learning rate of the generators.")
     glo_code_learning_rate: float = setting(3e-2, "GLO: Adam learning rate of the latent codes.")
 
     def __post_init__(self):
-        for name in ("glo_latent_dim", "glo_width", "glo_batch_size", "glo_train_steps",
-                     "glo_test_steps"):
+        for name in (
+            "glo_latent_dim",
+            "glo_width",
+            "glo_batch_size",
+            "glo_train_steps",
+            "glo_test_steps",
+        ):
             if getattr(self, name) < 1:
                 raise UserError(f"--{name}={getattr(self, name)} must be a positive integer")
         for name in ("glo_learning_rate", "glo_code_learning_rate"):
@@ -69,22 +80,31 @@ def build_generator(latent_dim, image_size, channels, width, name):
       channels]` images in (0, 1) (sigmoid), the clean-source scale.
     """
     up_steps = int(math.log2(image_size // _BASE_SIZE))
-    widths = [width * 2 ** i for i in reversed(range(up_steps))]
+    widths = [width * 2**i for i in reversed(range(up_steps))]
     init = keras.initializers.RandomNormal(stddev=0.02)
-    layers = [keras.Input((latent_dim,)),
-              keras.layers.Dense(_BASE_SIZE * _BASE_SIZE * widths[0], use_bias=False,
-                                 kernel_initializer=init),
-              keras.layers.Reshape((_BASE_SIZE, _BASE_SIZE, widths[0])),
-              keras.layers.BatchNormalization(momentum=_BN_MOMENTUM),
-              keras.layers.ReLU()]
+    layers = [
+        keras.Input((latent_dim,)),
+        keras.layers.Dense(
+            _BASE_SIZE * _BASE_SIZE * widths[0], use_bias=False, kernel_initializer=init
+        ),
+        keras.layers.Reshape((_BASE_SIZE, _BASE_SIZE, widths[0])),
+        keras.layers.BatchNormalization(momentum=_BN_MOMENTUM),
+        keras.layers.ReLU(),
+    ]
     for filters in widths[1:]:
-        layers += [keras.layers.Conv2DTranspose(filters, _KERNEL, strides=2, padding="same",
-                                                use_bias=False, kernel_initializer=init),
-                   keras.layers.BatchNormalization(momentum=_BN_MOMENTUM),
-                   keras.layers.ReLU()]
-    layers += [keras.layers.Conv2DTranspose(channels, _KERNEL, strides=2, padding="same",
-                                            kernel_initializer=init),
-               keras.layers.Activation("sigmoid")]
+        layers += [
+            keras.layers.Conv2DTranspose(
+                filters, _KERNEL, strides=2, padding="same", use_bias=False, kernel_initializer=init
+            ),
+            keras.layers.BatchNormalization(momentum=_BN_MOMENTUM),
+            keras.layers.ReLU(),
+        ]
+    layers += [
+        keras.layers.Conv2DTranspose(
+            channels, _KERNEL, strides=2, padding="same", kernel_initializer=init
+        ),
+        keras.layers.Activation("sigmoid"),
+    ]
     return keras.Sequential(layers, name=name)
 
 
@@ -99,7 +119,7 @@ def _batches(count, batch_size, steps, rng):
     every item is visited equally often whatever `count` is."""
     passes = -(-steps * batch_size // count)
     order = np.concatenate([rng.permutation(count) for _ in range(passes)])
-    return order[:steps * batch_size].reshape(steps, batch_size)
+    return order[: steps * batch_size].reshape(steps, batch_size)
 
 
 class Glo:
@@ -107,9 +127,16 @@ class Glo:
 
     def __init__(self, settings, image_size, channels):
         self.settings = settings
-        self.generators = [build_generator(settings.glo_latent_dim, image_size, channels,
-                                           settings.glo_width, f"generator_{name}")
-                           for name in ("a", "b")]
+        self.generators = [
+            build_generator(
+                settings.glo_latent_dim,
+                image_size,
+                channels,
+                settings.glo_width,
+                f"generator_{name}",
+            )
+            for name in ("a", "b")
+        ]
 
     def _fit_codes(self, mixtures, steps, rng, train_generators, log_every):
         """Fits fresh unit codes to `mixtures` (and the generators if `train_generators`).
@@ -126,14 +153,19 @@ class Glo:
           over each window of `log_every` steps.
         """
         settings = self.settings
-        codes = keras.Variable(_unit_codes(len(mixtures), settings.glo_latent_dim, rng),
-                               name="codes")
+        codes = keras.Variable(
+            _unit_codes(len(mixtures), settings.glo_latent_dim, rng), name="codes"
+        )
         targets = tf.constant(mixtures)
         code_optimizer = keras.optimizers.Adam(settings.glo_code_learning_rate)
-        generator_variables = ([v for g in self.generators for v in g.trainable_variables]
-                               if train_generators else [])
-        generator_optimizer = (keras.optimizers.Adam(settings.glo_learning_rate, beta_1=0.5)
-                               if train_generators else None)
+        generator_variables = (
+            [v for g in self.generators for v in g.trainable_variables] if train_generators else []
+        )
+        generator_optimizer = (
+            keras.optimizers.Adam(settings.glo_learning_rate, beta_1=0.5)
+            if train_generators
+            else None
+        )
 
         @tf.function
         def step(indices):
@@ -151,15 +183,20 @@ class Glo:
             return loss
 
         losses, window = [], []
-        for number, indices in enumerate(_batches(len(mixtures), settings.glo_batch_size, steps,
-                                                  rng), start=1):
+        for number, indices in enumerate(
+            _batches(len(mixtures), settings.glo_batch_size, steps, rng), start=1
+        ):
             window.append(float(step(indices)))
             if number % log_every == 0 or number == steps:
                 losses.append(float(np.mean(window)))
                 window = []
-                log.info("glo %s step %d/%d | L1 %.4f",
-                         "training" if train_generators else "test codes", number, steps,
-                         losses[-1])
+                log.info(
+                    "glo %s step %d/%d | L1 %.4f",
+                    "training" if train_generators else "test codes",
+                    number,
+                    steps,
+                    losses[-1],
+                )
         return np.asarray(codes), losses
 
     def fit(self, mixtures, seed, log_every=100):
@@ -173,8 +210,9 @@ class Glo:
         Returns:
           Mean L1 reconstruction loss of each window of `log_every` training steps.
         """
-        return self._fit_codes(mixtures, self.settings.glo_train_steps,
-                               np.random.default_rng(seed), True, log_every)[1]
+        return self._fit_codes(
+            mixtures, self.settings.glo_train_steps, np.random.default_rng(seed), True, log_every
+        )[1]
 
     def separate(self, mixtures, seed, log_every=100, batch_size=500):
         """Fits codes for new mixtures with frozen generators and returns both generators' images.
@@ -189,9 +227,16 @@ class Glo:
           (estimates_a, estimates_b, losses): `[N, H, W, C]` float32 G_a(z) and G_b(z) in (0, 1),
           and the L1 reconstruction loss of each window of code-fitting steps.
         """
-        codes, losses = self._fit_codes(mixtures, self.settings.glo_test_steps,
-                                        np.random.default_rng(seed), False, log_every)
-        estimates = [np.concatenate([np.asarray(g(codes[i:i + batch_size], training=False))
-                                     for i in range(0, len(codes), batch_size)])
-                     for g in self.generators]
+        codes, losses = self._fit_codes(
+            mixtures, self.settings.glo_test_steps, np.random.default_rng(seed), False, log_every
+        )
+        estimates = [
+            np.concatenate(
+                [
+                    np.asarray(g(codes[i : i + batch_size], training=False))
+                    for i in range(0, len(codes), batch_size)
+                ]
+            )
+            for g in self.generators
+        ]
         return estimates[0], estimates[1], losses

@@ -10,6 +10,7 @@ low-rank part as one source and the sparse part as the other. `decompose` runs t
 iterations on a whole stack of matrices at once, each with its own penalty weight, step size and
 stopping test, so 5000 MNIST mixtures are one batched SVD per iteration.
 """
+
 import dataclasses
 
 import numpy as np
@@ -22,20 +23,28 @@ from aur_tf.errors import UserError
 class RpcaSettings:
     """Settings of the RPCA baseline (Lin et al.'s defaults)."""
 
-    rpca_lambda_scale: float = setting(1.0, "RPCA: multiplies the sparse-part weight "
-                                       "1/sqrt(max(H, W)); larger moves more into the low-rank "
-                                       "part.")
-    rpca_tolerance: float = setting(1e-7, "RPCA: relative residual ||D - A - E|| / ||D|| at which "
-                                    "a mixture counts as decomposed.")
+    rpca_lambda_scale: float = setting(
+        1.0,
+        "RPCA: multiplies the sparse-part weight "
+        "1/sqrt(max(H, W)); larger moves more into the low-rank "
+        "part.",
+    )
+    rpca_tolerance: float = setting(
+        1e-7,
+        "RPCA: relative residual ||D - A - E|| / ||D|| at which a mixture counts as decomposed.",
+    )
     rpca_max_iterations: int = setting(500, "RPCA: cap on the augmented-Lagrangian iterations.")
 
     def __post_init__(self):
         if not (self.rpca_lambda_scale > 0 and self.rpca_tolerance > 0):
-            raise UserError(f"--rpca_lambda_scale={self.rpca_lambda_scale} and --rpca_tolerance="
-                            f"{self.rpca_tolerance} must be > 0")
+            raise UserError(
+                f"--rpca_lambda_scale={self.rpca_lambda_scale} and --rpca_tolerance="
+                f"{self.rpca_tolerance} must be > 0"
+            )
         if self.rpca_max_iterations < 1:
-            raise UserError(f"--rpca_max_iterations={self.rpca_max_iterations} must be a positive "
-                            "integer")
+            raise UserError(
+                f"--rpca_max_iterations={self.rpca_max_iterations} must be a positive integer"
+            )
 
 
 def default_lambda(height, width):
@@ -122,8 +131,12 @@ def separate(mixtures, settings=RpcaSettings(), batch_size=1000):
     matrices = np.moveaxis(mixtures, 3, 1).reshape(n * c, h, w)
     low_rank, sparse, iterations = [], [], 0
     for start in range(0, len(matrices), batch_size):
-        a, e, k = decompose(matrices[start:start + batch_size], settings.rpca_lambda_scale,
-                            settings.rpca_tolerance, settings.rpca_max_iterations)
+        a, e, k = decompose(
+            matrices[start : start + batch_size],
+            settings.rpca_lambda_scale,
+            settings.rpca_tolerance,
+            settings.rpca_max_iterations,
+        )
         low_rank.append(a)
         sparse.append(e)
         iterations = max(iterations, k)

@@ -8,6 +8,7 @@ A baseline's workdir (`aur_tf.rundir`) holds
                 validation mixtures)
   samples.npz   the first validation mixtures and their estimates, for `aur_tf.report` figures
 """
+
 import dataclasses
 import logging
 import os
@@ -25,8 +26,19 @@ log = logging.getLogger("aur_tf")
 
 # The Config fields a baseline reads; only these go into its eval.json, so that settings of the
 # mask net it never used cannot make two runs of one baseline look different in a report.
-DATA_FIELDS = ("workdir", "source_a", "source_b", "image_size", "channels", "invert",
-               "train_mixtures", "validation_mixtures", "test_mixtures", "cache_dir", "seed")
+DATA_FIELDS = (
+    "workdir",
+    "source_a",
+    "source_b",
+    "image_size",
+    "channels",
+    "invert",
+    "train_mixtures",
+    "validation_mixtures",
+    "test_mixtures",
+    "cache_dir",
+    "seed",
+)
 
 
 def _check_workdir(workdir, method):
@@ -34,18 +46,24 @@ def _check_workdir(workdir, method):
     try:
         os.makedirs(workdir, exist_ok=True)
     except OSError as e:
-        raise UserError(f"cannot create --workdir={workdir} ({e.strerror}): choose a writable "
-                        "directory") from None
+        raise UserError(
+            f"cannot create --workdir={workdir} ({e.strerror}): choose a writable directory"
+        ) from None
     if os.path.exists(rundir.path(workdir, rundir.CHECKPOINTS_DIR)):
-        raise UserError(f"--workdir={workdir} holds a mask-net training run: give the baseline "
-                        "a directory of its own")
-    record = rundir.read_record(rundir.path(workdir, rundir.EVAL_FILE),
-                                "give the baseline a directory of its own")
+        raise UserError(
+            f"--workdir={workdir} holds a mask-net training run: give the baseline "
+            "a directory of its own"
+        )
+    record = rundir.read_record(
+        rundir.path(workdir, rundir.EVAL_FILE), "give the baseline a directory of its own"
+    )
     if record is not None:
         previous = record.get("method")
         if previous != method:
-            raise UserError(f"--workdir={workdir} holds results of {previous or 'another run'}: "
-                            f"give --method={method} a directory of its own")
+            raise UserError(
+                f"--workdir={workdir} holds results of {previous or 'another run'}: "
+                f"give --method={method} a directory of its own"
+            )
 
 
 def _separate(method, mixtures, rpca_settings, glo_model, seed):
@@ -66,15 +84,19 @@ def _score(method, split, rpca_settings, glo_model, seed):
     """Separates one held-out `MixtureSplit`: (scores with its half mask, estimates, details,
     seconds)."""
     start = time.monotonic()
-    estimate_0, estimate_1, details = _separate(method, split.mixtures, rpca_settings, glo_model,
-                                                seed)
-    scores = dict(evaluation.score_estimates(split, estimate_0, estimate_1),
-                  **evaluation.half_mask_baseline(split))
+    estimate_0, estimate_1, details = _separate(
+        method, split.mixtures, rpca_settings, glo_model, seed
+    )
+    scores = dict(
+        evaluation.score_estimates(split, estimate_0, estimate_1),
+        **evaluation.half_mask_baseline(split),
+    )
     return scores, (estimate_0, estimate_1), details, time.monotonic() - start
 
 
-def run_baseline(method, config, rpca_settings=rpca.RpcaSettings(),
-                 glo_settings=glo.GloSettings(), data=None):
+def run_baseline(
+    method, config, rpca_settings=rpca.RpcaSettings(), glo_settings=glo.GloSettings(), data=None
+):
     """Runs one baseline on `config`'s validation and test mixtures and writes its workdir.
 
     Args:
@@ -96,30 +118,52 @@ def run_baseline(method, config, rpca_settings=rpca.RpcaSettings(),
     glo_model, train_seconds, train_losses = None, 0.0, None
     if method == "glo":
         keras.utils.set_random_seed(config.seed)
-        glo_model = glo.Glo(glo_settings, data.train.mixtures.shape[1],
-                            data.train.mixtures.shape[3])
+        glo_model = glo.Glo(
+            glo_settings, data.train.mixtures.shape[1], data.train.mixtures.shape[3]
+        )
         start = time.monotonic()
         train_losses = glo_model.fit(data.train.mixtures, config.seed)
         train_seconds = time.monotonic() - start
-    scores, estimates, details, test_seconds = _score(method, data.validation, rpca_settings,
-                                                      glo_model, config.seed)
-    test_scores, _, test_details, _ = _score(method, data.test, rpca_settings, glo_model,
-                                             config.seed)
+    scores, estimates, details, test_seconds = _score(
+        method, data.validation, rpca_settings, glo_model, config.seed
+    )
+    test_scores, _, test_details, _ = _score(
+        method, data.test, rpca_settings, glo_model, config.seed
+    )
     if train_losses is not None:
-        details = {"train_l1": train_losses, "validation_l1": details["l1"],
-                   "test_l1": test_details["l1"]}
+        details = {
+            "train_l1": train_losses,
+            "validation_l1": details["l1"],
+            "test_l1": test_details["l1"],
+        }
     settings = {"rpca": rpca_settings, "glo": glo_settings}.get(method)
     results = dict(
-        scores, method=method, split="validation", test=test_scores,
+        scores,
+        method=method,
+        split="validation",
+        test=test_scores,
         method_settings=dataclasses.asdict(settings) if settings else {},
-        method_details=details, step=glo_settings.glo_train_steps if glo_model else 0,
-        train_seconds=train_seconds, test_seconds=test_seconds,
-        config={k: getattr(config, k) for k in DATA_FIELDS}, machines=[machine.describe()])
+        method_details=details,
+        step=glo_settings.glo_train_steps if glo_model else 0,
+        train_seconds=train_seconds,
+        test_seconds=test_seconds,
+        config={k: getattr(config, k) for k in DATA_FIELDS},
+        machines=[machine.describe()],
+    )
     rundir.write_json(rundir.path(config.workdir, rundir.EVAL_FILE), results)
     rundir.write_samples(config.workdir, data.validation, *estimates, scores["permutation"])
-    log.info("%s on %d validation mixtures: %.2f dB PSNR, %.3f SSIM (half mask %.2f dB, %.3f); "
-             "test %.2f dB, %.3f; %.0f s training, %.0f s separating the validation mixtures",
-             method, len(data.validation.mixtures), results["psnr_db"], results["ssim"],
-             results["half_mask_psnr_db"], results["half_mask_ssim"], test_scores["psnr_db"],
-             test_scores["ssim"], train_seconds, test_seconds)
+    log.info(
+        "%s on %d validation mixtures: %.2f dB PSNR, %.3f SSIM (half mask %.2f dB, %.3f); "
+        "test %.2f dB, %.3f; %.0f s training, %.0f s separating the validation mixtures",
+        method,
+        len(data.validation.mixtures),
+        results["psnr_db"],
+        results["ssim"],
+        results["half_mask_psnr_db"],
+        results["half_mask_ssim"],
+        test_scores["psnr_db"],
+        test_scores["ssim"],
+        train_seconds,
+        test_seconds,
+    )
     return results

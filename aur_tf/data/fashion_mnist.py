@@ -12,6 +12,7 @@ The idx format: a big-endian header (two zero bytes, a type code, the number of 
 n 32-bit dimensions) followed by the values in row-major order. Only unsigned bytes (type 0x08)
 occur in Fashion-MNIST and only they are read.
 """
+
 import contextlib
 import gzip
 import os
@@ -22,8 +23,12 @@ import numpy as np
 from aur_tf import safe_io
 from aur_tf.errors import UserError
 
-FILES = {"x_train": "train-images-idx3-ubyte", "y_train": "train-labels-idx1-ubyte",
-         "x_test": "t10k-images-idx3-ubyte", "y_test": "t10k-labels-idx1-ubyte"}
+FILES = {
+    "x_train": "train-images-idx3-ubyte",
+    "y_train": "train-labels-idx1-ubyte",
+    "x_test": "t10k-images-idx3-ubyte",
+    "y_test": "t10k-labels-idx1-ubyte",
+}
 SYSTEM_FOLDER = "/usr/share/datasets/fashion-mnist"
 KERAS_FOLDER = os.path.join("~", ".keras", "datasets", "fashion-mnist")
 _UNSIGNED_BYTE = 0x08
@@ -47,13 +52,16 @@ def load(location=""):
       UserError: the files are missing, unreadable or not idx files of the expected shapes.
     """
     folder = _find_folder(location)
-    arrays = {name: read_idx(_path(folder, stem), _DIMENSIONS[name[0]])
-              for name, stem in FILES.items()}
+    arrays = {
+        name: read_idx(_path(folder, stem), _DIMENSIONS[name[0]]) for name, stem in FILES.items()
+    }
     for split in ("train", "test"):
         x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
         if len(x) != len(y):
-            raise UserError(f"Fashion-MNIST in {folder}: {len(x)} {split} images but {len(y)} "
-                            "labels: replace the damaged files")
+            raise UserError(
+                f"Fashion-MNIST in {folder}: {len(x)} {split} images but {len(y)} "
+                "labels: replace the damaged files"
+            )
     return {split: (arrays[f"x_{split}"], arrays[f"y_{split}"]) for split in ("train", "test")}
 
 
@@ -73,8 +81,10 @@ def _find_folder(location):
     if location:
         folder = os.path.expanduser(location)
         if not os.path.isdir(folder) or not _has_every_file(folder):
-            raise UserError(f"Fashion-MNIST folder {location!r} does not hold the four idx files "
-                            f"({', '.join(FILES.values())}, optionally .gz): check the path")
+            raise UserError(
+                f"Fashion-MNIST folder {location!r} does not hold the four idx files "
+                f"({', '.join(FILES.values())}, optionally .gz): check the path"
+            )
         return folder
     for folder in (SYSTEM_FOLDER, os.path.expanduser(KERAS_FOLDER)):
         if os.path.isdir(folder) and _has_every_file(folder):
@@ -90,15 +100,19 @@ def _download():
         keras.datasets.fashion_mnist.load_data()
     except Exception as error:  # Keras reports a failed download by many exception types.
         detail = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
-        raise UserError(f"Fashion-MNIST is not on this machine and cannot be downloaded "
-                        f"({detail}): install Debian's dataset-fashion-mnist (apt-get install "
-                        f"dataset-fashion-mnist), or copy the four idx files into a folder and "
-                        f"write fashion_mnist:FOLDER") from None
+        raise UserError(
+            f"Fashion-MNIST is not on this machine and cannot be downloaded "
+            f"({detail}): install Debian's dataset-fashion-mnist (apt-get install "
+            f"dataset-fashion-mnist), or copy the four idx files into a folder and "
+            f"write fashion_mnist:FOLDER"
+        ) from None
     folder = os.path.expanduser(KERAS_FOLDER)
     if not _has_every_file(folder):
-        raise UserError(f"keras.datasets.fashion_mnist.load_data() left no idx files in "
-                        f"{folder}: copy the four idx files into a folder and write "
-                        f"fashion_mnist:FOLDER")
+        raise UserError(
+            f"keras.datasets.fashion_mnist.load_data() left no idx files in "
+            f"{folder}: copy the four idx files into a folder and write "
+            f"fashion_mnist:FOLDER"
+        )
     return folder
 
 
@@ -109,27 +123,35 @@ def read_idx(path, dimensions):
       UserError: the file is unreadable, truncated, too long, or not such an idx file.
     """
     try:
-        with safe_io.open_regular(path) as raw, (
-                gzip.GzipFile(fileobj=raw) if path.endswith(".gz")
-                else contextlib.nullcontext(raw)) as f:
+        with (
+            safe_io.open_regular(path) as raw,
+            (
+                gzip.GzipFile(fileobj=raw) if path.endswith(".gz") else contextlib.nullcontext(raw)
+            ) as f,
+        ):
             header = f.read(4 + 4 * dimensions)
             problem = _header_problem(header, dimensions)
             if problem:
                 raise UserError(f"{path} is not a Fashion-MNIST idx file ({problem}): replace it")
-            shape = tuple(int.from_bytes(header[4 + 4 * i:8 + 4 * i], "big")
-                          for i in range(dimensions))
+            shape = tuple(
+                int.from_bytes(header[4 + 4 * i : 8 + 4 * i], "big") for i in range(dimensions)
+            )
             count = int(np.prod(shape, dtype=np.int64))
             if count > _MAX_VALUES:
-                raise UserError(f"{path} declares {shape} values, more than any Fashion-MNIST "
-                                "file holds: it is damaged; replace it")
+                raise UserError(
+                    f"{path} declares {shape} values, more than any Fashion-MNIST "
+                    "file holds: it is damaged; replace it"
+                )
             body = f.read(count + 1)
     except (OSError, EOFError, zlib.error, safe_io.FileRefused) as error:
-        raise UserError(f"cannot read {safe_io.printable(path)} ({error}): replace the "
-                        "file") from None
+        raise UserError(
+            f"cannot read {safe_io.printable(path)} ({error}): replace the file"
+        ) from None
     if len(body) != count:
         held = "more than" if len(body) > count else f"{len(body)} of"
-        raise UserError(f"{path} holds {held} the {count} values its header declares: it is "
-                        "damaged; replace it")
+        raise UserError(
+            f"{path} holds {held} the {count} values its header declares: it is damaged; replace it"
+        )
     return np.frombuffer(body, np.uint8).reshape(shape)
 
 

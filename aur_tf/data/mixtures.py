@@ -7,6 +7,7 @@ once before any is used twice, and a repeated image meets a different partner. O
 happens for digits 5-9, which number 24 462 in the training split against 25 000 mixtures, so 538
 of those digits appear twice.
 """
+
 import dataclasses
 
 import numpy as np
@@ -68,14 +69,17 @@ def fit_images(images, image_size, channels, invert, name):
         raise UserError(
             f"source '{printable(name)}' has {images.shape[-1]} channel(s) but "
             f"--channels={channels}: set --channels={images.shape[-1]} or use a source with "
-            f"{channels} channel(s)")
+            f"{channels} channel(s)"
+        )
     if invert:
         images = 1.0 - images
     height, width = images.shape[1:3]
     if height <= image_size and width <= image_size:
         top, left = (image_size - height) // 2, (image_size - width) // 2
-        return np.pad(images, ((0, 0), (top, image_size - height - top),
-                               (left, image_size - width - left), (0, 0)))
+        return np.pad(
+            images,
+            ((0, 0), (top, image_size - height - top), (left, image_size - width - left), (0, 0)),
+        )
     resized = tf.image.resize(images, (image_size, image_size), antialias=True).numpy()
     return np.clip(resized, 0.0, 1.0).astype(np.float32)
 
@@ -97,9 +101,13 @@ def mix_split(images_a, images_b, count, rng, labels_a=None, labels_b=None):
     drawn_a = _draw_without_replacement(len(images_a), count, rng)
     drawn_b = _draw_without_replacement(len(images_b), count, rng)
     sources_a, sources_b = images_a[drawn_a], images_b[drawn_b]
-    return MixtureSplit((sources_a + sources_b) / 2.0, sources_a, sources_b,
-                        labels_a=None if labels_a is None else labels_a[drawn_a],
-                        labels_b=None if labels_b is None else labels_b[drawn_b])
+    return MixtureSplit(
+        (sources_a + sources_b) / 2.0,
+        sources_a,
+        sources_b,
+        labels_a=None if labels_a is None else labels_a[drawn_a],
+        labels_b=None if labels_b is None else labels_b[drawn_b],
+    )
 
 
 def make_mixture_dataset(source_a, source_b, config):
@@ -112,27 +120,44 @@ def make_mixture_dataset(source_a, source_b, config):
     prepared = {}
     for label, source in (("a", source_a), ("b", source_b)):
         for split in SPLITS:
-            prepared[label, split] = fit_images(getattr(source, split), config.image_size,
-                                                config.channels, config.invert, source.name)
+            prepared[label, split] = fit_images(
+                getattr(source, split),
+                config.image_size,
+                config.channels,
+                config.invert,
+                source.name,
+            )
     rng = np.random.default_rng(config.seed)
 
     def split_mixtures(split, count):
-        return mix_split(prepared["a", split], prepared["b", split], count, rng,
-                         labels_a=getattr(source_a, f"{split}_labels"),
-                         labels_b=getattr(source_b, f"{split}_labels"))
+        return mix_split(
+            prepared["a", split],
+            prepared["b", split],
+            count,
+            rng,
+            labels_a=getattr(source_a, f"{split}_labels"),
+            labels_b=getattr(source_b, f"{split}_labels"),
+        )
 
     try:
-        return MixtureDataset(**{split: split_mixtures(split, getattr(config, f"{split}_mixtures"))
-                                 for split in SPLITS})
+        return MixtureDataset(
+            **{
+                split: split_mixtures(split, getattr(config, f"{split}_mixtures"))
+                for split in SPLITS
+            }
+        )
     except MemoryError:
         shape = "x".join(str(n) for n in prepared["a", "train"].shape[1:])
-        raise UserError(f"not enough memory for {_mixture_counts(config)} mixtures of {shape} "
-                        "(three float32 copies each): lower them") from None
+        raise UserError(
+            f"not enough memory for {_mixture_counts(config)} mixtures of {shape} "
+            "(three float32 copies each): lower them"
+        ) from None
 
 
 def _mixture_counts(config):
-    return " ".join(f"--{split}_mixtures={getattr(config, f'{split}_mixtures')}"
-                    for split in SPLITS)
+    return " ".join(
+        f"--{split}_mixtures={getattr(config, f'{split}_mixtures')}" for split in SPLITS
+    )
 
 
 def load_mixture_dataset(config):
@@ -143,10 +168,18 @@ def load_mixture_dataset(config):
         sources are read).
     """
     if config.source_a == config.source_b:
-        raise UserError(f"--source_a and --source_b are both '{printable(config.source_a)}': the "
-                        "two sources must differ (e.g. mnist?labels=0-4 and mnist?labels=5-9)")
-    memory.check(memory.mixture_bytes(config),
-                 f"{_mixture_counts(config)} of {config.image_size}x{config.image_size}x"
-                 f"{config.channels} (three float32 copies each)", "lower them")
-    return make_mixture_dataset(load_source(config.source_a, cache_dir=config.cache_dir),
-                                load_source(config.source_b, cache_dir=config.cache_dir), config)
+        raise UserError(
+            f"--source_a and --source_b are both '{printable(config.source_a)}': the "
+            "two sources must differ (e.g. mnist?labels=0-4 and mnist?labels=5-9)"
+        )
+    memory.check(
+        memory.mixture_bytes(config),
+        f"{_mixture_counts(config)} of {config.image_size}x{config.image_size}x"
+        f"{config.channels} (three float32 copies each)",
+        "lower them",
+    )
+    return make_mixture_dataset(
+        load_source(config.source_a, cache_dir=config.cache_dir),
+        load_source(config.source_b, cache_dir=config.cache_dir),
+        config,
+    )

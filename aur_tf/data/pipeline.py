@@ -9,6 +9,7 @@ Under tf.distribute the global batch of a step is the one-device batch, split ac
 up, its pairs are the one-device pairs r B/R ... (r+1) B/R - 1, and the R replicas together train
 on exactly the one-device pairs of that step, on any number of devices or workers.
 """
+
 import tensorflow as tf
 
 
@@ -32,16 +33,18 @@ def index_batches(num_items, batch_size, seed, start_step=0):
     batches_per_epoch = num_items // batch_size
 
     def epoch_batches(epoch):
-        order = tf.argsort(tf.random.stateless_uniform(
-            [num_items], seed=tf.stack([tf.cast(seed, tf.int64), epoch])))
-        batches = tf.reshape(order[:batches_per_epoch * batch_size],
-                             [batches_per_epoch, batch_size])
+        order = tf.argsort(
+            tf.random.stateless_uniform(
+                [num_items], seed=tf.stack([tf.cast(seed, tf.int64), epoch])
+            )
+        )
+        batches = tf.reshape(
+            order[: batches_per_epoch * batch_size], [batches_per_epoch, batch_size]
+        )
         return tf.data.Dataset.from_tensor_slices(batches)
 
     first_epoch, offset = divmod(start_step, batches_per_epoch)
-    return (tf.data.Dataset.range(first_epoch, 2 ** 62)
-            .flat_map(epoch_batches)
-            .skip(offset))
+    return tf.data.Dataset.range(first_epoch, 2**62).flat_map(epoch_batches).skip(offset)
 
 
 def replica_index_batches(num_items, global_batch, seed, start_step=0, input_context=None):
@@ -69,11 +72,10 @@ def replica_index_batches(num_items, global_batch, seed, start_step=0, input_con
 
     def local_replica_batches(indices):
         halves = tf.reshape(indices, [2, replicas, global_batch // (2 * replicas)])
-        mine = tf.transpose(halves[:, first:first + local], [1, 0, 2])
+        mine = tf.transpose(halves[:, first : first + local], [1, 0, 2])
         return tf.data.Dataset.from_tensor_slices(tf.reshape(mine, [local, -1]))
 
-    return (index_batches(num_items, global_batch, seed, start_step)
-            .flat_map(local_replica_batches))
+    return index_batches(num_items, global_batch, seed, start_step).flat_map(local_replica_batches)
 
 
 def pair_batches(mixtures, batch_pairs, seed, start_step=0, input_context=None):
@@ -91,17 +93,22 @@ def pair_batches(mixtures, batch_pairs, seed, start_step=0, input_context=None):
       rows i and B/R + i form a pair, so the pairing changes with every reshuffle.
     """
     table = tf.constant(mixtures, tf.float32)
-    return (replica_index_batches(len(mixtures), 2 * batch_pairs, seed, start_step, input_context)
-            .map(lambda indices: tf.gather(table, indices), num_parallel_calls=tf.data.AUTOTUNE)
-            .prefetch(tf.data.AUTOTUNE))
+    return (
+        replica_index_batches(len(mixtures), 2 * batch_pairs, seed, start_step, input_context)
+        .map(lambda indices: tf.gather(table, indices), num_parallel_calls=tf.data.AUTOTUNE)
+        .prefetch(tf.data.AUTOTUNE)
+    )
 
 
 def supervised_batches(mixtures, sources_a, batch_size, seed, start_step=0, input_context=None):
     """Endless `(mixtures, sources_a)` batches, each `[batch_size/R, H, W, C]` float32 in [0, 1]."""
     mixture_table = tf.constant(mixtures, tf.float32)
     source_table = tf.constant(sources_a, tf.float32)
-    return (replica_index_batches(len(mixtures), batch_size, seed, start_step, input_context)
-            .map(lambda indices: (tf.gather(mixture_table, indices),
-                                  tf.gather(source_table, indices)),
-                 num_parallel_calls=tf.data.AUTOTUNE)
-            .prefetch(tf.data.AUTOTUNE))
+    return (
+        replica_index_batches(len(mixtures), batch_size, seed, start_step, input_context)
+        .map(
+            lambda indices: (tf.gather(mixture_table, indices), tf.gather(source_table, indices)),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+        .prefetch(tf.data.AUTOTUNE)
+    )

@@ -100,11 +100,15 @@ class SourceSpec:
         if kind not in _KINDS:
             raise UserError(f"unknown source kind {_shown(kind)} in {_shown(text)}: {_KIND_HELP}")
         if kind == "mnist" and location:
-            raise UserError(f"the built-in mnist source takes no location, got {_shown(text)}: "
-                            f"write mnist or mnist?labels=L")
+            raise UserError(
+                f"the built-in mnist source takes no location, got {_shown(text)}: "
+                f"write mnist or mnist?labels=L"
+            )
         if kind not in ("mnist", *_LOCATION_OPTIONAL) and not location:
-            raise UserError(f"source {_shown(text)} has no location: write {kind}:"
-                            f"{'NAME' if kind == 'tfds' else 'PATH'}")
+            raise UserError(
+                f"source {_shown(text)} has no location: write {kind}:"
+                f"{'NAME' if kind == 'tfds' else 'PATH'}"
+            )
         labels = _parse_labels_option(query, text) if has_query else None
         return cls(kind=kind, location=location, labels=labels)
 
@@ -160,15 +164,21 @@ def load_source(spec: str | SourceSpec, *, cache_dir: str) -> SourceImages:
         spec = SourceSpec.parse(spec)
     # Each loader returns the raw `{split: (x, y)}`, y None without labels; a loader whose
     # dataset has no validation split leaves it to be carved from train.
-    loader = {"tfds": _load_tfds, "npz": _load_npz, "folder": _load_folder,
-              "mnist": _load_mnist, "fashion_mnist": _load_fashion_mnist}[spec.kind]
+    loader = {
+        "tfds": _load_tfds,
+        "npz": _load_npz,
+        "folder": _load_folder,
+        "mnist": _load_mnist,
+        "fashion_mnist": _load_fashion_mnist,
+    }[spec.kind]
     try:
         raw = loader(spec, name, cache_dir)
     # A safety net: each loader names what failed where it can, but reading user files must not
     # end in a traceback whatever the operating system reports.
     except _READ_ERRORS as error:
-        raise UserError(f"cannot read source {_shown(name)} ({_shown(error)}): check its files "
-                        "and free memory") from error
+        raise UserError(
+            f"cannot read source {_shown(name)} ({_shown(error)}): check its files and free memory"
+        ) from error
     if "validation" not in raw:
         x, y = raw["train"]
         x = _checked_images(x, name, "train")
@@ -176,12 +186,15 @@ def load_source(spec: str | SourceSpec, *, cache_dir: str) -> SourceImages:
         raw["train"], raw["validation"] = _carve_validation(x, y)
     fields = {}
     for split in SPLITS:
-        fields[split], fields[f"{split}_labels"] = _finish_split(*raw[split], spec.labels, name,
-                                                                 split)
+        fields[split], fields[f"{split}_labels"] = _finish_split(
+            *raw[split], spec.labels, name, split
+        )
         if fields[split].shape[1:] != fields["train"].shape[1:]:
-            raise UserError(f"source {_shown(name)}: train images are {fields['train'].shape[1:]} "
-                            f"but {split} images are {fields[split].shape[1:]} (H, W, C): make "
-                            "every split the same size")
+            raise UserError(
+                f"source {_shown(name)}: train images are {fields['train'].shape[1:]} "
+                f"but {split} images are {fields[split].shape[1:]} (H, W, C): make "
+                "every split the same size"
+            )
     return SourceImages(name=name, **fields)
 
 
@@ -189,33 +202,40 @@ def _held_out(key: str, part: int) -> bool:
     """Whether the image named `key` goes to held-out split `part` (TEST or VALIDATION): bytes
     8*part .. 8*part+7 of its sha256, read as a big-endian integer, divide by _HELD_OUT_ONE_IN."""
     digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).digest()
-    return int.from_bytes(digest[8 * part:8 * part + 8], "big") % _HELD_OUT_ONE_IN == 0
+    return int.from_bytes(digest[8 * part : 8 * part + 8], "big") % _HELD_OUT_ONE_IN == 0
 
 
 def _carve_validation(x, y):
     """Splits a train split's images `x` `[N, H, W, C]` and labels `y` (`[N]` or None) into
     ((x, y) train, (x, y) validation) by `_held_out` of each image's index."""
     chosen = np.fromiter((_held_out(str(i), VALIDATION) for i in range(len(x))), bool, len(x))
-    return ((x[~chosen], None if y is None else y[~chosen]),
-            (x[chosen], None if y is None else y[chosen]))
+    return (
+        (x[~chosen], None if y is None else y[~chosen]),
+        (x[chosen], None if y is None else y[chosen]),
+    )
 
 
 def _parse_labels_option(query: str, text: str) -> frozenset[int]:
     option, has_value, value = query.partition("=")
     if option != "labels" or not has_value:
-        raise UserError(f"unknown option {_shown(query)} in source {_shown(text)}: the only option "
-                        f"is ?labels=L, e.g. ?labels=0-4 or ?labels=1,3,5")
+        raise UserError(
+            f"unknown option {_shown(query)} in source {_shown(text)}: the only option "
+            f"is ?labels=L, e.g. ?labels=0-4 or ?labels=1,3,5"
+        )
     if not value.strip():
-        raise UserError(f"empty label list in source {_shown(text)}: write e.g. ?labels=0-4 or "
-                        f"?labels=1,3,5")
+        raise UserError(
+            f"empty label list in source {_shown(text)}: write e.g. ?labels=0-4 or ?labels=1,3,5"
+        )
     labels = set()
     for item in value.split(","):
         low_text, is_range, high_text = item.strip().partition("-")
         low = _parse_label(low_text, item, text)
         high = _parse_label(high_text, item, text) if is_range else low
         if high < low:
-            raise UserError(f"label range {_shown(item.strip())} in source {_shown(text)} is "
-                            f"backwards: write {high}-{low}")
+            raise UserError(
+                f"label range {_shown(item.strip())} in source {_shown(text)} is "
+                f"backwards: write {high}-{low}"
+            )
         labels.update(range(low, high + 1))
     return frozenset(labels)
 
@@ -224,12 +244,15 @@ def _parse_label(token: str, item: str, text: str) -> int:
     token = token.strip()
     # ASCII digits only: int() would also accept '1_0', '+3' and non-Latin digits.
     if not re.fullmatch(r"[0-9]+", token, flags=re.ASCII):
-        raise UserError(f"bad label {_shown(item.strip())} in source {_shown(text)}: labels are "
-                        f"integers or ranges such as 0-4, separated by commas")
+        raise UserError(
+            f"bad label {_shown(item.strip())} in source {_shown(text)}: labels are "
+            f"integers or ranges such as 0-4, separated by commas"
+        )
     # Checking the digit count first keeps int() away from huge strings.
     if len(token.lstrip("0")) > len(str(_MAX_LABEL)) or int(token) > _MAX_LABEL:
-        raise UserError(f"label {token} in source {_shown(text)} is too large: labels are 0.."
-                        f"{_MAX_LABEL}")
+        raise UserError(
+            f"label {token} in source {_shown(text)} is too large: labels are 0..{_MAX_LABEL}"
+        )
     return int(token)
 
 
@@ -264,43 +287,60 @@ def _checked_images(x, name: str, split: str) -> np.ndarray:
     if x.ndim == 3:
         x = x[..., np.newaxis]
     if x.ndim != 4:
-        raise UserError(f"{split} images of source {_shown(name)} have shape {x.shape}: expected "
-                        f"[N, H, W] or [N, H, W, C]")
+        raise UserError(
+            f"{split} images of source {_shown(name)} have shape {x.shape}: expected "
+            f"[N, H, W] or [N, H, W, C]"
+        )
     if x.shape[-1] > _MAX_CHANNELS:
-        raise UserError(f"{split} images of source {_shown(name)} have shape {x.shape}, i.e. "
-                        f"{x.shape[-1]} channels: expected channels-last [N, H, W, C] with C <= "
-                        f"{_MAX_CHANNELS} (transpose channels-first data)")
+        raise UserError(
+            f"{split} images of source {_shown(name)} have shape {x.shape}, i.e. "
+            f"{x.shape[-1]} channels: expected channels-last [N, H, W, C] with C <= "
+            f"{_MAX_CHANNELS} (transpose channels-first data)"
+        )
     if len(x) == 0:
-        where = "train split (validation is carved from it)" if split == "validation" else (
-            f"{split} split")
-        raise UserError(f"source {_shown(name)} has no {split} images (shape {x.shape}): add "
-                        f"images to its {where}")
+        where = (
+            "train split (validation is carved from it)"
+            if split == "validation"
+            else (f"{split} split")
+        )
+        raise UserError(
+            f"source {_shown(name)} has no {split} images (shape {x.shape}): add "
+            f"images to its {where}"
+        )
     if 0 in x.shape:
-        raise UserError(f"{split} images of source {_shown(name)} are empty (shape {x.shape}): "
-                        f"store images of at least 1x1 pixel")
+        raise UserError(
+            f"{split} images of source {_shown(name)} are empty (shape {x.shape}): "
+            f"store images of at least 1x1 pixel"
+        )
     return x
 
 
 def _checked_labels(y, count: int, name: str, split: str) -> np.ndarray:
     """The `[count]` int64 labels of a split, from `[count]` or `[count, 1]` integers."""
     if y is None:
-        raise UserError(f"source {_shown(name)} has no {split} labels, so ?labels cannot select "
-                        f"images: remove the ?labels option or provide labels")
+        raise UserError(
+            f"source {_shown(name)} has no {split} labels, so ?labels cannot select "
+            f"images: remove the ?labels option or provide labels"
+        )
     y = np.asarray(y)
     # keras.datasets stores some label arrays as [N, 1] (e.g. CIFAR-10).
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
     if y.dtype.kind not in "iu" or y.shape != (count,):
-        raise UserError(f"{split} labels of source {_shown(name)} are {y.dtype} {y.shape}: "
-                        f"expected integers of shape [{count}] matching the images")
+        raise UserError(
+            f"{split} labels of source {_shown(name)} are {y.dtype} {y.shape}: "
+            f"expected integers of shape [{count}] matching the images"
+        )
     return y.astype(np.int64)
 
 
 def _label_mask(y: np.ndarray, labels: frozenset[int], name: str, split: str) -> np.ndarray:
     mask = np.isin(y, np.fromiter(labels, dtype=np.int64))
     if not mask.any():
-        raise UserError(f"?labels={_format_labels(labels)} selects no {split} images of source "
-                        f"{_shown(name)}: its {split} labels are {_format_labels(np.unique(y))}")
+        raise UserError(
+            f"?labels={_format_labels(labels)} selects no {split} images of source "
+            f"{_shown(name)}: its {split} labels are {_format_labels(np.unique(y))}"
+        )
     return mask
 
 
@@ -308,21 +348,26 @@ def _to_unit_float(x: np.ndarray, name: str, split: str) -> np.ndarray:
     if x.dtype == np.uint8:
         return x.astype(np.float32) / np.float32(255)
     if x.dtype.kind != "f":
-        raise UserError(f"{split} images of source {_shown(name)} are {x.dtype}: store uint8 "
-                        f"0..255 or float in [0, 1]")
+        raise UserError(
+            f"{split} images of source {_shown(name)} are {x.dtype}: store uint8 "
+            f"0..255 or float in [0, 1]"
+        )
     if not np.isfinite(x).all():
-        raise UserError(f"{split} images of source {_shown(name)} contain NaN or Inf: fix or drop "
-                        f"those images")
+        raise UserError(
+            f"{split} images of source {_shown(name)} contain NaN or Inf: fix or drop those images"
+        )
     low, high = float(x.min()), float(x.max())
     if low < -_RANGE_TOLERANCE or high > 1 + _RANGE_TOLERANCE:
-        raise UserError(f"float {split} images of source {_shown(name)} span [{low:g}, {high:g}], "
-                        f"not [0, 1]: rescale them (e.g. divide 0..255 data by 255)")
+        raise UserError(
+            f"float {split} images of source {_shown(name)} span [{low:g}, {high:g}], "
+            f"not [0, 1]: rescale them (e.g. divide 0..255 data by 255)"
+        )
     return np.clip(x, 0, 1).astype(np.float32)
 
 
 def _load_mnist(spec: SourceSpec, name: str, cache_dir: str):
     arrays = mnist_offline.load_mnist(cache_dir)
-    return {split: arrays[2 * i:2 * i + 2] for i, split in enumerate(SPLITS)}
+    return {split: arrays[2 * i : 2 * i + 2] for i, split in enumerate(SPLITS)}
 
 
 def _load_fashion_mnist(spec: SourceSpec, name: str, cache_dir: str):
@@ -334,44 +379,59 @@ def _load_npz(spec: SourceSpec, name: str, cache_dir: str):
     header checked against the file and the free memory before anything is allocated."""
     path = os.path.expanduser(spec.location)
     if os.path.isdir(path):
-        raise UserError(f"npz path {_shown(path)} of source {_shown(name)} is a directory, not a "
-                        f"file: name the .npz file, or use "
-                        f"folder:{safe_io.printable(spec.location)} for a folder of images")
+        raise UserError(
+            f"npz path {_shown(path)} of source {_shown(name)} is a directory, not a "
+            f"file: name the .npz file, or use "
+            f"folder:{safe_io.printable(spec.location)} for a folder of images"
+        )
     if not os.path.exists(path):
-        raise UserError(f"npz file {_shown(path)} of source {_shown(name)} does not exist: check "
-                        "the path")
+        raise UserError(
+            f"npz file {_shown(path)} of source {_shown(name)} does not exist: check the path"
+        )
     fix = "re-create it with np.savez(path, x_train=..., y_train=..., x_test=..., y_test=...)"
 
     def select(present):
         missing = [key for key in ("x_train", "x_test") if key not in present]
         if missing:
-            raise UserError(f"{_shown(path)} of source {_shown(name)} lacks {', '.join(missing)} "
-                            f"(it has {', '.join(present) or 'no arrays'}): {fix}")
+            raise UserError(
+                f"{_shown(path)} of source {_shown(name)} lacks {', '.join(missing)} "
+                f"(it has {', '.join(present) or 'no arrays'}): {fix}"
+            )
         return [key for key in _NPZ_KEYS if key in present]
 
     try:
-        loaded = dict(safe_io.load_npz(path, memory.available_bytes() or _NPZ_FALLBACK_BUDGET,
-                                       select))
+        loaded = dict(
+            safe_io.load_npz(path, memory.available_bytes() or _NPZ_FALLBACK_BUDGET, select)
+        )
     except safe_io.FileRefused as error:
-        raise UserError(f"cannot read npz file {_shown(path)} of source {_shown(name)}: "
-                        f"{error}") from None
+        raise UserError(
+            f"cannot read npz file {_shown(path)} of source {_shown(name)}: {error}"
+        ) from None
     except zipfile.BadZipFile as error:
         if _holds_one_array(path):
-            raise UserError(f"{_shown(path)} of source {_shown(name)} holds a single array, not "
-                            f"an .npz archive: {fix}") from None
-        raise UserError(f"cannot read npz file {_shown(path)} of source {_shown(name)} ({error}): "
-                        f"the file is corrupt or not an .npz; {fix}") from error
+            raise UserError(
+                f"{_shown(path)} of source {_shown(name)} holds a single array, not "
+                f"an .npz archive: {fix}"
+            ) from None
+        raise UserError(
+            f"cannot read npz file {_shown(path)} of source {_shown(name)} ({error}): "
+            f"the file is corrupt or not an .npz; {fix}"
+        ) from error
     # How a corrupt archive or member shows itself depends on where it breaks.
     except (OSError, ValueError, EOFError, zlib.error) as error:
-        raise UserError(f"cannot read npz file {_shown(path)} of source {_shown(name)} ({error}): "
-                        f"the file is corrupt or not an .npz; {fix}") from error
+        raise UserError(
+            f"cannot read npz file {_shown(path)} of source {_shown(name)} ({error}): "
+            f"the file is corrupt or not an .npz; {fix}"
+        ) from error
     return {split: (loaded[f"x_{split}"], loaded.get(f"y_{split}")) for split in ("train", "test")}
 
 
 def _holds_one_array(path: str) -> bool:
     """Whether `path` starts with a valid .npy header: np.save's output, not np.savez's."""
-    readers = {(1, 0): np.lib.format.read_array_header_1_0,
-               (2, 0): np.lib.format.read_array_header_2_0}
+    readers = {
+        (1, 0): np.lib.format.read_array_header_1_0,
+        (2, 0): np.lib.format.read_array_header_2_0,
+    }
     try:
         with safe_io.open_regular(path) as f:
             reader = readers.get(np.lib.format.read_magic(f))
@@ -393,26 +453,34 @@ def _load_tfds(spec: SourceSpec, name: str, cache_dir: str):
             dataset = tfds.load(spec.location, split=split, as_supervised=True, data_dir=data_dir)
         except Exception as error:
             detail = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
-            raise UserError(f"cannot load TFDS dataset {_shown(spec.location)} split "
-                            f"{_shown(split)} for source {_shown(name)} ({detail}): check the "
-                            f"name, or prepare it with tfds.builder(NAME, "
-                            f"data_dir={_shown(data_dir)}).download_and_prepare() on a machine "
-                            "with network") from error
+            raise UserError(
+                f"cannot load TFDS dataset {_shown(spec.location)} split "
+                f"{_shown(split)} for source {_shown(name)} ({detail}): check the "
+                f"name, or prepare it with tfds.builder(NAME, "
+                f"data_dir={_shown(data_dir)}).download_and_prepare() on a machine "
+                "with network"
+            ) from error
         if not (isinstance(dataset.element_spec, tuple) and len(dataset.element_spec) == 2):
-            raise UserError(f"TFDS dataset {_shown(spec.location)} of source {_shown(name)} has no "
-                            f"(image, label) supervised keys: use a supervised image dataset")
+            raise UserError(
+                f"TFDS dataset {_shown(spec.location)} of source {_shown(name)} has no "
+                f"(image, label) supervised keys: use a supervised image dataset"
+            )
         image_shape = dataset.element_spec[0].shape
         if not image_shape.is_fully_defined():
-            raise UserError(f"TFDS dataset {_shown(spec.location)} of source {_shown(name)} has "
-                            f"images of varying size {image_shape}: use a fixed-size dataset or "
-                            f"export it as a folder: source")
+            raise UserError(
+                f"TFDS dataset {_shown(spec.location)} of source {_shown(name)} has "
+                f"images of varying size {image_shape}: use a fixed-size dataset or "
+                f"export it as a folder: source"
+            )
         images, labels = [], []
         for image_batch, label_batch in tfds.as_numpy(dataset.batch(1024)):
             images.append(image_batch)
             labels.append(label_batch)
         if not images:
-            raise UserError(f"TFDS dataset {_shown(spec.location)} split {_shown(split)} of source "
-                            f"{_shown(name)} is empty: use a dataset with images in both splits")
+            raise UserError(
+                f"TFDS dataset {_shown(spec.location)} split {_shown(split)} of source "
+                f"{_shown(name)} is empty: use a dataset with images in both splits"
+            )
         arrays[split] = (np.concatenate(images), np.concatenate(labels))
     return arrays
 
@@ -443,14 +511,18 @@ def _load_folder(spec: SourceSpec, name: str, cache_dir: str):
     """
     root = os.path.realpath(os.path.expanduser(spec.location))
     if not os.path.isdir(root):
-        raise UserError(f"image folder {_shown(spec.location)} of source {_shown(name)} does not "
-                        f"exist or is not a directory: check the path")
+        raise UserError(
+            f"image folder {_shown(spec.location)} of source {_shown(name)} does not "
+            f"exist or is not a directory: check the path"
+        )
     present = {split: os.path.isdir(os.path.join(root, split)) for split in SPLITS}
     if present["train"] != present["test"] or (present["validation"] and not present["train"]):
         has = [split for split in SPLITS if present[split]]
-        raise UserError(f"image folder {_shown(root)} of source {_shown(name)} has "
-                        f"{'/, '.join(has)}/ but not both train/ and test/: add the missing ones, "
-                        "or move all images out of them for an automatic split")
+        raise UserError(
+            f"image folder {_shown(root)} of source {_shown(name)} has "
+            f"{'/, '.join(has)}/ but not both train/ and test/: add the missing ones, "
+            "or move all images out of them for an automatic split"
+        )
     files = {split: [] for split in SPLITS}
     try:
         if present["train"]:
@@ -465,22 +537,33 @@ def _load_folder(spec: SourceSpec, name: str, cache_dir: str):
         else:
             for path, label in _list_images(root, root, name):
                 key = _relative_key(root, path)
-                split = ("test" if _held_out(key, TEST)
-                         else "validation" if _held_out(key, VALIDATION) else "train")
+                split = (
+                    "test"
+                    if _held_out(key, TEST)
+                    else "validation"
+                    if _held_out(key, VALIDATION)
+                    else "train"
+                )
                 files[split].append((path, label))
     # Unreadable folders, or links that cannot be resolved (e.g. into another user's /proc).
     except OSError as error:
-        raise UserError(f"cannot list image folder {_shown(root)} of source {_shown(name)} "
-                        f"({error}): make it readable, or remove what cannot be read") from error
+        raise UserError(
+            f"cannot list image folder {_shown(root)} of source {_shown(name)} "
+            f"({error}): make it readable, or remove what cannot be read"
+        ) from error
     arrays = {}
     for split, split_files in files.items():
         if not split_files:
-            raise UserError(f"image folder {_shown(root)} of source {_shown(name)} has no {split} "
-                            "images (.png, .jpg, .jpeg): add images, or use train/ and test/ "
-                            "subfolders")
+            raise UserError(
+                f"image folder {_shown(root)} of source {_shown(name)} has no {split} "
+                "images (.png, .jpg, .jpeg): add images, or use train/ and test/ "
+                "subfolders"
+            )
         labels = [label for _, label in split_files]
-        arrays[split] = (_stack_images([path for path, _ in split_files], name),
-                         None if None in labels else np.array(labels, dtype=np.int64))
+        arrays[split] = (
+            _stack_images([path for path, _ in split_files], name),
+            None if None in labels else np.array(labels, dtype=np.int64),
+        )
     return arrays
 
 
@@ -493,9 +576,11 @@ def _list_images(root: str, top: str, name: str) -> list[tuple[str, int | None]]
     _check_inside(root, top, name)
     entries = sorted(entry for entry in os.listdir(top) if not entry.startswith("."))
     subfolders = [entry for entry in entries if os.path.isdir(os.path.join(top, entry))]
-    labelled = (bool(subfolders)
-                and all(entry.isascii() and entry.isdigit() for entry in subfolders)
-                and not any(_is_image_name(entry) for entry in entries if entry not in subfolders))
+    labelled = (
+        bool(subfolders)
+        and all(entry.isascii() and entry.isdigit() for entry in subfolders)
+        and not any(_is_image_name(entry) for entry in entries if entry not in subfolders)
+    )
     found = []
     for directory, dirnames, filenames in os.walk(top, followlinks=False):
         # Sorting in place fixes os.walk's descent order; pruning hides dot-folders from it.
@@ -519,18 +604,22 @@ def _is_image_name(entry: str) -> bool:
 def _check_inside(root: str, path: str, name: str) -> None:
     target = os.path.realpath(path)
     if os.path.commonpath([root, target]) != root:
-        raise UserError(f"{_shown(path)} in the image folder of source {_shown(name)} links to "
-                        f"{_shown(target)}, outside the folder: copy the file into the folder "
-                        "instead of linking")
+        raise UserError(
+            f"{_shown(path)} in the image folder of source {_shown(name)} links to "
+            f"{_shown(target)}, outside the folder: copy the file into the folder "
+            "instead of linking"
+        )
 
 
 def _stack_images(paths: list[str], name: str) -> np.ndarray:
     images = [_read_image(path, name) for path in paths]
     for path, image in zip(paths, images):
         if image.shape != images[0].shape:
-            raise UserError(f"images of source {_shown(name)} differ in size: {_shown(paths[0])} "
-                            f"is {images[0].shape} but {_shown(path)} is {image.shape} (H, W, C): "
-                            f"resize them to one size and use one colour mode")
+            raise UserError(
+                f"images of source {_shown(name)} differ in size: {_shown(paths[0])} "
+                f"is {images[0].shape} but {_shown(path)} is {image.shape} (H, W, C): "
+                f"resize them to one size and use one colour mode"
+            )
     return np.stack(images)
 
 
@@ -541,11 +630,17 @@ def _read_image(path: str, name: str) -> np.ndarray:
         with safe_io.open_regular(path) as file:
             return images.decode(file).pixels
     except safe_io.FileRefused as error:
-        raise UserError(f"image {_shown(path)} of source {_shown(name)} {error}: replace it with "
-                        "an image file or delete it") from None
+        raise UserError(
+            f"image {_shown(path)} of source {_shown(name)} {error}: replace it with "
+            "an image file or delete it"
+        ) from None
     except MemoryError:
-        raise UserError(f"image {_shown(path)} of source {_shown(name)} is too large to decode in "
-                        "the free memory: resize it") from None
+        raise UserError(
+            f"image {_shown(path)} of source {_shown(name)} is too large to decode in "
+            "the free memory: resize it"
+        ) from None
     except (OSError, images.ImageError) as error:
-        raise UserError(f"cannot decode image {_shown(path)} of source {_shown(name)} ({error}): "
-                        f"replace or delete the file") from error
+        raise UserError(
+            f"cannot decode image {_shown(path)} of source {_shown(name)} ({error}): "
+            f"replace or delete the file"
+        ) from error

@@ -11,6 +11,7 @@ With `copy_runs`, the report also keeps each run's `eval.json` and `samples.npz`
 OUT/runs/, so that it can be regenerated from OUT alone where the workdirs (and
 their checkpoints) are not.
 """
+
 import dataclasses
 import glob
 import json
@@ -43,15 +44,27 @@ README_BEGIN = "<!-- python -m aur_tf.report --readme: table and figure from her
 README_END = "<!-- python -m aur_tf.report --readme: to here -->"
 _RUN_RECORD = (EVAL_FILE, SAMPLES_FILE)
 # Table 1 (PSNR, dB) and Table 2 (SSIM) of the paper, MNIST digits 0-4 vs 5-9.
-PAPER_MNIST = {"rpca": (11.5, 0.36), "glo": (13.0, 0.74), "unsupervised": (20.4, 0.90),
-               "supervised": (24.4, 0.96)}
+PAPER_MNIST = {
+    "rpca": (11.5, 0.36),
+    "glo": (13.0, 0.74),
+    "unsupervised": (20.4, 0.90),
+    "supervised": (24.4, 0.96),
+}
 _PAPER_MNIST_SOURCES = {"mnist?labels=0-4", "mnist?labels=5-9"}
 # Table rows come in this order; methods not listed follow alphabetically.
 _METHOD_ORDER = ("identity", "half_mask", "rpca", "glo", "unsupervised", "supervised")
 # Settings that never make two runs different methods: seeds, where or how often things are
 # written, and which kernels compute the same convolutions.
-_NOT_DISTINGUISHING = {"workdir", "cache_dir", "seed", "eval_every", "log_every",
-                       "checkpoint_every", "keep_checkpoints", "conv_kernels"}
+_NOT_DISTINGUISHING = {
+    "workdir",
+    "cache_dir",
+    "seed",
+    "eval_every",
+    "log_every",
+    "checkpoint_every",
+    "keep_checkpoints",
+    "conv_kernels",
+}
 _FIGURE_SCALE = 3  # pixels per image pixel, so 32x32 digits are readable
 _GAP = 4
 _FONT_SIZE = 10
@@ -84,8 +97,9 @@ class Run:
     def unfinished(self):
         """A mask-net run whose last evaluation came before its last training step."""
         planned = self.results["config"].get("train_steps")
-        return ("method" not in self.results and planned is not None
-                and self.results["step"] < planned)
+        return (
+            "method" not in self.results and planned is not None and self.results["step"] < planned
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,18 +128,24 @@ def find_runs(patterns):
     """
     runs = []
     for pattern in patterns:
-        workdirs = [d for d in sorted(glob.glob(pattern))
-                    if os.path.isfile(rundir.path(d, EVAL_FILE))]
+        workdirs = [
+            d for d in sorted(glob.glob(pattern)) if os.path.isfile(rundir.path(d, EVAL_FILE))
+        ]
         if not workdirs:
             raise UserError(f"--runs: '{pattern}' matches no directory with an eval.json")
-        runs += [Run(workdir, rundir.read_record(rundir.path(workdir, EVAL_FILE)))
-                 for workdir in workdirs]
+        runs += [
+            Run(workdir, rundir.read_record(rundir.path(workdir, EVAL_FILE)))
+            for workdir in workdirs
+        ]
     return runs
 
 
 def _method_rank(method):
-    return (_METHOD_ORDER.index(method), "") if method in _METHOD_ORDER else (len(_METHOD_ORDER),
-                                                                            method)
+    return (
+        (_METHOD_ORDER.index(method), "")
+        if method in _METHOD_ORDER
+        else (len(_METHOD_ORDER), method)
+    )
 
 
 def _format_setting(value):
@@ -146,20 +166,29 @@ def group_runs(runs):
     for method in sorted(by_method, key=_method_rank):
         method_runs = by_method[method]
         keys = sorted({k for run in method_runs for k in run.settings})
-        varying = [k for k in keys
-                   if len({json.dumps(run.settings.get(k)) for run in method_runs}) > 1]
+        varying = [
+            k for k in keys if len({json.dumps(run.settings.get(k)) for run in method_runs}) > 1
+        ]
         by_settings = {}
         for run in method_runs:
             # A setting added after a run was recorded is unrecorded there, not None.
-            label = ", ".join(f"{k}={_format_setting(run.settings[k])}" if k in run.settings
-                              else f"{k} unrecorded" for k in varying)
+            label = ", ".join(
+                f"{k}={_format_setting(run.settings[k])}"
+                if k in run.settings
+                else f"{k} unrecorded"
+                for k in varying
+            )
             by_settings.setdefault(label, []).append(run)
         for label in sorted(by_settings):
             members = tuple(sorted(by_settings[label], key=lambda r: (r.seed, r.workdir)))
             groups.append(Group(_short_name(members[0]), method, members, label))
     names = [group.name for group in groups]
-    return [dataclasses.replace(group, name=f"{group.name} ({group.settings})")
-            if names.count(group.name) > 1 and group.settings else group for group in groups]
+    return [
+        dataclasses.replace(group, name=f"{group.name} ({group.settings})")
+        if names.count(group.name) > 1 and group.settings
+        else group
+        for group in groups
+    ]
 
 
 def _short_name(run):
@@ -189,8 +218,11 @@ def _is_paper_mnist(run):
 def _steps(group):
     cells = []
     for run in group.runs:
-        cells.append(f"{run.results['step']} of {run.results['config']['train_steps']} (unfinished)"
-                     if run.unfinished else str(run.results["step"]))
+        cells.append(
+            f"{run.results['step']} of {run.results['config']['train_steps']} (unfinished)"
+            if run.unfinished
+            else str(run.results["step"])
+        )
     return ", ".join(dict.fromkeys(cells))
 
 
@@ -228,8 +260,10 @@ def _machines(group):
 
 def _quality_marks_heading():
     """Every quality mark, grouped by metric: e.g. "18 / 20.4 dB / 0.9 SSIM"."""
-    return " / ".join(" / ".join(quality_mark_key(mark) for mark in marks)
-                      + f" {QUALITY_MARK_UNITS[metric]}" for metric, marks in QUALITY_MARKS.items())
+    return " / ".join(
+        " / ".join(quality_mark_key(mark) for mark in marks) + f" {QUALITY_MARK_UNITS[metric]}"
+        for metric, marks in QUALITY_MARKS.items()
+    )
 
 
 def _test_scores(runs, metric, digits):
@@ -246,39 +280,54 @@ def markdown_table(groups):
     """The results table: one row per group, test scores first, then validation (what every
     choice was made on), the paper's MNIST figures beside ours; under it, each group's method
     and distinguishing settings."""
-    lines = ["| run | test PSNR (dB) | test SSIM | validation PSNR (dB) | validation SSIM | "
-             "paper PSNR / SSIM | seeds | steps | train time | "
-             f"time to {_quality_marks_heading()} (validation) | separation time | machine |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| run | test PSNR (dB) | test SSIM | validation PSNR (dB) | validation SSIM | "
+        "paper PSNR / SSIM | seeds | steps | train time | "
+        f"time to {_quality_marks_heading()} (validation) | separation time | machine |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for group in groups:
         runs = group.runs
         paper = PAPER_MNIST.get(group.method) if all(_is_paper_mnist(r) for r in runs) else None
         test_seconds = [r.results["test_seconds"] for r in runs if "test_seconds" in r.results]
-        lines.append("| " + " | ".join([
-            group.name,
-            _test_scores(runs, "psnr_db", 2),
-            _test_scores(runs, "ssim", 3),
-            _mean_std([r.results["psnr_db"] for r in runs], 2),
-            _mean_std([r.results["ssim"] for r in runs], 3),
-            f"{paper[0]:.1f} / {paper[1]:.2f}" if paper else "—",
-            ", ".join(str(r.seed) for r in runs),
-            _steps(group),
-            _duration(np.mean([r.results["train_seconds"] for r in runs])),
-            _time_to_quality(group),
-            _duration(np.mean(test_seconds)) if test_seconds else "—",
-            _machines(group),
-        ]) + " |")
-    half_masks = {(round(r.results["half_mask_psnr_db"], 2), round(r.results["half_mask_ssim"], 3))
-                  for g in groups for r in g.runs}
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    group.name,
+                    _test_scores(runs, "psnr_db", 2),
+                    _test_scores(runs, "ssim", 3),
+                    _mean_std([r.results["psnr_db"] for r in runs], 2),
+                    _mean_std([r.results["ssim"] for r in runs], 3),
+                    f"{paper[0]:.1f} / {paper[1]:.2f}" if paper else "—",
+                    ", ".join(str(r.seed) for r in runs),
+                    _steps(group),
+                    _duration(np.mean([r.results["train_seconds"] for r in runs])),
+                    _time_to_quality(group),
+                    _duration(np.mean(test_seconds)) if test_seconds else "—",
+                    _machines(group),
+                ]
+            )
+            + " |"
+        )
+    half_masks = {
+        (round(r.results["half_mask_psnr_db"], 2), round(r.results["half_mask_ssim"], 3))
+        for g in groups
+        for r in g.runs
+    }
     if len(half_masks) == 1:
-        (psnr, ssim), = half_masks
-        lines += ["", f"Half mask (M = 1/2) on these validation mixtures: {psnr:.2f} dB, "
-                      f"{ssim:.3f} SSIM."]
+        ((psnr, ssim),) = half_masks
+        lines += [
+            "",
+            f"Half mask (M = 1/2) on these validation mixtures: {psnr:.2f} dB, {ssim:.3f} SSIM.",
+        ]
     described = [group for group in groups if group.settings or group.name != group.method]
     if described:
         lines += ["", "Runs:", ""]
-        lines += [f"- {group.name}: {group.method}"
-                  + (f"; {group.settings}" if group.settings else "") for group in described]
+        lines += [
+            f"- {group.name}: {group.method}" + (f"; {group.settings}" if group.settings else "")
+            for group in described
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -295,6 +344,7 @@ def _wrapped(text, width, font, draw):
     """`text` in lines no wider than `width` pixels: broken at spaces, and inside a word only
     where the word alone is wider (a setting like `disc_learning_rate=0.0002` in a 96-pixel
     column would otherwise run into the next column's label)."""
+
     def fits(line):
         return draw.textlength(line, font=font) <= width
 
@@ -334,14 +384,19 @@ def render_figure(groups, path, count=4):
         if reference is None:
             reference = samples
         elif not np.array_equal(samples["mixtures"], reference["mixtures"]):
-            log.warning("%s: other validation mixtures than %s, left out of the figure",
-                        group.runs[0].workdir, columns[0][0])
+            log.warning(
+                "%s: other validation mixtures than %s, left out of the figure",
+                group.runs[0].workdir,
+                columns[0][0],
+            )
             continue
         columns.append((group.runs[0].workdir, samples["estimates_a"], samples["estimates_b"]))
         names.append(group.name)
     if reference is None:
-        raise UserError("no run has a samples.npz to draw: run the methods again with this "
-                        "version, which writes one at every evaluation")
+        raise UserError(
+            "no run has a samples.npz to draw: run the methods again with this "
+            "version, which writes one at every evaluation"
+        )
     count = min(count, len(reference["mixtures"]))
     cells = [("mixture", reference["mixtures"], None)]
     cells += [(name, a, b) for name, (_, a, b) in zip(names, columns)]
@@ -357,8 +412,9 @@ def render_figure(groups, path, count=4):
     draw = ImageDraw.Draw(canvas)
     for column, ((_, first, second), label) in enumerate(zip(cells, labels)):
         left = _GAP + column * (cell + _GAP)
-        draw.multiline_text((left, 2), label, fill="black", font=font,
-                            spacing=_LINE_HEIGHT - _FONT_SIZE)
+        draw.multiline_text(
+            (left, 2), label, fill="black", font=font, spacing=_LINE_HEIGHT - _FONT_SIZE
+        )
         for i in range(count):
             top = header + i * (2 * cell + 3 * _GAP)
             canvas.paste(Image.fromarray(_tile(first[i])), (left, top))
@@ -382,9 +438,11 @@ def copy_run_records(runs, out_dir):
     for run in runs:
         name = os.path.basename(os.path.normpath(run.workdir))
         if workdirs.setdefault(name, run.workdir) != run.workdir:
-            raise UserError(f"--copy_runs: {workdirs[name]} and {run.workdir} would both be copied "
-                            f"to {os.path.join(out_dir, RUNS_DIR, name)}; give the runs' "
-                            "directories distinct names")
+            raise UserError(
+                f"--copy_runs: {workdirs[name]} and {run.workdir} would both be copied "
+                f"to {os.path.join(out_dir, RUNS_DIR, name)}; give the runs' "
+                "directories distinct names"
+            )
     try:
         for name, workdir in workdirs.items():
             target = os.path.join(out_dir, RUNS_DIR, name)
@@ -397,8 +455,9 @@ def copy_run_records(runs, out_dir):
                 elif not (os.path.exists(copy) and os.path.samefile(source, copy)):
                     shutil.copyfile(source, copy)
     except OSError as e:
-        raise UserError(f"--copy_runs: cannot copy into {os.path.join(out_dir, RUNS_DIR)} "
-                        f"({e.strerror})") from None
+        raise UserError(
+            f"--copy_runs: cannot copy into {os.path.join(out_dir, RUNS_DIR)} ({e.strerror})"
+        ) from None
 
 
 def write_report(patterns, out_dir, figure_mixtures=4, copy_runs=False, readme=None):
@@ -427,13 +486,16 @@ def write_report(patterns, out_dir, figure_mixtures=4, copy_runs=False, readme=N
     with open(os.path.join(out_dir, TABLE_FILE), "w") as f:
         f.write("# Separation results\n\n" + table + "\n")
         f.write(_figure_link(shown, FIGURE_FILE) + "\n\n")
-        f.write("Each mixture takes two rows of the figure: the estimate matched to source a, "
-                "then the one matched to source b. Estimates are clipped to [0, 1] for display "
-                "only; the scores use them as they are.\n")
+        f.write(
+            "Each mixture takes two rows of the figure: the estimate matched to source a, "
+            "then the one matched to source b. Estimates are clipped to [0, 1] for display "
+            "only; the scores use them as they are.\n"
+        )
     if readme is not None:
         link = os.path.relpath(figure_path, os.path.dirname(os.path.abspath(readme)))
-        write_readme(readme, readme_lines,
-                     table + "\n" + _figure_link(shown, link.replace(os.sep, "/")))
+        write_readme(
+            readme, readme_lines, table + "\n" + _figure_link(shown, link.replace(os.sep, "/"))
+        )
     return table
 
 
@@ -454,8 +516,10 @@ def read_readme(path):
     except OSError as e:
         raise UserError(f"--readme: cannot read {path} ({e.strerror})") from None
     if lines.count(README_BEGIN) != 1 or lines.count(README_END) != 1:
-        raise UserError(f"--readme: {path} must have the line {README_BEGIN!r} once, and later "
-                        f"the line {README_END!r} once; the report goes between them")
+        raise UserError(
+            f"--readme: {path} must have the line {README_BEGIN!r} once, and later "
+            f"the line {README_END!r} once; the report goes between them"
+        )
     if lines.index(README_END) < lines.index(README_BEGIN):
         raise UserError(f"--readme: in {path}, {README_END!r} comes before {README_BEGIN!r}")
     return lines
@@ -466,6 +530,6 @@ def write_readme(path, lines, content):
     begin, end = lines.index(README_BEGIN), lines.index(README_END)
     try:
         with open(path, "w") as f:
-            f.write("\n".join(lines[:begin + 1] + ["", content, ""] + lines[end:]))
+            f.write("\n".join(lines[: begin + 1] + ["", content, ""] + lines[end:]))
     except OSError as e:
         raise UserError(f"--readme: cannot write {path} ({e.strerror})") from None

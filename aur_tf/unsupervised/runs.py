@@ -8,6 +8,7 @@ a long run can be scored as it trains.
 Only the run's validation *mixtures* reach the scores: the clean sources are loaded with them (one
 data pipeline builds both) and dropped before anything is scored.
 """
+
 import dataclasses
 import json
 import os
@@ -41,12 +42,14 @@ def _previous(path, settings):
     entries = previous.get("checkpoints")
     if not isinstance(entries, list):
         return {}
-    return {entry["step"]: entry for entry in entries
-            if isinstance(entry, dict) and isinstance(entry.get("step"), int)}
+    return {
+        entry["step"]: entry
+        for entry in entries
+        if isinstance(entry, dict) and isinstance(entry.get("step"), int)
+    }
 
 
-def score_run(workdir, mixtures=1000, judge=scores.JudgeSettings(), latest_only=False,
-              log=print):
+def score_run(workdir, mixtures=1000, judge=scores.JudgeSettings(), latest_only=False, log=print):
     """Scores the run's checkpoints (or only its latest) and updates its scores file.
 
     Args:
@@ -74,8 +77,12 @@ def score_run(workdir, mixtures=1000, judge=scores.JudgeSettings(), latest_only=
             continue
         mask_net, _ = restore_mask_net(workdir, config, prefix)
         entries[step] = {"step": step, **scores.candidate_scores(mask_net, held_out, judge)}
-        log(f"step {step}: " + ", ".join(f"{name} {value:.4f}" for name, value
-                                         in entries[step].items() if name != "step"))
+        log(
+            f"step {step}: "
+            + ", ".join(
+                f"{name} {value:.4f}" for name, value in entries[step].items() if name != "step"
+            )
+        )
         tf.keras.backend.clear_session()
     record = {"settings": settings, "checkpoints": [entries[step] for step in sorted(entries)]}
     write_json(path, record)

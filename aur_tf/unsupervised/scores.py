@@ -17,6 +17,7 @@ mixtures `y` `[N, H, W, C]` in [0, 1] alone; nothing in this module accepts a cl
 - `mask_confidence`: the mean of |2M - 1| over the mixtures' non-background pixels, 1 when the
   mask gives each pixel to one output, 0 for the half mask.
 """
+
 import dataclasses
 
 import keras
@@ -78,16 +79,20 @@ def remix_consistency_db(mask_net, mixtures, partner):
     x_tilde, b_tilde = first_pass(mask_net, mixtures)
     z = remixes(x_tilde, b_tilde, partner)
     x_again, b_again = first_pass(mask_net, z)
-    squared_error = np.mean([np.mean((2 * again - 2 * before) ** 2) for again, before
-                             in ((x_again, x_tilde), (b_again, b_tilde[partner]))])
-    return float(10 * np.log10(DATA_RANGE ** 2 / max(squared_error, MSE_FLOOR)))
+    squared_error = np.mean(
+        [
+            np.mean((2 * again - 2 * before) ** 2)
+            for again, before in ((x_again, x_tilde), (b_again, b_tilde[partner]))
+        ]
+    )
+    return float(10 * np.log10(DATA_RANGE**2 / max(squared_error, MSE_FLOOR)))
 
 
 def roc_auc(positive, negative):
     """The probability that a random positive scores above a random negative (ties count 1/2)."""
     scores = np.concatenate([positive, negative])
     ranks = _average_ranks(scores)
-    wins = ranks[:len(positive)].sum() - len(positive) * (len(positive) + 1) / 2
+    wins = ranks[: len(positive)].sum() - len(positive) * (len(positive) + 1) / 2
     return float(wins / (len(positive) * len(negative)))
 
 
@@ -122,7 +127,7 @@ def judge_auc(mask_net, mixtures, settings=JudgeSettings()):
       mixtures: `[N, H, W, C]` float32 in [0, 1], N >= 4.
     """
     half = len(mixtures) // 2
-    halves = (mixtures[:half], mixtures[half:2 * half])
+    halves = (mixtures[:half], mixtures[half : 2 * half])
     fakes = []
     for part in halves:
         x_tilde, b_tilde = first_pass(mask_net, part)
@@ -135,23 +140,24 @@ def judge_auc(mask_net, mixtures, settings=JudgeSettings()):
     @tf.function
     def step(real, fake):
         with tf.GradientTape() as tape:
-            loss = losses.discriminator_loss_eq4(judge(real, training=True),
-                                                 judge(fake, training=True))
-        optimizer.apply(tape.gradient(loss, judge.trainable_variables),
-                        judge.trainable_variables)
+            loss = losses.discriminator_loss_eq4(
+                judge(real, training=True), judge(fake, training=True)
+            )
+        optimizer.apply(tape.gradient(loss, judge.trainable_variables), judge.trainable_variables)
 
     for _ in range(settings.steps):
         chosen = rng.choice(half, min(settings.batch, half), replace=False)
         step(tf.constant(halves[0][chosen]), tf.constant(fakes[0][chosen]))
-    real_scores, fake_scores = (np.asarray(judge(images, training=False)).ravel()
-                                for images in (halves[1], fakes[1]))
+    real_scores, fake_scores = (
+        np.asarray(judge(images, training=False)).ravel() for images in (halves[1], fakes[1])
+    )
     return roc_auc(real_scores, fake_scores)
 
 
 def energy_share(mask_net, mixtures):
     """The first output's share of the estimates' total energy, in [0, 1]."""
     x_tilde, b_tilde = first_pass(mask_net, mixtures)
-    energy_x, energy_b = float(np.sum(x_tilde ** 2)), float(np.sum(b_tilde ** 2))
+    energy_x, energy_b = float(np.sum(x_tilde**2)), float(np.sum(b_tilde**2))
     return energy_x / max(energy_x + energy_b, np.finfo(np.float32).tiny)
 
 
@@ -168,8 +174,9 @@ def candidate_scores(mask_net, mixtures, judge=JudgeSettings()):
     Returns:
       `{"remix_consistency_db", "judge_auc", "energy_share", "mask_confidence"}`.
     """
-    return {"remix_consistency_db": remix_consistency_db(mask_net, mixtures,
-                                                         partners(len(mixtures))),
-            "judge_auc": judge_auc(mask_net, mixtures, judge),
-            "energy_share": energy_share(mask_net, mixtures),
-            "mask_confidence": mask_confidence(mask_net, mixtures)}
+    return {
+        "remix_consistency_db": remix_consistency_db(mask_net, mixtures, partners(len(mixtures))),
+        "judge_auc": judge_auc(mask_net, mixtures, judge),
+        "energy_share": energy_share(mask_net, mixtures),
+        "mask_confidence": mask_confidence(mask_net, mixtures),
+    }

@@ -1,5 +1,6 @@
 """GLO: generator shapes, training lowers the reconstruction loss, test codes fit frozen
 generators."""
+
 import keras
 import numpy as np
 import pytest
@@ -7,8 +8,15 @@ import pytest
 from aur_tf.baselines import glo
 from aur_tf.errors import UserError
 
-TINY = glo.GloSettings(glo_latent_dim=8, glo_width=4, glo_batch_size=16, glo_train_steps=80,
-                       glo_test_steps=30, glo_learning_rate=1e-2, glo_code_learning_rate=3e-2)
+TINY = glo.GloSettings(
+    glo_latent_dim=8,
+    glo_width=4,
+    glo_batch_size=16,
+    glo_train_steps=80,
+    glo_test_steps=30,
+    glo_learning_rate=1e-2,
+    glo_code_learning_rate=3e-2,
+)
 
 
 @pytest.mark.parametrize("image_size, channels", [(32, 1), (64, 3)])

@@ -1,4 +1,5 @@
 """Robust PCA: exact recovery where theory promises it, and the batched run equals one by one."""
+
 import numpy as np
 import pytest
 
@@ -27,7 +28,7 @@ def test_batched_decomposition_equals_one_matrix_at_a_time():
     low_rank, sparse = _low_rank_plus_sparse(count=5, size=32, rank=3, density=0.1, seed=1)
     together = rpca.decompose(low_rank + sparse)
     for i in range(5):
-        alone = rpca.decompose((low_rank + sparse)[i:i + 1])
+        alone = rpca.decompose((low_rank + sparse)[i : i + 1])
         np.testing.assert_allclose(alone[0][0], together[0][i], atol=1e-9)
         np.testing.assert_allclose(alone[1][0], together[1][i], atol=1e-9)
 

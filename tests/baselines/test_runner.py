@@ -1,4 +1,5 @@
 """The baselines runner: eval.json with train_lib's fields, samples.npz, the command line."""
+
 import json
 import os
 import subprocess
@@ -13,11 +14,27 @@ from aur_tf.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # The fields of train_lib's eval.json that apply to a method without a training history.
-SHARED_FIELDS = {"psnr_db", "ssim", "psnr_db_a", "psnr_db_b", "ssim_a", "ssim_b", "permutation",
-                 "energy_share", "swapped_fraction", "collapsed", "half_mask_psnr_db",
-                 "half_mask_ssim", "step", "train_seconds", "config", "machines"}
-TINY_GLO = glo.GloSettings(glo_latent_dim=4, glo_width=4, glo_batch_size=16, glo_train_steps=4,
-                           glo_test_steps=2)
+SHARED_FIELDS = {
+    "psnr_db",
+    "ssim",
+    "psnr_db_a",
+    "psnr_db_b",
+    "ssim_a",
+    "ssim_b",
+    "permutation",
+    "energy_share",
+    "swapped_fraction",
+    "collapsed",
+    "half_mask_psnr_db",
+    "half_mask_ssim",
+    "step",
+    "train_seconds",
+    "config",
+    "machines",
+}
+TINY_GLO = glo.GloSettings(
+    glo_latent_dim=4, glo_width=4, glo_batch_size=16, glo_train_steps=4, glo_test_steps=2
+)
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -34,8 +51,9 @@ def test_every_method_writes_eval_json_and_samples(method, make_config, stroke_d
     assert written["machines"] == [machine.describe()]
     with np.load(os.path.join(config.workdir, rundir.SAMPLES_FILE)) as samples:
         assert samples["estimates_a"].shape == (rundir.SAMPLE_COUNT, 32, 32, 3)
-        np.testing.assert_array_equal(samples["sources_b"],
-                                      stroke_data.validation.sources_b[:rundir.SAMPLE_COUNT])
+        np.testing.assert_array_equal(
+            samples["sources_b"], stroke_data.validation.sources_b[: rundir.SAMPLE_COUNT]
+        )
 
 
 def test_reference_rows_score_as_their_definitions(make_config, stroke_data):
@@ -52,8 +70,9 @@ def test_samples_follow_the_scored_permutation(make_config, stroke_data):
     with np.load(os.path.join(config.workdir, rundir.SAMPLES_FILE)) as samples:
         matched_to_a = results["permutation"] == [0, 1]
         everything = samples["estimates_a" if matched_to_a else "estimates_b"]
-        np.testing.assert_allclose(everything,
-                                   2 * stroke_data.validation.mixtures[:rundir.SAMPLE_COUNT])
+        np.testing.assert_allclose(
+            everything, 2 * stroke_data.validation.mixtures[: rundir.SAMPLE_COUNT]
+        )
 
 
 def test_refuses_a_workdir_of_another_run(make_config, stroke_data):
@@ -63,30 +82,54 @@ def test_refuses_a_workdir_of_another_run(make_config, stroke_data):
         runner.run_baseline("identity", config, data=stroke_data)
     os.makedirs(os.path.join(config.workdir + "_net", "checkpoints"))
     with pytest.raises(UserError, match="mask-net training run"):
-        runner.run_baseline("identity", make_config(workdir=config.workdir + "_net"),
-                            data=stroke_data)
+        runner.run_baseline(
+            "identity", make_config(workdir=config.workdir + "_net"), data=stroke_data
+        )
 
 
 def test_command_line_reads_main_flagfiles_and_fails_in_one_line(tmp_path):
     rng = np.random.default_rng(0)
     source = tmp_path / "blobs.npz"
-    np.savez(source, x_train=(rng.random((60, 28, 28)) > 0.8).astype(np.uint8) * 255,
-             y_train=np.arange(60) % 10,
-             x_test=(rng.random((40, 28, 28)) > 0.8).astype(np.uint8) * 255,
-             y_test=np.arange(40) % 10)
+    np.savez(
+        source,
+        x_train=(rng.random((60, 28, 28)) > 0.8).astype(np.uint8) * 255,
+        y_train=np.arange(60) % 10,
+        x_test=(rng.random((40, 28, 28)) > 0.8).astype(np.uint8) * 255,
+        y_test=np.arange(40) % 10,
+    )
     flagfile = tmp_path / "tiny.cfg"
-    flagfile.write_text("\n".join([
-        "--mode=unsupervised", "--alpha=5", f"--source_a=npz:{source}?labels=0-4",
-        f"--source_b=npz:{source}?labels=5-9", "--train_mixtures=20", "--test_mixtures=16",
-        "--batch_pairs=4", f"--cache_dir={tmp_path / 'cache'}"]))
+    flagfile.write_text(
+        "\n".join(
+            [
+                "--mode=unsupervised",
+                "--alpha=5",
+                f"--source_a=npz:{source}?labels=0-4",
+                f"--source_b=npz:{source}?labels=5-9",
+                "--train_mixtures=20",
+                "--test_mixtures=16",
+                "--batch_pairs=4",
+                f"--cache_dir={tmp_path / 'cache'}",
+            ]
+        )
+    )
     command = [sys.executable, "-m", "aur_tf.baselines", f"--flagfile={flagfile}"]
-    done = subprocess.run(command + ["--method=rpca", f"--workdir={tmp_path / 'rpca'}"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        command + ["--method=rpca", f"--workdir={tmp_path / 'rpca'}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     assert "done: rpca" in done.stdout
     assert os.path.exists(tmp_path / "rpca" / "eval.json")
-    bad = subprocess.run(command + ["--method=nmf", f"--workdir={tmp_path / 'nmf'}"], cwd=ROOT,
-                         capture_output=True, text=True, timeout=300)
+    bad = subprocess.run(
+        command + ["--method=nmf", f"--workdir={tmp_path / 'nmf'}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert bad.returncode == 2
     errors = [line for line in bad.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "--method=nmf" in errors[0]

@@ -1,4 +1,5 @@
 """The bench scripts as modules, one fixture each (they are scripts, not a package)."""
+
 import importlib.util
 import os
 

@@ -1,4 +1,5 @@
 """bench/class_assignment.py: the class-pair table, its argument checks, a run end to end."""
+
 import os
 import re
 import subprocess
@@ -21,24 +22,29 @@ def test_kept_by_label_pair_counts_only_the_pairs_that_occur(class_assignment):
     labels_b = np.array([5, 5, 6, 5, 5])
     kept = np.array([True, False, True, True, True])
     assert class_assignment.kept_by_label_pair(kept, labels_a, labels_b) == {
-        (0, 5): (2, 0.5), (0, 6): (1, 1.0), (1, 5): (2, 1.0)}
+        (0, 5): (2, 0.5),
+        (0, 6): (1, 1.0),
+        (1, 5): (2, 1.0),
+    }
 
 
 def test_format_table_leaves_missing_pairs_blank(class_assignment):
     text = class_assignment.format_table({(0, 5): (2, 0.5), (0, 6): (1, 1.0), (1, 5): (2, 1.0)})
-    assert text.splitlines() == ["a \\ b      5     6",
-                                 "    0    50%  100%",
-                                 "    1   100%      "]
+    assert text.splitlines() == ["a \\ b      5     6", "    0    50%  100%", "    1   100%      "]
 
 
 @pytest.mark.parametrize("unlabelled", ["a", "b"])
 def test_a_source_without_labels_filter_is_a_user_error(class_assignment, unlabelled):
-    config = Config(source_a="npz:a.npz" if unlabelled == "a" else "npz:a.npz?labels=0",
-                    source_b="npz:b.npz" if unlabelled == "b" else "npz:b.npz?labels=1")
+    config = Config(
+        source_a="npz:a.npz" if unlabelled == "a" else "npz:a.npz?labels=0",
+        source_b="npz:b.npz" if unlabelled == "b" else "npz:b.npz?labels=1",
+    )
     labels = np.zeros(2, np.int64)
-    split = MixtureSplit(*np.zeros((3, 2, 32, 32, 1), np.float32),
-                         labels_a=None if unlabelled == "a" else labels,
-                         labels_b=None if unlabelled == "b" else labels)
+    split = MixtureSplit(
+        *np.zeros((3, 2, 32, 32, 1), np.float32),
+        labels_a=None if unlabelled == "a" else labels,
+        labels_b=None if unlabelled == "b" else labels,
+    )
     with pytest.raises(UserError, match=f"source 'npz:{unlabelled}.npz' has no \\?labels filter"):
         class_assignment.source_labels(split, config)
 
@@ -46,13 +52,28 @@ def test_a_source_without_labels_filter_is_a_user_error(class_assignment, unlabe
 def test_a_run_on_labelled_sources_gets_one_cell_per_class_pair(tmp_path):
     archive = tmp_path / "digits.npz"
     write_npz_source(archive, train_count=60, test_count=40)  # labels 0..9 in turn
-    config = Config(workdir=str(tmp_path / "run"), source_a=f"npz:{archive}?labels=0-1",
-                    source_b=f"npz:{archive}?labels=2-3", train_mixtures=12, validation_mixtures=8,
-                    mask_width=4, disc_width=4, batch_pairs=4, train_steps=2, eval_every=2,
-                    checkpoint_every=2, log_every=2, cache_dir=str(tmp_path / "cache"))
+    config = Config(
+        workdir=str(tmp_path / "run"),
+        source_a=f"npz:{archive}?labels=0-1",
+        source_b=f"npz:{archive}?labels=2-3",
+        train_mixtures=12,
+        validation_mixtures=8,
+        mask_width=4,
+        disc_width=4,
+        batch_pairs=4,
+        train_steps=2,
+        eval_every=2,
+        checkpoint_every=2,
+        log_every=2,
+        cache_dir=str(tmp_path / "cache"),
+    )
     train_lib.train(config)
-    result = subprocess.run([sys.executable, SCRIPT, f"--workdir={config.workdir}"],
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, SCRIPT, f"--workdir={config.workdir}"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert re.search(r"ckpt-2: 8 validation mixtures, .* dB PSNR", lines[0]), lines[0]

@@ -1,4 +1,5 @@
 """bench/unsupervised_score.py: reading run records and the figures it reports."""
+
 import json
 
 import pytest
@@ -7,22 +8,37 @@ import pytest
 def _run(directory, half_mask, history, scores):
     """A run record: eval.json's history `[(step, psnr_db)]`, scores `{step: {name: value}}`."""
     directory.mkdir()
-    (directory / "eval.json").write_text(json.dumps({
-        "config": {"source_a": "a", "source_b": "b"}, "half_mask_psnr_db": half_mask,
-        "history": [{"step": step, "psnr_db": psnr} for step, psnr in history]}))
-    (directory / "unsupervised_scores.json").write_text(json.dumps({"checkpoints": [
-        {"step": step, **values} for step, values in scores.items()]}))
+    (directory / "eval.json").write_text(
+        json.dumps(
+            {
+                "config": {"source_a": "a", "source_b": "b"},
+                "half_mask_psnr_db": half_mask,
+                "history": [{"step": step, "psnr_db": psnr} for step, psnr in history],
+            }
+        )
+    )
+    (directory / "unsupervised_scores.json").write_text(
+        json.dumps({"checkpoints": [{"step": step, **values} for step, values in scores.items()]})
+    )
     return directory
 
 
 def _scores(consistency, judge):
-    return {"remix_consistency_db": consistency, "judge_auc": judge, "energy_share": 0.5,
-            "mask_confidence": 0.9}
+    return {
+        "remix_consistency_db": consistency,
+        "judge_auc": judge,
+        "energy_share": 0.5,
+        "mask_confidence": 0.9,
+    }
 
 
 def test_points_join_history_and_scores_by_step(tmp_path, unsupervised_score):
-    run = _run(tmp_path / "run", 16.0, [(1, 12.0), (2, 20.0), (3, 21.0)],
-               {2: _scores(20.0, 0.6), 3: _scores(25.0, 0.55)})
+    run = _run(
+        tmp_path / "run",
+        16.0,
+        [(1, 12.0), (2, 20.0), (3, 21.0)],
+        {2: _scores(20.0, 0.6), 3: _scores(25.0, 0.55)},
+    )
     dataset, half_mask, points = unsupervised_score.load_points(str(run))
     assert dataset == "a vs b" and half_mask == 16.0
     assert [(step, psnr) for step, psnr, _ in points] == [(2, 20.0), (3, 21.0)]
@@ -32,8 +48,12 @@ def test_points_join_history_and_scores_by_step(tmp_path, unsupervised_score):
 def test_summary_orients_each_score_and_picks_checkpoints(tmp_path, unsupervised_score):
     history = [(1, 12.0), (2, 18.0), (3, 22.0), (4, 21.0)]
     # Consistency follows PSNR except at step 4; the judge's AUC falls as PSNR rises.
-    scores = {1: _scores(10.0, 0.9), 2: _scores(15.0, 0.7), 3: _scores(20.0, 0.55),
-              4: _scores(30.0, 0.6)}
+    scores = {
+        1: _scores(10.0, 0.9),
+        2: _scores(15.0, 0.7),
+        3: _scores(20.0, 0.55),
+        4: _scores(30.0, 0.6),
+    }
     run = unsupervised_score.load_points(str(_run(tmp_path / "run", 16.0, history, scores)))
     summary = unsupervised_score.summarize([run])["a vs b"]
     assert summary["judge_auc"]["spearman"] == pytest.approx(1.0)

@@ -1,4 +1,5 @@
 """aur_tf.data.fashion_mnist on tiny idx files written by the tests."""
+
 import gzip
 import os
 
@@ -13,7 +14,8 @@ from aur_tf.errors import UserError
 def _idx(array):
     """The idx encoding of a uint8 array."""
     header = bytes([0, 0, 0x08, array.ndim]) + b"".join(
-        int(n).to_bytes(4, "big") for n in array.shape)
+        int(n).to_bytes(4, "big") for n in array.shape
+    )
     return header + array.astype(np.uint8).tobytes()
 
 
@@ -21,8 +23,12 @@ def _write_folder(folder, train=30, test=10, compress=True, **replace):
     """The four files of a tiny Fashion-MNIST (labels 0..9 in turn); `replace` maps a file's
     key (x_train, ...) to the bytes to write instead."""
     rng = np.random.default_rng(0)
-    arrays = {"x_train": rng.integers(0, 256, (train, 28, 28)), "y_train": np.arange(train) % 10,
-              "x_test": rng.integers(0, 256, (test, 28, 28)), "y_test": np.arange(test) % 10}
+    arrays = {
+        "x_train": rng.integers(0, 256, (train, 28, 28)),
+        "y_train": np.arange(train) % 10,
+        "x_test": rng.integers(0, 256, (test, 28, 28)),
+        "y_test": np.arange(test) % 10,
+    }
     os.makedirs(folder, exist_ok=True)
     for key, stem in fashion_mnist.FILES.items():
         content = replace.get(key, _idx(arrays[key]))
@@ -52,8 +58,9 @@ def test_a_source_filters_labels_and_carves_validation_from_train(tmp_path):
     np.testing.assert_array_equal(images.validation_labels, [0, 1])
     np.testing.assert_array_equal(images.train_labels, [0, 1, 0, 1])
     np.testing.assert_array_equal(images.test_labels, [0, 1])
-    np.testing.assert_array_equal(images.test[..., 0],
-                                  arrays["x_test"][[0, 1]].astype(np.float32) / 255)
+    np.testing.assert_array_equal(
+        images.test[..., 0], arrays["x_test"][[0, 1]].astype(np.float32) / 255
+    )
 
 
 def test_without_a_folder_the_usual_places_are_searched_in_order(tmp_path, monkeypatch):
@@ -80,15 +87,18 @@ def test_no_files_and_no_network_is_one_line_saying_how_to_get_them(tmp_path, mo
         fashion_mnist.load()
 
 
-@pytest.mark.parametrize("key, content, expected", [
-    ("x_train", b"\0\0\x08", "shorter than its header"),
-    ("x_train", bytes([0, 0, 0x0D, 3]) + bytes(12), "not 000008"),
-    ("y_train", _idx(np.zeros((3, 2), np.uint8)), "has 2 dimensions, expected 1"),
-    ("x_test", _idx(np.zeros((10, 28, 28), np.uint8))[:-5], "holds 7835 of the 7840 values"),
-    ("x_test", _idx(np.zeros((10, 28, 28), np.uint8)) + b"x", "holds more than the 7840"),
-    ("x_test", bytes([0, 0, 8, 3]) + (1 << 20).to_bytes(4, "big") * 3, "more than any"),
-    ("y_test", _idx(np.zeros(9, np.uint8)), "10 test images but 9 labels"),
-])
+@pytest.mark.parametrize(
+    "key, content, expected",
+    [
+        ("x_train", b"\0\0\x08", "shorter than its header"),
+        ("x_train", bytes([0, 0, 0x0D, 3]) + bytes(12), "not 000008"),
+        ("y_train", _idx(np.zeros((3, 2), np.uint8)), "has 2 dimensions, expected 1"),
+        ("x_test", _idx(np.zeros((10, 28, 28), np.uint8))[:-5], "holds 7835 of the 7840 values"),
+        ("x_test", _idx(np.zeros((10, 28, 28), np.uint8)) + b"x", "holds more than the 7840"),
+        ("x_test", bytes([0, 0, 8, 3]) + (1 << 20).to_bytes(4, "big") * 3, "more than any"),
+        ("y_test", _idx(np.zeros(9, np.uint8)), "10 test images but 9 labels"),
+    ],
+)
 def test_damaged_files_are_one_line_errors(tmp_path, key, content, expected):
     _write_folder(tmp_path / "fm", compress=False, **{key: content})
     with pytest.raises(UserError, match=expected) as caught:

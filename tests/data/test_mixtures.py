@@ -34,8 +34,14 @@ def _ids(split_sources):
 
 def test_labels_are_drawn_with_their_images_without_changing_the_draw():
     images_a, images_b = _numbered(10), _numbered(4, offset=500)
-    labelled = mixtures.mix_split(images_a, images_b, 10, np.random.default_rng(3),
-                                  labels_a=np.arange(10) + 7000, labels_b=np.arange(4) + 9500)
+    labelled = mixtures.mix_split(
+        images_a,
+        images_b,
+        10,
+        np.random.default_rng(3),
+        labels_a=np.arange(10) + 7000,
+        labels_b=np.arange(4) + 9500,
+    )
     unlabelled = mixtures.mix_split(images_a, images_b, 10, np.random.default_rng(3))
     np.testing.assert_array_equal(labelled.mixtures, unlabelled.mixtures)
     np.testing.assert_array_equal(labelled.labels_a, _ids(labelled.sources_a) + 7000)
@@ -49,24 +55,33 @@ def _source(name, offset, labelled=False):
     starts = dict(zip(splits, np.cumsum([0, *splits.values()]) + offset))
     fields = {split: _numbered(count, offset=starts[split]) for split, count in splits.items()}
     if labelled:
-        fields.update({f"{split}_labels": np.arange(count) + starts[split]
-                       for split, count in splits.items()})
+        fields.update(
+            {f"{split}_labels": np.arange(count) + starts[split] for split, count in splits.items()}
+        )
     return SourceImages(name=name, **fields)
 
 
 def test_dataset_carries_each_splits_source_labels(make_config):
-    dataset = mixtures.make_mixture_dataset(_source("a", 0, labelled=True), _source("b", 100),
-                                            make_config(channels=1, train_mixtures=30,
-                                                        validation_mixtures=10, test_mixtures=10,
-                                                        batch_pairs=4))
+    dataset = mixtures.make_mixture_dataset(
+        _source("a", 0, labelled=True),
+        _source("b", 100),
+        make_config(
+            channels=1, train_mixtures=30, validation_mixtures=10, test_mixtures=10, batch_pairs=4
+        ),
+    )
     for split in (dataset.train, dataset.validation, dataset.test):
         np.testing.assert_array_equal(split.labels_a, _ids(split.sources_a))
         assert split.labels_b is None
 
 
 def test_each_split_draws_from_its_own_pool(make_config):
-    dataset = mixtures.make_mixture_dataset(_source("a", 0), _source("b", 100), make_config(
-        channels=1, train_mixtures=30, validation_mixtures=10, test_mixtures=10, batch_pairs=4))
+    dataset = mixtures.make_mixture_dataset(
+        _source("a", 0),
+        _source("b", 100),
+        make_config(
+            channels=1, train_mixtures=30, validation_mixtures=10, test_mixtures=10, batch_pairs=4
+        ),
+    )
     for split, (low, high) in (("train", (0, 40)), ("validation", (40, 60)), ("test", (60, 80))):
         ids = _ids(getattr(dataset, split).sources_a)
         assert low <= ids.min() and ids.max() < high
@@ -74,9 +89,18 @@ def test_each_split_draws_from_its_own_pool(make_config):
 
 def test_train_and_validation_mixtures_do_not_depend_on_the_test_count(make_config):
     def dataset(test_mixtures):
-        return mixtures.make_mixture_dataset(_source("a", 0), _source("b", 100), make_config(
-            channels=1, train_mixtures=30, validation_mixtures=10, test_mixtures=test_mixtures,
-            batch_pairs=4))
+        return mixtures.make_mixture_dataset(
+            _source("a", 0),
+            _source("b", 100),
+            make_config(
+                channels=1,
+                train_mixtures=30,
+                validation_mixtures=10,
+                test_mixtures=test_mixtures,
+                batch_pairs=4,
+            ),
+        )
+
     few, many = dataset(5), dataset(20)
     for split in ("train", "validation"):
         np.testing.assert_array_equal(getattr(few, split).mixtures, getattr(many, split).mixtures)
@@ -111,9 +135,20 @@ def test_channel_mismatch_names_the_source_and_the_fix():
 
 def test_dataset_is_deterministic_given_the_seed(make_config):
     def dataset(seed):
-        return mixtures.make_mixture_dataset(_source("a", 0), _source("b", 100), make_config(
-            f"seed{seed}", channels=1, train_mixtures=30, validation_mixtures=10,
-            test_mixtures=10, batch_pairs=4, seed=seed))
+        return mixtures.make_mixture_dataset(
+            _source("a", 0),
+            _source("b", 100),
+            make_config(
+                f"seed{seed}",
+                channels=1,
+                train_mixtures=30,
+                validation_mixtures=10,
+                test_mixtures=10,
+                batch_pairs=4,
+                seed=seed,
+            ),
+        )
+
     first, again, other = dataset(0), dataset(0), dataset(1)
     assert first.train.mixtures.shape == (30, 32, 32, 1)
     assert first.test.mixtures.shape == (10, 32, 32, 1)

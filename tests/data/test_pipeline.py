@@ -14,7 +14,7 @@ def test_each_pass_draws_every_index_at_most_once(num_items, batch_size):
     per_pass = num_items // batch_size
     batches = _take(pipeline.index_batches(num_items, batch_size, seed=3), 3 * per_pass)
     for p in range(3):
-        drawn = np.concatenate(batches[p * per_pass:(p + 1) * per_pass])
+        drawn = np.concatenate(batches[p * per_pass : (p + 1) * per_pass])
         assert len(set(drawn.tolist())) == per_pass * batch_size
         assert drawn.min() >= 0 and drawn.max() < num_items
 
@@ -54,19 +54,27 @@ def test_batch_larger_than_data_is_refused():
         pipeline.index_batches(3, 4, seed=0)
 
 
-
 @pytest.mark.parametrize("workers, local_replicas", [(1, 2), (2, 1), (2, 2)])
 def test_replicas_share_the_one_device_batch_and_its_pairs(workers, local_replicas):
     """Replica r gets rows r*b .. (r+1)*b - 1 of each half: its halves pair up as on one device."""
     replicas, steps = workers * local_replicas, 3
     one_device = _take(pipeline.replica_index_batches(40, 8, seed=2), steps)
-    streams = [_take(pipeline.replica_index_batches(
-        40, 8, seed=2, input_context=tf.distribute.InputContext(workers, w, replicas)),
-        steps * local_replicas) for w in range(workers)]
+    streams = [
+        _take(
+            pipeline.replica_index_batches(
+                40, 8, seed=2, input_context=tf.distribute.InputContext(workers, w, replicas)
+            ),
+            steps * local_replicas,
+        )
+        for w in range(workers)
+    ]
     for step, batch in enumerate(one_device):
         # Global replica w * local_replicas + i takes worker w's i-th element of the step.
-        shares = [streams[w][step * local_replicas + i]
-                  for w in range(workers) for i in range(local_replicas)]
+        shares = [
+            streams[w][step * local_replicas + i]
+            for w in range(workers)
+            for i in range(local_replicas)
+        ]
         halves = np.stack([np.split(share, 2) for share in shares])  # [replica, half, 4 / replicas]
         np.testing.assert_array_equal(np.concatenate(halves[:, 0]), batch[:4])
         np.testing.assert_array_equal(np.concatenate(halves[:, 1]), batch[4:])
@@ -75,4 +83,5 @@ def test_replicas_share_the_one_device_batch_and_its_pairs(workers, local_replic
 def test_a_batch_that_does_not_split_over_the_replicas_is_refused():
     with pytest.raises(ValueError, match="3 equal halves"):
         pipeline.replica_index_batches(
-            40, 8, seed=0, input_context=tf.distribute.InputContext(1, 0, 3))
+            40, 8, seed=0, input_context=tf.distribute.InputContext(1, 0, 3)
+        )

@@ -13,20 +13,24 @@ from aur_tf.errors import UserError
 
 # --- spec parsing ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("text, kind, location, labels", [
-    ("mnist", "mnist", "", None),
-    ("mnist:", "mnist", "", None),
-    ("  mnist?labels=5-9 ", "mnist", "", frozenset(range(5, 10))),
-    ("tfds:mnist?labels=0-4", "tfds", "mnist", frozenset(range(5))),
-    ("tfds:mnist:3.*.*", "tfds", "mnist:3.*.*", None),
-    ("npz:/data/x.npz", "npz", "/data/x.npz", None),
-    ("npz:rel/x.npz?labels=1,3,5", "npz", "rel/x.npz", frozenset({1, 3, 5})),
-    ("folder:~/imgs?labels=0-2,7", "folder", "~/imgs", frozenset({0, 1, 2, 7})),
-    ("folder:imgs?labels= 4 , 06-7", "folder", "imgs", frozenset({4, 6, 7})),
-    ("npz:x?labels=3-3", "npz", "x", frozenset({3})),
-    ("fashion_mnist?labels=5,7,9", "fashion_mnist", "", frozenset({5, 7, 9})),
-    ("fashion_mnist:/data/fm", "fashion_mnist", "/data/fm", None),
-])
+
+@pytest.mark.parametrize(
+    "text, kind, location, labels",
+    [
+        ("mnist", "mnist", "", None),
+        ("mnist:", "mnist", "", None),
+        ("  mnist?labels=5-9 ", "mnist", "", frozenset(range(5, 10))),
+        ("tfds:mnist?labels=0-4", "tfds", "mnist", frozenset(range(5))),
+        ("tfds:mnist:3.*.*", "tfds", "mnist:3.*.*", None),
+        ("npz:/data/x.npz", "npz", "/data/x.npz", None),
+        ("npz:rel/x.npz?labels=1,3,5", "npz", "rel/x.npz", frozenset({1, 3, 5})),
+        ("folder:~/imgs?labels=0-2,7", "folder", "~/imgs", frozenset({0, 1, 2, 7})),
+        ("folder:imgs?labels= 4 , 06-7", "folder", "imgs", frozenset({4, 6, 7})),
+        ("npz:x?labels=3-3", "npz", "x", frozenset({3})),
+        ("fashion_mnist?labels=5,7,9", "fashion_mnist", "", frozenset({5, 7, 9})),
+        ("fashion_mnist:/data/fm", "fashion_mnist", "/data/fm", None),
+    ],
+)
 def test_parse_good_specs(text, kind, location, labels):
     spec = SourceSpec.parse(text)
     assert spec == SourceSpec(kind=kind, location=location, labels=labels)
@@ -39,36 +43,42 @@ def test_str_compresses_label_ranges():
     assert str(SourceSpec.parse("mnist")) == "mnist"
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("foo:x", "unknown source kind 'foo' in 'foo:x': use tfds:NAME, npz:PATH, folder:PATH, "
-              "mnist or fashion_mnist[:FOLDER]"),
-    ("", "empty source spec"),
-    ("   ", "empty source spec"),
-    ("MNIST", "unknown source kind 'MNIST'"),
-    ("npz:", "has no location: write npz:PATH"),
-    ("npz", "has no location: write npz:PATH"),
-    ("folder:", "has no location: write folder:PATH"),
-    ("tfds:?labels=1", "has no location: write tfds:NAME"),
-    ("mnist:/some/path", "takes no location"),
-    ("npz:x.npz?labels=a-b", "bad label 'a-b'"),
-    ("npz:x.npz?labels=5-2", "is backwards: write 2-5"),
-    ("npz:x.npz?labels=", "empty label list"),
-    ("npz:x.npz?labels=  ", "empty label list"),
-    ("npz:x.npz?labels=1,,2", "bad label ''"),
-    ("npz:x.npz?labels=-1", "bad label '-1'"),
-    ("npz:x.npz?labels=1-2-3", "bad label '1-2-3'"),
-    ("npz:x.npz?labels=+3", "bad label '+3'"),
-    ("npz:x.npz?labels=1_0", "bad label '1_0'"),
-    ("npz:x.npz?labels=\u0663", "bad label"),  # Arabic-Indic digit three
-    ("npz:x.npz?labels=100000", "too large"),
-    ("npz:x.npz?labels=0-999999999999", "too large"),
-    ("npz:x.npz?labels=" + "9" * 5000, "too large"),
-    ("npz:x.npz?label=1", "unknown option 'label=1'"),
-    ("npz:x.npz?labels", "unknown option 'labels'"),
-    ("npz:x.npz?", "unknown option ''"),
-    ("npz:a?b.npz", "unknown option 'b.npz'"),
-    ("mnist?labels=1?labels=2", "bad label '1?labels=2'"),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        (
+            "foo:x",
+            "unknown source kind 'foo' in 'foo:x': use tfds:NAME, npz:PATH, folder:PATH, "
+            "mnist or fashion_mnist[:FOLDER]",
+        ),
+        ("", "empty source spec"),
+        ("   ", "empty source spec"),
+        ("MNIST", "unknown source kind 'MNIST'"),
+        ("npz:", "has no location: write npz:PATH"),
+        ("npz", "has no location: write npz:PATH"),
+        ("folder:", "has no location: write folder:PATH"),
+        ("tfds:?labels=1", "has no location: write tfds:NAME"),
+        ("mnist:/some/path", "takes no location"),
+        ("npz:x.npz?labels=a-b", "bad label 'a-b'"),
+        ("npz:x.npz?labels=5-2", "is backwards: write 2-5"),
+        ("npz:x.npz?labels=", "empty label list"),
+        ("npz:x.npz?labels=  ", "empty label list"),
+        ("npz:x.npz?labels=1,,2", "bad label ''"),
+        ("npz:x.npz?labels=-1", "bad label '-1'"),
+        ("npz:x.npz?labels=1-2-3", "bad label '1-2-3'"),
+        ("npz:x.npz?labels=+3", "bad label '+3'"),
+        ("npz:x.npz?labels=1_0", "bad label '1_0'"),
+        ("npz:x.npz?labels=\u0663", "bad label"),  # Arabic-Indic digit three
+        ("npz:x.npz?labels=100000", "too large"),
+        ("npz:x.npz?labels=0-999999999999", "too large"),
+        ("npz:x.npz?labels=" + "9" * 5000, "too large"),
+        ("npz:x.npz?label=1", "unknown option 'label=1'"),
+        ("npz:x.npz?labels", "unknown option 'labels'"),
+        ("npz:x.npz?", "unknown option ''"),
+        ("npz:a?b.npz", "unknown option 'b.npz'"),
+        ("mnist?labels=1?labels=2", "bad label '1?labels=2'"),
+    ],
+)
 def test_parse_bad_specs(text, expected):
     with pytest.raises(UserError) as caught:
         SourceSpec.parse(text)
@@ -86,9 +96,13 @@ def test_parse_never_raises_anything_but_user_error():
         lambda kind, location, query: f"{kind}{location}{query}",
         strategies.sampled_from(["mnist", "tfds:", "npz:", "folder:", "", "x:"]),
         strategies.text(max_size=8),
-        strategies.one_of(strategies.just(""), strategies.builds(
-            lambda labels: "?labels=" + labels,
-            strategies.text(alphabet="0123456789-, ?=a\u0663", max_size=20))),
+        strategies.one_of(
+            strategies.just(""),
+            strategies.builds(
+                lambda labels: "?labels=" + labels,
+                strategies.text(alphabet="0123456789-, ?=a\u0663", max_size=20),
+            ),
+        ),
     )
 
     @hypothesis.settings(max_examples=400, deadline=None)
@@ -106,6 +120,7 @@ def test_parse_never_raises_anything_but_user_error():
 
 
 # --- npz ------------------------------------------------------------------------------------
+
 
 def _write_npz(path, **arrays):
     np.savez(path, **arrays)
@@ -126,8 +141,7 @@ def test_npz_uint8_gray(tmp_path):
     assert images.test.shape == (2, 4, 5, 1)
     assert images.train.dtype == images.validation.dtype == images.test.dtype == np.float32
     np.testing.assert_array_equal(images.train[..., 0], x_train[2:].astype(np.float32) / 255)
-    np.testing.assert_array_equal(images.validation[..., 0],
-                                  x_train[:2].astype(np.float32) / 255)
+    np.testing.assert_array_equal(images.validation[..., 0], x_train[:2].astype(np.float32) / 255)
     np.testing.assert_array_equal(images.test[..., 0], x_test.astype(np.float32) / 255)
 
 
@@ -135,11 +149,15 @@ def test_validation_is_carved_from_train_by_the_documented_rule(tmp_path):
     x_train = np.arange(60, dtype=np.uint8).reshape(60, 1, 1)
     spec = _write_npz(tmp_path / "d.npz", x_train=x_train, x_test=x_train[:3])
     images = load_source(spec, cache_dir=str(tmp_path))
-    expected = [index for index in range(60) if int.from_bytes(
-        hashlib.sha256(str(index).encode()).digest()[8:16], "big") % 5 == 0]
+    expected = [
+        index
+        for index in range(60)
+        if int.from_bytes(hashlib.sha256(str(index).encode()).digest()[8:16], "big") % 5 == 0
+    ]
     np.testing.assert_array_equal(np.rint(images.validation[:, 0, 0, 0] * 255), expected)
-    np.testing.assert_array_equal(np.rint(images.train[:, 0, 0, 0] * 255),
-                                  sorted(set(range(60)) - set(expected)))
+    np.testing.assert_array_equal(
+        np.rint(images.train[:, 0, 0, 0] * 255), sorted(set(range(60)) - set(expected))
+    )
 
 
 def test_npz_float_colour_with_labels(tmp_path):
@@ -148,8 +166,9 @@ def test_npz_float_colour_with_labels(tmp_path):
     x_test = rng.random((4, 3, 3, 3), dtype=np.float32)
     y_train = np.array([0, 1, 2, 0, 1, 2], dtype=np.uint8)
     y_test = np.array([[2], [0], [1], [2]], dtype=np.int64)  # [N, 1] as in keras CIFAR-10
-    spec = _write_npz(tmp_path / "d.npz", x_train=x_train, y_train=y_train, x_test=x_test,
-                      y_test=y_test)
+    spec = _write_npz(
+        tmp_path / "d.npz", x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test
+    )
 
     images = load_source(spec + "?labels=0,2", cache_dir=str(tmp_path))
 
@@ -166,8 +185,9 @@ def test_npz_float_colour_with_labels(tmp_path):
 
 def test_npz_accepts_rounding_overshoot_and_clips(tmp_path):
     x = np.full((3, 2, 2), 1 + 1e-7, dtype=np.float32)
-    images = load_source(_write_npz(tmp_path / "d.npz", x_train=x, x_test=-x + 1),
-                         cache_dir=str(tmp_path))
+    images = load_source(
+        _write_npz(tmp_path / "d.npz", x_train=x, x_test=-x + 1), cache_dir=str(tmp_path)
+    )
     assert images.train.max() == 1.0 and images.test.min() >= 0.0
 
 
@@ -186,27 +206,30 @@ def _valid_npz_arrays():
     return dict(x_train=x, y_train=np.array([0, 1, 2]), x_test=x, y_test=np.array([0, 1, 1]))
 
 
-@pytest.mark.parametrize("suffix, changes, expected", [
-    ("?labels=7", {}, "?labels=7 selects no train images of source 'npz:"),
-    ("?labels=2", {}, "selects no validation images"),
-    ("?labels=0,2", {"y_test": np.array([1, 1, 1])}, "selects no test images"),
-    ("?labels=1", {"y_train": None}, "has no train labels"),
-    ("?labels=1", {"y_train": np.array([0.0, 1.0, 2.0])}, "expected integers of shape [3]"),
-    ("?labels=1", {"y_train": np.array([0, 1])}, "expected integers of shape [3]"),
-    ("?labels=0-2", {"y_test": np.array([0, 1])}, "expected integers of shape [3]"),
-    ("", {"x_train": np.full((3, 4, 4), np.nan, np.float32)}, "contain NaN or Inf"),
-    ("", {"x_test": np.full((3, 4, 4), np.inf, np.float32)}, "contain NaN or Inf"),
-    ("", {"x_train": np.full((3, 4, 4), 255.0)}, "span [255, 255], not [0, 1]"),
-    ("", {"x_train": np.full((3, 4, 4), -0.5)}, "span [-0.5, -0.5], not [0, 1]"),
-    ("", {"x_train": np.zeros((3, 4, 4), np.int64)}, "are int64: store uint8"),
-    ("", {"x_train": np.zeros((3, 16), np.uint8)}, "expected [N, H, W] or [N, H, W, C]"),
-    ("", {"x_train": np.zeros((3, 1, 4, 4, 1), np.uint8)}, "expected [N, H, W] or"),
-    ("", {"x_train": np.zeros((3, 1, 8, 8), np.uint8)}, "transpose channels-first"),
-    ("", {"x_train": np.zeros((0, 4, 4), np.uint8)}, "has no train images"),
-    ("", {"x_train": np.zeros((2, 4, 4), np.uint8)}, "has no train images"),
-    ("", {"x_test": np.zeros((3, 5, 4), np.uint8)}, "train images are (4, 4, 1) but test"),
-    ("", {"x_test": None}, "lacks x_test (it has x_train, y_train, y_test)"),
-])
+@pytest.mark.parametrize(
+    "suffix, changes, expected",
+    [
+        ("?labels=7", {}, "?labels=7 selects no train images of source 'npz:"),
+        ("?labels=2", {}, "selects no validation images"),
+        ("?labels=0,2", {"y_test": np.array([1, 1, 1])}, "selects no test images"),
+        ("?labels=1", {"y_train": None}, "has no train labels"),
+        ("?labels=1", {"y_train": np.array([0.0, 1.0, 2.0])}, "expected integers of shape [3]"),
+        ("?labels=1", {"y_train": np.array([0, 1])}, "expected integers of shape [3]"),
+        ("?labels=0-2", {"y_test": np.array([0, 1])}, "expected integers of shape [3]"),
+        ("", {"x_train": np.full((3, 4, 4), np.nan, np.float32)}, "contain NaN or Inf"),
+        ("", {"x_test": np.full((3, 4, 4), np.inf, np.float32)}, "contain NaN or Inf"),
+        ("", {"x_train": np.full((3, 4, 4), 255.0)}, "span [255, 255], not [0, 1]"),
+        ("", {"x_train": np.full((3, 4, 4), -0.5)}, "span [-0.5, -0.5], not [0, 1]"),
+        ("", {"x_train": np.zeros((3, 4, 4), np.int64)}, "are int64: store uint8"),
+        ("", {"x_train": np.zeros((3, 16), np.uint8)}, "expected [N, H, W] or [N, H, W, C]"),
+        ("", {"x_train": np.zeros((3, 1, 4, 4, 1), np.uint8)}, "expected [N, H, W] or"),
+        ("", {"x_train": np.zeros((3, 1, 8, 8), np.uint8)}, "transpose channels-first"),
+        ("", {"x_train": np.zeros((0, 4, 4), np.uint8)}, "has no train images"),
+        ("", {"x_train": np.zeros((2, 4, 4), np.uint8)}, "has no train images"),
+        ("", {"x_test": np.zeros((3, 5, 4), np.uint8)}, "train images are (4, 4, 1) but test"),
+        ("", {"x_test": None}, "lacks x_test (it has x_train, y_train, y_test)"),
+    ],
+)
 def test_npz_bad_content(tmp_path, suffix, changes, expected):
     arrays = _valid_npz_arrays()
     arrays.update(changes)
@@ -221,10 +244,13 @@ def test_npz_missing_file(tmp_path):
         load_source(f"npz:{tmp_path}/nope.npz", cache_dir=str(tmp_path))
 
 
-@pytest.mark.parametrize("content", [
-    b"definitely not a zip archive",
-    b"PK\x03\x04" + b"\x00" * 40,
-])
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"definitely not a zip archive",
+        b"PK\x03\x04" + b"\x00" * 40,
+    ],
+)
 def test_npz_corrupt_file(tmp_path, content):
     path = tmp_path / "bad.npz"
     path.write_bytes(content)
@@ -248,6 +274,7 @@ def test_npz_single_array_file_is_refused(tmp_path):
 
 
 # --- folder ---------------------------------------------------------------------------------
+
 
 def _save(path, array, mode=None):
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -286,8 +313,9 @@ def test_folder_with_train_test_subfolders(tmp_path):
 
 def test_folder_validation_subfolder_is_the_validation_split(tmp_path):
     root = tmp_path / "imgs"
-    train = [_save(root / "train" / name, _gray(value)) for name, value in (("a.png", 10),
-                                                                          ("b.png", 20))]
+    train = [
+        _save(root / "train" / name, _gray(value)) for name, value in (("a.png", 10), ("b.png", 20))
+    ]
     validation = _save(root / "validation" / "v.png", _gray(40))
     _save(root / "test" / "c.png", _gray(30))
     images = load_source(f"folder:{root}", cache_dir=str(tmp_path))
@@ -306,10 +334,10 @@ def test_folder_label_subfolders(tmp_path):
     np.testing.assert_array_equal(np.unique(images.validation * 255), [54, 62])
     np.testing.assert_array_equal(np.unique(images.test * 255), [104, 112])
     np.testing.assert_array_equal(images.train_labels, np.rint(images.train[:, 0, 0, 0] * 255))
-    np.testing.assert_array_equal(images.validation_labels + 50,
-                                  np.rint(images.validation[:, 0, 0, 0] * 255))
-    np.testing.assert_array_equal(images.test_labels + 100,
-                                  np.rint(images.test[:, 0, 0, 0] * 255))
+    np.testing.assert_array_equal(
+        images.validation_labels + 50, np.rint(images.validation[:, 0, 0, 0] * 255)
+    )
+    np.testing.assert_array_equal(images.test_labels + 100, np.rint(images.test[:, 0, 0, 0] * 255))
 
     with pytest.raises(UserError, match="selects no train images.*labels are 3-4,12"):
         load_source(f"folder:{root}?labels=5", cache_dir=str(tmp_path))
@@ -346,16 +374,19 @@ def test_folder_hash_split_is_the_documented_rule(tmp_path):
     second = load_source(f"folder:{root}", cache_dir=str(tmp_path))
 
     # Each image is identified by its constant pixel value = its index.
-    ids = {split: sorted(np.round(getattr(first, split)[:, 0, 0, 0] * 255).astype(int))
-           for split in sources.SPLITS}
+    ids = {
+        split: sorted(np.round(getattr(first, split)[:, 0, 0, 0] * 255).astype(int))
+        for split in sources.SPLITS
+    }
 
     def hashed(index, part):
         digest = hashlib.sha256(f"f{index:02d}.png".encode()).digest()
-        return int.from_bytes(digest[8 * part:8 * part + 8], "big") % 5 == 0
+        return int.from_bytes(digest[8 * part : 8 * part + 8], "big") % 5 == 0
 
     expected_test = [index for index in range(40) if hashed(index, 0)]
-    expected_validation = [index for index in range(40)
-                           if not hashed(index, 0) and hashed(index, 1)]
+    expected_validation = [
+        index for index in range(40) if not hashed(index, 0) and hashed(index, 1)
+    ]
     assert ids["test"] == expected_test and 0 < len(expected_test) < 20
     assert ids["validation"] == expected_validation and expected_validation
     assert sorted(ids["train"] + ids["validation"] + ids["test"]) == list(range(40))
@@ -403,16 +434,20 @@ def test_folder_palette_and_jpeg_become_rgb(tmp_path):
     for split in ("validation", "test"):
         _save(root / split / "j.jpg", np.full((2, 2, 3), 200, dtype=np.uint8))
     images = load_source(f"folder:{root}", cache_dir=str(tmp_path))
-    np.testing.assert_array_equal(images.train[0] * 255,
-                                  [[[0, 0, 0], [255, 0, 0]], [[0, 0, 255], [255, 0, 0]]])
+    np.testing.assert_array_equal(
+        images.train[0] * 255, [[[0, 0, 0], [255, 0, 0]], [[0, 0, 255], [255, 0, 0]]]
+    )
     assert images.test.shape == (1, 2, 2, 3)
     np.testing.assert_allclose(images.test * 255, 200, atol=3)  # JPEG is lossy
 
 
-@pytest.mark.parametrize("content", [
-    b"\x89PNG\r\n\x1a\n" + b"garbage" * 10,
-    b"not an image at all",
-])
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"\x89PNG\r\n\x1a\n" + b"garbage" * 10,
+        b"not an image at all",
+    ],
+)
 def test_folder_corrupt_png(tmp_path, content):
     root = tmp_path / "imgs"
     _save(root / "train" / "good.png", _gray(1))
@@ -424,8 +459,10 @@ def test_folder_corrupt_png(tmp_path, content):
 
 def test_folder_truncated_png(tmp_path):
     root = tmp_path / "imgs"
-    _save(root / "train" / "cut.png", np.random.default_rng(3).integers(0, 256, (64, 64),
-                                                                          dtype=np.uint8))
+    _save(
+        root / "train" / "cut.png",
+        np.random.default_rng(3).integers(0, 256, (64, 64), dtype=np.uint8),
+    )
     _save(root / "test" / "good.png", _gray(1, (64, 64)))
     cut = root / "train" / "cut.png"
     cut.write_bytes(cut.read_bytes()[:200])
@@ -465,14 +502,19 @@ def test_folder_follows_symlink_inside(tmp_path):
     np.testing.assert_array_equal(images.train * 255, np.full((2, 4, 5, 1), 5))
 
 
-@pytest.mark.parametrize("layout, expected", [
-    ({"train/a.png": (4, 5)}, "has train/ but not both train/ and test/"),
-    ({"validation/a.png": (4, 5), "test/a.png": (4, 5)}, "has validation/, test/ but not both"),
-    ({"train/b.png": (4, 5), "train/p.png": (5, 4), "test/a.png": (4, 5)}, "differ in size"),
-    ({"train/b.png": (4, 5), "validation/a.png": (5, 4), "test/a.png": (4, 5)},
-     r"train images are \(4, 5, 1\) but validation images are \(5, 4, 1\)"),
-    ({"train/a.txt": (4, 5), "test/a.png": (4, 5)}, "has no train images"),
-])
+@pytest.mark.parametrize(
+    "layout, expected",
+    [
+        ({"train/a.png": (4, 5)}, "has train/ but not both train/ and test/"),
+        ({"validation/a.png": (4, 5), "test/a.png": (4, 5)}, "has validation/, test/ but not both"),
+        ({"train/b.png": (4, 5), "train/p.png": (5, 4), "test/a.png": (4, 5)}, "differ in size"),
+        (
+            {"train/b.png": (4, 5), "validation/a.png": (5, 4), "test/a.png": (4, 5)},
+            r"train images are \(4, 5, 1\) but validation images are \(5, 4, 1\)",
+        ),
+        ({"train/a.txt": (4, 5), "test/a.png": (4, 5)}, "has no train images"),
+    ],
+)
 def test_folder_bad_layouts(tmp_path, layout, expected):
     root = tmp_path / "imgs"
     for relative, shape in layout.items():
@@ -489,8 +531,9 @@ def test_folder_hash_split_with_too_few_files(tmp_path):
     root = tmp_path / "imgs"
     _save(root / "only.png", _gray(1))
     # 'only.png' is neither a test nor a validation image, so validation is the empty split.
-    assert not any(sources._held_out("only.png", part) for part in (sources.TEST,
-                                                                     sources.VALIDATION))
+    assert not any(
+        sources._held_out("only.png", part) for part in (sources.TEST, sources.VALIDATION)
+    )
     with pytest.raises(UserError, match="has no validation images.*train/ and test/"):
         load_source(f"folder:{root}", cache_dir=str(tmp_path))
 
@@ -502,20 +545,34 @@ def test_folder_missing(tmp_path):
 
 # --- tfds -----------------------------------------------------------------------------------
 
+
 def test_tfds_source_with_mocked_mnist(tmp_path):
     tfds = pytest.importorskip("tensorflow_datasets")
     carved = np.array([sources._held_out(str(i), sources.VALIDATION) for i in range(12)])
     with tfds.testing.mock_data(num_examples=12):
         images = load_source("tfds:mnist", cache_dir=str(tmp_path))
-        raw_labels, raw_test_labels = (np.array([label for _, label in tfds.as_numpy(
-            tfds.load("mnist", split=split, as_supervised=True, data_dir=str(tmp_path)))])
-            for split in ("train", "test"))
-        split_labels = {"train": raw_labels[~carved], "validation": raw_labels[carved],
-                        "test": raw_test_labels}
-        chosen = sorted(set.intersection(*(set(labels.tolist())
-                                           for labels in split_labels.values())))
-        filtered = load_source(f"tfds:mnist?labels={','.join(map(str, chosen))}",
-                               cache_dir=str(tmp_path))
+        raw_labels, raw_test_labels = (
+            np.array(
+                [
+                    label
+                    for _, label in tfds.as_numpy(
+                        tfds.load("mnist", split=split, as_supervised=True, data_dir=str(tmp_path))
+                    )
+                ]
+            )
+            for split in ("train", "test")
+        )
+        split_labels = {
+            "train": raw_labels[~carved],
+            "validation": raw_labels[carved],
+            "test": raw_test_labels,
+        }
+        chosen = sorted(
+            set.intersection(*(set(labels.tolist()) for labels in split_labels.values()))
+        )
+        filtered = load_source(
+            f"tfds:mnist?labels={','.join(map(str, chosen))}", cache_dir=str(tmp_path)
+        )
         absent = min(set(range(10)) - set(raw_labels.tolist()) or {10})
         with pytest.raises(UserError, match="selects no train images"):
             load_source(f"tfds:mnist?labels={absent}", cache_dir=str(tmp_path))
@@ -525,8 +582,9 @@ def test_tfds_source_with_mocked_mnist(tmp_path):
     assert images.test.shape == (12, 28, 28, 1) and images.train.dtype == np.float32
     assert 0 <= images.train.min() and images.train.max() <= 1
     for split, labels in split_labels.items():
-        np.testing.assert_array_equal(getattr(filtered, split),
-                                      getattr(images, split)[np.isin(labels, chosen)])
+        np.testing.assert_array_equal(
+            getattr(filtered, split), getattr(images, split)[np.isin(labels, chosen)]
+        )
 
 
 def test_tfds_unknown_dataset(tmp_path):
@@ -536,6 +594,7 @@ def test_tfds_unknown_dataset(tmp_path):
 
 
 # --- built-in mnist -------------------------------------------------------------------------
+
 
 def test_mnist_source_filters_labels(tmp_path, monkeypatch):
     x_train = np.arange(6, dtype=np.float32).reshape(6, 1, 1) / 256

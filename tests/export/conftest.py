@@ -7,6 +7,7 @@ shares its checkpoint. Most export tests reuse it, so the suite trains and expor
 `trained_run` trains, once per width, the runs whose masks saturate as a finished run's do, for
 the tests of the parity bound.
 """
+
 import dataclasses
 import json
 import shutil
@@ -30,9 +31,9 @@ def _strokes(rng, count, horizontal):
             at = rng.integers(4, IMAGE_SIZE - 4)
             start, stop = sorted(rng.integers(2, IMAGE_SIZE - 2, 2))
             if horizontal:
-                image[at, start:stop + 2] = 1.0
+                image[at, start : stop + 2] = 1.0
             else:
-                image[start:stop + 2, at] = 1.0
+                image[start : stop + 2, at] = 1.0
     return images
 
 
@@ -77,11 +78,25 @@ def stroke_run_config(root, **settings):
         path = root / f"{name}.npz"
         np.savez(path, x_train=_strokes(rng, 64, horizontal), x_test=_strokes(rng, 16, horizontal))
         sources.append(f"npz:{path}")
-    defaults = dict(train_mixtures=64, validation_mixtures=16, test_mixtures=16, mask_width=4,
-                    disc_width=4, batch_pairs=8, train_steps=4, eval_every=4, checkpoint_every=4,
-                    log_every=4)
-    return Config(workdir=str(root / "run"), source_a=sources[0], source_b=sources[1],
-                  cache_dir=str(root / "cache"), **{**defaults, **settings})
+    defaults = dict(
+        train_mixtures=64,
+        validation_mixtures=16,
+        test_mixtures=16,
+        mask_width=4,
+        disc_width=4,
+        batch_pairs=8,
+        train_steps=4,
+        eval_every=4,
+        checkpoint_every=4,
+        log_every=4,
+    )
+    return Config(
+        workdir=str(root / "run"),
+        source_a=sources[0],
+        source_b=sources[1],
+        cache_dir=str(root / "cache"),
+        **{**defaults, **settings},
+    )
 
 
 def build_exported_run(root):
@@ -96,11 +111,13 @@ def build_exported_run(root):
     inverted = root / "inverted_run"
     shutil.copytree(Path(config.workdir) / "checkpoints", inverted / "checkpoints")
     (inverted / "config.json").write_text(
-        json.dumps({**config.to_dict(), "workdir": str(inverted), "invert": True}))
+        json.dumps({**config.to_dict(), "workdir": str(inverted), "invert": True})
+    )
     inverted_report = export_onnx.export_run(str(inverted), log=lambda line: None)
     mixtures, _, _ = export_onnx.parity_mixtures(config, count=8)
-    return ExportedRun(config, Path(config.workdir), report, log, inverted, inverted_report,
-                       mixtures)
+    return ExportedRun(
+        config, Path(config.workdir), report, log, inverted, inverted_report, mixtures
+    )
 
 
 @pytest.fixture(scope="session")
@@ -119,8 +136,15 @@ def trained_run(tmp_path_factory):
         if width not in runs:
             root = tmp_path_factory.mktemp(f"trained_width{width}") / "sources"
             runs[width] = stroke_run_config(
-                root, mode="supervised", mask_width=width, mask_learning_rate=1e-2,
-                train_steps=60, eval_every=60, checkpoint_every=60, log_every=60)
+                root,
+                mode="supervised",
+                mask_width=width,
+                mask_learning_rate=1e-2,
+                train_steps=60,
+                eval_every=60,
+                checkpoint_every=60,
+                log_every=60,
+            )
             train_lib.train(runs[width])
         return runs[width]
 

@@ -1,4 +1,5 @@
 """Tests of the deployment forms: the exported graph, int8, provider options, no TensorFlow."""
+
 import os
 import subprocess
 import sys
@@ -18,6 +19,7 @@ IMAGE_SIZE = 32  # of the shared run built in conftest.py
 
 
 # --- the exported graph -----------------------------------------------------------------------
+
 
 def _mask_net_with_statistics(image_size, width):
     """A fresh float32 mask net whose BatchNorm statistics are far from 0 and 1, and the logits
@@ -43,8 +45,9 @@ def test_export_net_computes_the_mask_net_against_float64(image_size, for_int8):
 
     mask_net = _mask_net_with_statistics(image_size, 4)
     mixtures = np.random.default_rng(1).random((3, image_size, image_size, 1), dtype=np.float32)
-    reference = np.asarray(export_onnx.float64_twin(mask_net)(mixtures.astype(np.float64),
-                                                              training=False))
+    reference = np.asarray(
+        export_onnx.float64_twin(mask_net)(mixtures.astype(np.float64), training=False)
+    )
     keras_error = np.abs(np.asarray(mask_net(mixtures, training=False)) - reference).max()
     exported = graph.export_net(mask_net, for_int8=for_int8)
     error = np.abs(np.asarray(exported(mixtures, training=False)) - reference).max()
@@ -70,6 +73,7 @@ def test_onnx_file_has_the_matmul_bottleneck(exported):
 
 # --- int8 -------------------------------------------------------------------------------------
 
+
 def test_int8_is_reported_and_separates(exported):
     report = exported.report
     path = report["files"]["onnx_int8"]
@@ -89,7 +93,8 @@ def test_int8_is_reported_and_separates(exported):
     assert speed["batch_size"] == export_onnx.SPEED_BATCH
     assert set(speed["images_per_second"]) == {"onnx", "onnx_int8"}
     assert speed["ratio"] == pytest.approx(
-        speed["images_per_second"]["onnx_int8"] / speed["images_per_second"]["onnx"])
+        speed["images_per_second"]["onnx_int8"] / speed["images_per_second"]["onnx"]
+    )
     assert any(line.startswith("int8 ONNX max |difference|") for line in exported.log)
     assert any(line.startswith("speed at batch") for line in exported.log)
 
@@ -104,13 +109,17 @@ def test_calibration_uses_training_mixtures(exported):
 
 # --- provider options -------------------------------------------------------------------------
 
-@pytest.mark.parametrize("provider, options, message", [
-    ("cpu", ProviderOptions(device_id=1), "--device_id=1 applies to --provider=cuda"),
-    ("auto", ProviderOptions(device_id=-1), "--device_id=-1 is not a GPU"),
-    ("cuda", ProviderOptions(trt_fp16=True), "--trt_fp16 and --trt_engine_cache apply to"),
-    ("cpu", ProviderOptions(trt_engine_cache="cache"), "apply to --provider=tensorrt or auto"),
-    ("cpu", ProviderOptions(threads=0), "--threads=0 must be >= 1"),
-])
+
+@pytest.mark.parametrize(
+    "provider, options, message",
+    [
+        ("cpu", ProviderOptions(device_id=1), "--device_id=1 applies to --provider=cuda"),
+        ("auto", ProviderOptions(device_id=-1), "--device_id=-1 is not a GPU"),
+        ("cuda", ProviderOptions(trt_fp16=True), "--trt_fp16 and --trt_engine_cache apply to"),
+        ("cpu", ProviderOptions(trt_engine_cache="cache"), "apply to --provider=tensorrt or auto"),
+        ("cpu", ProviderOptions(threads=0), "--threads=0 must be >= 1"),
+    ],
+)
 def test_provider_options_that_cannot_apply_are_refused(exported, provider, options, message):
     with pytest.raises(UserError, match=message):
         Separator.load(exported.onnx_path, provider=provider, options=options)
@@ -125,57 +134,84 @@ def test_engine_cache_must_be_a_folder(exported, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
     with pytest.raises(UserError, match="is not a folder"):
-        Separator.load(exported.onnx_path, provider="tensorrt",
-                       options=ProviderOptions(trt_engine_cache=str(blocker)))
+        Separator.load(
+            exported.onnx_path,
+            provider="tensorrt",
+            options=ProviderOptions(trt_engine_cache=str(blocker)),
+        )
 
 
 def test_provider_options_reach_onnxruntime():
     options = ProviderOptions(device_id=2, trt_fp16=True, trt_engine_cache="engines")
     assert options.for_provider(ONNX_PROVIDERS["tensorrt"]) == {
-        "device_id": "2", "trt_fp16_enable": "True", "trt_engine_cache_enable": "True",
-        "trt_engine_cache_path": os.path.abspath("engines")}
+        "device_id": "2",
+        "trt_fp16_enable": "True",
+        "trt_engine_cache_enable": "True",
+        "trt_engine_cache_path": os.path.abspath("engines"),
+    }
     assert options.for_provider(ONNX_PROVIDERS["cuda"]) == {"device_id": "2"}
     assert options.for_provider(ONNX_PROVIDERS["cpu"]) == {}
     assert options.flags() == "--device_id=2 --trt_fp16 --trt_engine_cache=engines"
 
 
 def test_cpu_threads_are_used(exported):
-    separator = Separator.load(exported.onnx_path, provider="cpu",
-                               options=ProviderOptions(threads=1))
+    separator = Separator.load(
+        exported.onnx_path, provider="cpu", options=ProviderOptions(threads=1)
+    )
     expected = Separator.load(exported.onnx_path, provider="cpu").separate(exported.mixtures)
     for got, want in zip(separator.separate(exported.mixtures), expected):
         np.testing.assert_allclose(got, want, atol=1e-6)
 
 
 def _run(*args, timeout=120):
-    return subprocess.run([sys.executable, *args], cwd=REPO_ROOT,
-                          env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_separate_cli_refuses_options_of_another_provider(exported, tmp_path):
-    result = _run("-m", "export.separate", f"--model={exported.onnx_path}",
-                  f"--out={tmp_path / 'out'}", "--provider=cpu", "--trt_fp16",
-                  str(tmp_path / "nothing.png"))
+    result = _run(
+        "-m",
+        "export.separate",
+        f"--model={exported.onnx_path}",
+        f"--out={tmp_path / 'out'}",
+        "--provider=cpu",
+        "--trt_fp16",
+        str(tmp_path / "nothing.png"),
+    )
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
-        "error: --trt_fp16 and --trt_engine_cache apply to --provider=tensorrt or auto, not cpu"]
+        "error: --trt_fp16 and --trt_engine_cache apply to --provider=tensorrt or auto, not cpu"
+    ]
 
 
 @pytest.mark.parametrize("provider", ["cuda", "tensorrt"])
 def test_bench_gpu_provider_runs_or_fails_in_one_line(exported, provider):
     import onnxruntime as ort
 
-    result = _run("bench/export_speed.py", f"--export_dir={exported.out_dir}",
-                  f"--provider={provider}", "--models=separator.onnx", "--batch_sizes=1",
-                  "--repetitions=1", "--images_per_repetition=1")
+    result = _run(
+        "bench/export_speed.py",
+        f"--export_dir={exported.out_dir}",
+        f"--provider={provider}",
+        "--models=separator.onnx",
+        "--batch_sizes=1",
+        "--repetitions=1",
+        "--images_per_repetition=1",
+    )
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     try:
         Separator.load(exported.onnx_path, provider=provider)
     except UserError:
         assert result.returncode == 2 and len(errors) == 1
-        assert (f"provider {provider} is not in this onnxruntime build" in errors[0]
-                or f"could not load {ONNX_PROVIDERS[provider]}" in errors[0])
+        assert (
+            f"provider {provider} is not in this onnxruntime build" in errors[0]
+            or f"could not load {ONNX_PROVIDERS[provider]}" in errors[0]
+        )
         assert "Traceback" not in result.stderr
     else:  # a machine with the GPU libraries
         assert ONNX_PROVIDERS[provider] in ort.get_available_providers()
@@ -233,18 +269,27 @@ def test_onnx_path_imports_no_tensorflow(exported, tmp_path):
     assert result.stdout.splitlines() == ["separated (8, 32, 32, 1)", "loaded: []"]
 
     out = tmp_path / "out"
-    result = _run_without_tensorflow("export.separate", f"--model={int8}", f"--out={out}",
-                                     "--provider=cpu", "--threads=1", str(mixtures))
+    result = _run_without_tensorflow(
+        "export.separate",
+        f"--model={int8}",
+        f"--out={out}",
+        "--provider=cpu",
+        "--threads=1",
+        str(mixtures),
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == "loaded: []"
     assert len(os.listdir(out)) == 2 * len(exported.mixtures)
 
-    result = _run_without_tensorflow("bench/export_speed.py", f"--export_dir={exported.out_dir}",
-                                     "--batch_sizes=2", "--repetitions=1",
-                                     "--images_per_repetition=2")
+    result = _run_without_tensorflow(
+        "bench/export_speed.py",
+        f"--export_dir={exported.out_dir}",
+        "--batch_sizes=2",
+        "--repetitions=1",
+        "--images_per_repetition=2",
+    )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert "note: saved_model skipped: TensorFlow is not installed" in lines
     assert lines[-1] == "loaded: []"
     assert lines[-2].split()[0] == "2" and "separator_int8.onnx" in result.stdout
-

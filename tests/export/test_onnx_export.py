@@ -1,4 +1,5 @@
 """Tests for export/onnx.py: artifacts, parity, metadata, fp16, inversion and errors."""
+
 import dataclasses
 import json
 import os
@@ -19,6 +20,7 @@ from export import onnx as export_onnx
 REPO_ROOT = Path(__file__).resolve().parents[2]
 IMAGE_SIZE = 32  # of the shared run built in conftest.py
 
+
 def _check_derived_parity(report):
     """Asserts `report` passed under the derived bound; returns Keras's error against float64."""
     from_float64 = report["parity_float64_max_abs_diff"]
@@ -29,7 +31,8 @@ def _check_derived_parity(report):
     keras_error = export_onnx.source_error(from_float64["keras"])
     floor = np.finfo(np.float32).eps * export_onnx.ESTIMATE_RANGE * 8  # 8 convolution layers
     assert report["parity_bound"] == pytest.approx(
-        max(export_onnx.NOISE_MULTIPLE * keras_error, floor))
+        max(export_onnx.NOISE_MULTIPLE * keras_error, floor)
+    )
     assert report["parity_bound_origin"].startswith("derived: ")
     for label in ("saved_model", "onnx"):
         assert export_onnx.source_error(from_float64[label]) <= report["parity_bound"]
@@ -45,9 +48,15 @@ def test_parity_judges_the_sources_against_float64(exported):
     for report in (exported.report, exported.inverted_report):
         assert 0 < _check_derived_parity(report) < 1e-5
         assert report["parity_inputs"].startswith(
-            "16 validation mixtures rebuilt from the run's config")
+            "16 validation mixtures rebuilt from the run's config"
+        )
     assert set(exported.report["parity_quality"]["scores"]) == {
-        "keras", "saved_model", "onnx", "onnx_fp16", "onnx_int8"}
+        "keras",
+        "saved_model",
+        "onnx",
+        "onnx_fp16",
+        "onnx_int8",
+    }
     assert any(line.startswith("parity bound on the sources") for line in exported.log)
     assert any("from float64" in line for line in exported.log)
 
@@ -82,7 +91,7 @@ def test_float64_twin_holds_the_same_weights_in_float64(exported):
     twin_masks = np.asarray(twin(exported.mixtures.astype(np.float64), training=False))
     assert twin_masks.dtype == np.float64
     np.testing.assert_allclose(twin_masks, masks, atol=1e-6)
-    assert export_onnx.noise_floor(mask_net) == pytest.approx(2 ** -23 * 2 * 8)
+    assert export_onnx.noise_floor(mask_net) == pytest.approx(2**-23 * 2 * 8)
 
 
 @pytest.mark.parametrize("width", [4, 16])
@@ -96,25 +105,38 @@ def test_trained_nets_pass_with_the_derived_bound(trained_run, tmp_path, width):
     convolutions' lengths (fan-in up to 64 * width) and with them the noise.
     """
     config = trained_run(width)
-    report = export_onnx.export_run(config.workdir, out_dir=str(tmp_path / "export"),
-                                    log=lambda line: None)
+    report = export_onnx.export_run(
+        config.workdir, out_dir=str(tmp_path / "export"), log=lambda line: None
+    )
     keras_error = _check_derived_parity(report)
     evaluation = json.loads((Path(config.workdir) / "eval.json").read_text())
     assert evaluation["psnr_db"] > evaluation["half_mask_psnr_db"] + 1
     _, _, masks = Separator.load(report["files"]["onnx"], provider="cpu").separate(
-        export_onnx.parity_mixtures(config)[0], return_mask=True)
+        export_onnx.parity_mixtures(config)[0], return_mask=True
+    )
     assert masks.min() < 1e-3 and masks.max() > 1 - 1e-3
     # The float32 noise: every runtime's own error, and how far two runtimes differ.
-    measured = [keras_error, *(export_onnx.source_error(figures)
-                               for figures in report["parity_float64_max_abs_diff"].values()),
-                export_onnx.source_error(report["parity_max_abs_diff"]["onnx"])]
+    measured = [
+        keras_error,
+        *(
+            export_onnx.source_error(figures)
+            for figures in report["parity_float64_max_abs_diff"].values()
+        ),
+        export_onnx.source_error(report["parity_max_abs_diff"]["onnx"]),
+    ]
     assert 0 < max(measured) < report["parity_bound"]
 
 
 def test_writes_exactly_the_artifacts_and_no_temporaries(exported):
     assert sorted(os.listdir(exported.out_dir)) == sorted(
-        [export_onnx.SAVED_MODEL, export_onnx.ONNX_FILE, export_onnx.ONNX_FP16_FILE,
-         export_onnx.ONNX_INT8_FILE, export_onnx.REPORT_FILE])
+        [
+            export_onnx.SAVED_MODEL,
+            export_onnx.ONNX_FILE,
+            export_onnx.ONNX_FP16_FILE,
+            export_onnx.ONNX_INT8_FILE,
+            export_onnx.REPORT_FILE,
+        ]
+    )
     assert json.loads((exported.out_dir / export_onnx.REPORT_FILE).read_text()) == exported.report
     assert exported.report["opset"] == export_onnx.DEFAULT_OPSET
 
@@ -123,7 +145,8 @@ def test_onnx_interface_is_named_float32_with_dynamic_batch(exported):
     model = onnx.load(exported.onnx_path)
     onnx.checker.check_model(model)
     assert [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")] == [
-        export_onnx.DEFAULT_OPSET]
+        export_onnx.DEFAULT_OPSET
+    ]
     (mixture,) = model.graph.input
     assert mixture.name == "mixture"
     assert [o.name for o in model.graph.output] == list(OUTPUT_NAMES)
@@ -142,7 +165,8 @@ def test_dynamic_batch(exported, batch):
     session = ort.InferenceSession(exported.onnx_path, providers=["CPUExecutionProvider"])
     onnx_outputs = session.run(list(OUTPUT_NAMES), {"mixture": mixtures})
     saved_model_outputs = Separator.load(exported.saved_model_path).separate(
-        mixtures, return_mask=True)
+        mixtures, return_mask=True
+    )
     for from_onnx, from_saved_model in zip(onnx_outputs, saved_model_outputs):
         assert from_onnx.shape == (batch, IMAGE_SIZE, IMAGE_SIZE, 1)
         np.testing.assert_allclose(from_onnx, from_saved_model, atol=1e-5)
@@ -150,12 +174,14 @@ def test_dynamic_batch(exported, batch):
 
 def test_outputs_follow_the_mask_formula(exported):
     source_a, source_b, mask = Separator.load(exported.onnx_path, provider="cpu").separate(
-        exported.mixtures, return_mask=True)
+        exported.mixtures, return_mask=True
+    )
     np.testing.assert_allclose(source_a, 2 * exported.mixtures * mask, atol=1e-6)
     np.testing.assert_allclose(source_a + source_b, 2 * exported.mixtures, atol=1e-6)
 
 
 # --- metadata ---------------------------------------------------------------------------------
+
 
 def test_metadata_round_trip(exported):
     model = onnx.load(exported.onnx_path)
@@ -171,8 +197,9 @@ def test_metadata_round_trip(exported):
     assert props["aur_tf_version"] == export_onnx.aur_tf_version() != "unknown"
     assert Separator.load(exported.onnx_path, provider="cpu").metadata == props
     saved_model_metadata = Separator.load(exported.saved_model_path).metadata
-    assert saved_model_metadata == {k: v for k, v in props.items()
-                                    if k not in ("opset", "precision")}
+    assert saved_model_metadata == {
+        k: v for k, v in props.items() if k not in ("opset", "precision")
+    }
 
 
 def test_missing_evaluation_is_omitted(exported):
@@ -184,6 +211,7 @@ def test_missing_evaluation_is_omitted(exported):
 
 
 # --- fp16 -------------------------------------------------------------------------------------
+
 
 def test_fp16_keeps_float32_interface_and_reports_its_error(exported):
     model = onnx.load(exported.report["files"]["onnx_fp16"])
@@ -198,6 +226,7 @@ def test_fp16_keeps_float32_interface_and_reports_its_error(exported):
 
 
 # --- inverted runs ----------------------------------------------------------------------------
+
 
 def test_inverted_export_takes_natural_images(exported):
     inverted = Separator.load(exported.inverted_onnx_path, provider="cpu")
@@ -231,13 +260,15 @@ def test_unloadable_sources_fall_back_to_synthetic_inputs(exported):
 
 # --- float32 copies of mixed-precision runs ---------------------------------------------------
 
+
 def test_mixed_precision_checkpoint_restores_as_float32(exported, tmp_path):
     import tensorflow as tf
 
     from aur_tf import models
 
-    config = dataclasses.replace(exported.config, workdir=str(tmp_path),
-                                 mixed_precision="mixed_float16")
+    config = dataclasses.replace(
+        exported.config, workdir=str(tmp_path), mixed_precision="mixed_float16"
+    )
     trained = models.build_mask_net(IMAGE_SIZE, 1, config.mask_width, "mixed_float16")
     tf.train.Checkpoint(mask_net=trained).save(str(tmp_path / "checkpoints" / "ckpt"))
     restored, _ = export_onnx.restore_mask_net(str(tmp_path), config)
@@ -248,6 +279,7 @@ def test_mixed_precision_checkpoint_restores_as_float32(exported, tmp_path):
 
 
 # --- errors -----------------------------------------------------------------------------------
+
 
 def _copy_run(exported, destination):
     shutil.copytree(exported.workdir, destination, ignore=shutil.ignore_patterns("export"))
@@ -299,15 +331,15 @@ def _export_wrong_onnx(monkeypatch, scale):
     def wrong_to_onnx(*args, **kwargs):
         model = convert(*args, **kwargs)
         kernel = next(t for t in model.graph.initializer if "down0_conv" in t.name)
-        kernel.CopyFrom(numpy_helper.from_array(
-            numpy_helper.to_array(kernel) * np.float32(scale), kernel.name))
+        kernel.CopyFrom(
+            numpy_helper.from_array(numpy_helper.to_array(kernel) * np.float32(scale), kernel.name)
+        )
         return model
 
     monkeypatch.setattr(export_onnx, "to_onnx", wrong_to_onnx)
 
 
-def test_wrong_export_is_refused_and_leaves_the_previous_one(trained_run, tmp_path,
-                                                            monkeypatch):
+def test_wrong_export_is_refused_and_leaves_the_previous_one(trained_run, tmp_path, monkeypatch):
     """One weight tensor off by 0.1% in the ONNX file is far outside rounding noise.
 
     The net is trained (see `test_trained_nets_pass_with_the_derived_bound`): a fresh net's
@@ -316,15 +348,18 @@ def test_wrong_export_is_refused_and_leaves_the_previous_one(trained_run, tmp_pa
     """
     config = trained_run(4)
     out_dir = tmp_path / "out"
-    export_onnx.export_run(config.workdir, out_dir=str(out_dir), fp16=True,
-                           log=lambda line: None)
+    export_onnx.export_run(config.workdir, out_dir=str(out_dir), fp16=True, log=lambda line: None)
     installed = sorted(os.listdir(out_dir))
-    before = {name: (out_dir / name).read_bytes() for name in
-              (export_onnx.ONNX_FILE, export_onnx.ONNX_FP16_FILE, export_onnx.REPORT_FILE)}
+    before = {
+        name: (out_dir / name).read_bytes()
+        for name in (export_onnx.ONNX_FILE, export_onnx.ONNX_FP16_FILE, export_onnx.REPORT_FILE)
+    }
     _export_wrong_onnx(monkeypatch, 1.001)
-    with pytest.raises(export_onnx.ParityError,
-                       match=r"ONNX, onnxruntime CPU's sources differ from float64 .*nothing was "
-                             "written") as failure:
+    with pytest.raises(
+        export_onnx.ParityError,
+        match=r"ONNX, onnxruntime CPU's sources differ from float64 .*nothing was "
+        "written",
+    ) as failure:
         export_onnx.export_run(config.workdir, out_dir=str(out_dir), log=lambda line: None)
     assert "SavedModel" not in str(failure.value)
     assert sorted(os.listdir(out_dir)) == installed
@@ -334,11 +369,16 @@ def test_wrong_export_is_refused_and_leaves_the_previous_one(trained_run, tmp_pa
 def test_parity_tolerance_overrides_the_derived_bound(trained_run, tmp_path, monkeypatch):
     config = trained_run(4)
     with pytest.raises(export_onnx.ParityError, match=r"> 1\.00e-12"):
-        export_onnx.export_run(config.workdir, out_dir=str(tmp_path / "strict"),
-                               parity_tolerance=1e-12, log=lambda line: None)
+        export_onnx.export_run(
+            config.workdir,
+            out_dir=str(tmp_path / "strict"),
+            parity_tolerance=1e-12,
+            log=lambda line: None,
+        )
     _export_wrong_onnx(monkeypatch, 1.001)
-    report = export_onnx.export_run(config.workdir, out_dir=str(tmp_path / "loose"),
-                                    parity_tolerance=0.1, log=lambda line: None)
+    report = export_onnx.export_run(
+        config.workdir, out_dir=str(tmp_path / "loose"), parity_tolerance=0.1, log=lambda line: None
+    )
     assert report["parity_bound"] == 0.1
     assert report["parity_bound_origin"] == "--parity_tolerance=0.1"
     assert export_onnx.source_error(report["parity_float64_max_abs_diff"]["onnx"]) > 1e-5
@@ -354,7 +394,8 @@ def test_synthetic_inputs_skip_the_quality_comparison(exported, tmp_path):
     workdir = _copy_run(exported, tmp_path / "run")
     config = json.loads((workdir / "config.json").read_text())
     (workdir / "config.json").write_text(
-        json.dumps({**config, "source_a": "npz:/nonexistent/a.npz"}))
+        json.dumps({**config, "source_a": "npz:/nonexistent/a.npz"})
+    )
     report = export_onnx.export_run(str(workdir), log=lambda line: None)
     assert "synthetic" in report["parity_inputs"]
     assert report["parity_quality"] == {"skipped": "no clean sources for synthetic mixtures"}
@@ -369,7 +410,8 @@ def test_reexport_replaces_every_artifact(exported, tmp_path):
     # The fp16 and int8 files of the earlier export are gone: they were not the twins of the new
     # ONNX file.
     assert sorted(os.listdir(out_dir)) == sorted(
-        [export_onnx.SAVED_MODEL, export_onnx.ONNX_FILE, export_onnx.REPORT_FILE])
+        [export_onnx.SAVED_MODEL, export_onnx.ONNX_FILE, export_onnx.REPORT_FILE]
+    )
     assert sum(line.startswith("removed ") for line in log) == 2
     for path in (out_dir / export_onnx.ONNX_FILE, out_dir / export_onnx.SAVED_MODEL):
         assert Separator.load(str(path), provider="cpu").metadata["inverted_inputs"] == "true"
@@ -377,17 +419,23 @@ def test_reexport_replaces_every_artifact(exported, tmp_path):
 
 def _run_cli(*flags):
     return subprocess.run(
-        [sys.executable, "-m", "export.onnx", *flags], cwd=REPO_ROOT,
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, capture_output=True, text=True,
-        timeout=120)
+        [sys.executable, "-m", "export.onnx", *flags],
+        cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_cli_error_is_one_line_with_status_2(tmp_path):
     result = _run_cli(f"--workdir={tmp_path / 'nothing'}")
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert errors == [f"error: --workdir={tmp_path / 'nothing'} does not exist: give the workdir "
-                      "of a training run"]
+    assert errors == [
+        f"error: --workdir={tmp_path / 'nothing'} does not exist: give the workdir "
+        "of a training run"
+    ]
     assert "Traceback" not in result.stderr
 
 
@@ -395,6 +443,8 @@ def test_cli_bad_parity_tolerance_is_one_line_with_status_2(exported):
     result = _run_cli(f"--workdir={exported.workdir}", "--parity_tolerance=nan")
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert errors == ["error: --parity_tolerance=nan is not a bound: give a finite number > 0 "
-                      "(absolute, on the sources), or leave it out for the derived one"]
+    assert errors == [
+        "error: --parity_tolerance=nan is not a bound: give a finite number > 0 "
+        "(absolute, on the sources), or leave it out for the derived one"
+    ]
     assert "Traceback" not in result.stderr

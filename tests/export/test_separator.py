@@ -1,4 +1,5 @@
 """Tests for aur_tf.separator.Separator on the shared exported run (see test_onnx_export.py)."""
+
 import numpy as np
 import onnx
 import pytest
@@ -8,7 +9,6 @@ from aur_tf.errors import UserError
 from aur_tf.separator import ONNX_PROVIDERS, Separator
 
 IMAGE_SIZE = 32  # of the shared run built in conftest.py
-
 
 
 @pytest.fixture(params=["onnx", "saved_model"])
@@ -52,13 +52,19 @@ def test_uint8_is_scaled_and_batching_does_not_change_results(separator, exporte
     assert empty_a.shape == empty_b.shape == (0, IMAGE_SIZE, IMAGE_SIZE, 1)
 
 
-@pytest.mark.parametrize("mixtures, message", [
-    (np.full((2, IMAGE_SIZE, IMAGE_SIZE, 1), 1.5, np.float32), r"span \[1.5, 1.5\], not \[0, 1\]"),
-    (np.full((2, IMAGE_SIZE, IMAGE_SIZE, 1), np.nan, np.float32), "NaN or Inf"),
-    (np.zeros((2, IMAGE_SIZE, IMAGE_SIZE, 1), np.int32), "int32: give uint8"),
-    (np.zeros((2, 28, 28, 1), np.float32), r"shape \[2, 28, 28, 1\] do not fit"),
-    (np.zeros((2, IMAGE_SIZE, IMAGE_SIZE, 3), np.float32), r"takes \[N, 32, 32, 1\]"),
-])
+@pytest.mark.parametrize(
+    "mixtures, message",
+    [
+        (
+            np.full((2, IMAGE_SIZE, IMAGE_SIZE, 1), 1.5, np.float32),
+            r"span \[1.5, 1.5\], not \[0, 1\]",
+        ),
+        (np.full((2, IMAGE_SIZE, IMAGE_SIZE, 1), np.nan, np.float32), "NaN or Inf"),
+        (np.zeros((2, IMAGE_SIZE, IMAGE_SIZE, 1), np.int32), "int32: give uint8"),
+        (np.zeros((2, 28, 28, 1), np.float32), r"shape \[2, 28, 28, 1\] do not fit"),
+        (np.zeros((2, IMAGE_SIZE, IMAGE_SIZE, 3), np.float32), r"takes \[N, 32, 32, 1\]"),
+    ],
+)
 def test_bad_mixtures_are_value_errors(separator, mixtures, message):
     with pytest.raises(ValueError, match=message):
         separator.separate(mixtures)
@@ -70,11 +76,16 @@ def test_batch_size_must_be_positive(separator, exported):
 
 
 def test_a_non_separator_onnx_file_is_refused(tmp_path):
-    identity = helper.make_model(helper.make_graph(
-        [helper.make_node("Identity", ["x"], ["y"])], "identity",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 4])]),
-        ir_version=8, opset_imports=[helper.make_opsetid("", 17)])
+    identity = helper.make_model(
+        helper.make_graph(
+            [helper.make_node("Identity", ["x"], ["y"])],
+            "identity",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 4])],
+        ),
+        ir_version=8,
+        opset_imports=[helper.make_opsetid("", 17)],
+    )
     path = tmp_path / "identity.onnx"
     onnx.save(identity, path)
     with pytest.raises(UserError, match=f"{path} is not an aur_tf separator"):
@@ -120,8 +131,10 @@ def test_forced_provider_is_used_or_refused(exported):
         assert separator.provider == "CUDAExecutionProvider"
 
 
-@pytest.mark.parametrize("provider, message", [("gpu", "unknown provider 'gpu'"),
-                                               ("tensorrt", "applies to .onnx separators only")])
+@pytest.mark.parametrize(
+    "provider, message",
+    [("gpu", "unknown provider 'gpu'"), ("tensorrt", "applies to .onnx separators only")],
+)
 def test_bad_provider_choices(exported, provider, message):
     with pytest.raises(UserError, match=message):
         Separator.load(exported.saved_model_path, provider=provider)
@@ -137,8 +150,9 @@ def test_a_fixed_batch_model_runs_in_chunks_of_its_batch(exported, tmp_path, fix
     assert separator.fixed_batch == fixed_batch
     expected = Separator.load(exported.onnx_path, provider="cpu").separate(exported.mixtures)
     for batch_size in (2, 256):  # 8 mixtures: a partial last chunk for batch 3
-        for got, want in zip(separator.separate(exported.mixtures, batch_size=batch_size),
-                             expected):
+        for got, want in zip(
+            separator.separate(exported.mixtures, batch_size=batch_size), expected
+        ):
             np.testing.assert_allclose(got, want, atol=1e-6)
     single_a, _ = separator.separate(exported.mixtures[0])
     np.testing.assert_allclose(single_a, expected[0][0], atol=1e-6)

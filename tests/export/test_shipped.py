@@ -1,4 +1,5 @@
 """The separators that ship with aur_tf: named, loadable without training, with their records."""
+
 import json
 import os
 import subprocess
@@ -28,8 +29,10 @@ def test_the_shipped_metadata_carries_the_runs_validation_and_test_figures():
         record = json.load(f)
     assert record["metadata"].items() <= separator.metadata.items()
     assert separator.metadata["eval_split"] == "validation"
-    figures = {key: float(separator.metadata[key]) for key in
-               ("eval_psnr_db", "eval_ssim", "test_psnr_db", "test_ssim")}
+    figures = {
+        key: float(separator.metadata[key])
+        for key in ("eval_psnr_db", "eval_ssim", "test_psnr_db", "test_ssim")
+    }
     assert figures["test_psnr_db"] > 20.4 and figures["test_ssim"] > 0.9
     assert json.loads(separator.metadata["training_config"])["source_a"] == "mnist?labels=0-4"
 
@@ -44,9 +47,20 @@ def test_a_path_is_never_taken_for_a_shipped_name(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_separating_with_a_shipped_model_needs_no_training(tmp_path):
     Image.fromarray(np.full((32, 32), 120, np.uint8)).save(tmp_path / "mix.png")
-    result = subprocess.run([sys.executable, "-m", "export.separate", "--model=mnist",
-                             f"--out={tmp_path / 'out'}", "--provider=cpu",
-                             str(tmp_path / "mix.png")], capture_output=True, text=True,
-                            cwd=ROOT, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "export.separate",
+            "--model=mnist",
+            f"--out={tmp_path / 'out'}",
+            "--provider=cpu",
+            str(tmp_path / "mix.png"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     assert sorted(os.listdir(tmp_path / "out")) == ["mix_a.png", "mix_b.png"]

@@ -18,9 +18,16 @@ def trained_run(tmp_path_factory, npz_source):
     from synthetic import tiny_config
 
     root = tmp_path_factory.mktemp("unsupervised")
-    config = tiny_config(root / "run", channels=1, source_a=f"npz:{npz_source}?labels=0-4",
-                         source_b=f"npz:{npz_source}?labels=5-9", train_mixtures=40,
-                         validation_mixtures=16, test_mixtures=16, keep_checkpoints=5)
+    config = tiny_config(
+        root / "run",
+        channels=1,
+        source_a=f"npz:{npz_source}?labels=0-4",
+        source_b=f"npz:{npz_source}?labels=5-9",
+        train_mixtures=40,
+        validation_mixtures=16,
+        test_mixtures=16,
+        keep_checkpoints=5,
+    )
     train_lib.train(config)
     return config
 
@@ -33,11 +40,14 @@ def test_every_checkpoint_is_scored_once(trained_run):
     with open(f"{trained_run.workdir}/{runs.SCORES_FILE}") as f:
         assert json.load(f) == json.loads(json.dumps(record))
     again = []
-    assert runs.score_run(trained_run.workdir, mixtures=8, judge=TINY_JUDGE,
-                          log=again.append) == record
+    assert (
+        runs.score_run(trained_run.workdir, mixtures=8, judge=TINY_JUDGE, log=again.append)
+        == record
+    )
     assert again == []  # nothing left to score
-    other = runs.score_run(trained_run.workdir, mixtures=6, judge=TINY_JUDGE, latest_only=True,
-                           log=again.append)
+    other = runs.score_run(
+        trained_run.workdir, mixtures=6, judge=TINY_JUDGE, latest_only=True, log=again.append
+    )
     assert [entry["step"] for entry in other["checkpoints"]] == [6]
 
 
@@ -49,12 +59,14 @@ def test_scores_never_read_the_clean_sources(trained_run, tmp_path, monkeypatch)
     def with_garbage_sources(config):
         data = load(config)
         garbage = np.random.default_rng(1).random(data.validation.sources_a.shape, np.float32)
-        return dataclasses.replace(data, validation=MixtureSplit(
-            data.validation.mixtures, garbage, garbage[::-1]))
+        return dataclasses.replace(
+            data, validation=MixtureSplit(data.validation.mixtures, garbage, garbage[::-1])
+        )
 
     monkeypatch.setattr(runs, "load_mixture_dataset", with_garbage_sources)
     blind_workdir = tmp_path / "blind"
-    shutil.copytree(trained_run.workdir, blind_workdir,
-                    ignore=shutil.ignore_patterns(runs.SCORES_FILE))
+    shutil.copytree(
+        trained_run.workdir, blind_workdir, ignore=shutil.ignore_patterns(runs.SCORES_FILE)
+    )
     blind = runs.score_run(str(blind_workdir), mixtures=8, judge=TINY_JUDGE, log=print)
     assert blind == honest

@@ -7,10 +7,12 @@ from aur_tf.unsupervised import scores
 
 def _channel_mask(channel):
     """A mask net that gives every pixel of one colour channel to the first output."""
+
     def mask_net(mixtures, training=False):
         masks = np.zeros_like(mixtures)
         masks[..., channel] = 1.0
         return masks
+
     return mask_net
 
 
