@@ -39,24 +39,30 @@ _KERNEL_TAPS = 16  # 4x4
 _DOWN_STEPS = 4
 _MATMUL_SIZE = 2048
 
-flags.DEFINE_string("export_dir", None, "Output directory of python -m export.onnx.")
-flags.DEFINE_enum(
-    "provider",
-    "cpu",
-    list(ONNX_PROVIDERS),
-    "onnxruntime execution provider of the ONNX models; the SavedModel is timed with cpu only.",
-)
-flags.DEFINE_list(
-    "models",
-    [SAVED_MODEL, "separator.onnx", "separator_int8.onnx"],
-    "Artifacts in --export_dir to time; missing ones are skipped with a note.",
-)
-flags.DEFINE_list("batch_sizes", ["1", "16", "256"], "Batch sizes to time.")
-flags.DEFINE_integer("repetitions", 7, "Timed repetitions per batch size and model (median).")
-flags.DEFINE_integer("images_per_repetition", 512, "Images separated per repetition.")
-define_provider_option_flags()
-flags.mark_flag_as_required("export_dir")
 FLAGS = flags.FLAGS
+
+
+def _define_flags():
+    """Defined only when run as a script: absl flags are process-global, and the test suite
+    loads this module beside other entry points (a required flag here would fail their parsing).
+    """
+    flags.DEFINE_string("export_dir", None, "Output directory of python -m export.onnx.")
+    flags.DEFINE_enum(
+        "provider",
+        "cpu",
+        list(ONNX_PROVIDERS),
+        "onnxruntime execution provider of the ONNX models; the SavedModel is timed with cpu only.",
+    )
+    flags.DEFINE_list(
+        "models",
+        [SAVED_MODEL, "separator.onnx", "separator_int8.onnx"],
+        "Artifacts in --export_dir to time; missing ones are skipped with a note.",
+    )
+    flags.DEFINE_list("batch_sizes", ["1", "16", "256"], "Batch sizes to time.")
+    flags.DEFINE_integer("repetitions", 7, "Timed repetitions per batch size and model (median).")
+    flags.DEFINE_integer("images_per_repetition", 512, "Images separated per repetition.")
+    define_provider_option_flags()
+    flags.mark_flag_as_required("export_dir")
 
 
 def mask_net_flops(image_size, channels, width):
@@ -198,4 +204,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    _define_flags()
     app.run(main, flags_parser=cli.parse_flags)
