@@ -15,6 +15,18 @@ from aur_tf.safe_io import printable
 MODES = ("unsupervised", "supervised")
 ENERGY_TERMS = ("batch", "pixel", "none")
 # Settings of the adversarial game alone: a supervised run trains the mask net by itself.
+# Settings that fix a run's data: its sources, their shape, the mixture counts and the draw.
+DATA_SETTINGS = (
+    "source_a",
+    "source_b",
+    "image_size",
+    "channels",
+    "invert",
+    "train_mixtures",
+    "validation_mixtures",
+    "test_mixtures",
+    "seed",
+)
 ADVERSARIAL_SETTINGS = frozenset(
     {"disc_width", "disc_learning_rate", "alpha", "beta", "energy", "mask_steps_per_disc_step"}
 )

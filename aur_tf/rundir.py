@@ -30,7 +30,7 @@ import sys
 import numpy as np
 
 from aur_tf import metrics, safe_io
-from aur_tf.config import Config
+from aur_tf.config import DATA_SETTINGS, Config
 from aur_tf.errors import UserError
 from aur_tf.evaluation import QUALITY_MARKS
 
@@ -45,21 +45,7 @@ SAMPLE_COUNT = 8  # mixtures in samples.npz
 
 # Settings a resumed run must share with the checkpoint it resumes: they change the data or the
 # shapes of what was saved. Everything else (steps, logging, learning rates) may change.
-RUN_IDENTITY = (
-    "mode",
-    "source_a",
-    "source_b",
-    "image_size",
-    "channels",
-    "invert",
-    "train_mixtures",
-    "validation_mixtures",
-    "test_mixtures",
-    "seed",
-    "mask_width",
-    "disc_width",
-    "mixed_precision",
-)
+RUN_IDENTITY = ("mode", *DATA_SETTINGS, "mask_width", "disc_width", "mixed_precision")
 # What every entry of eval.json's `history` holds, one per evaluation.
 HISTORY_FIELDS = ("step", "train_seconds") + tuple(QUALITY_MARKS)
 # Top-level numbers every record holds, whoever wrote it.

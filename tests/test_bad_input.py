@@ -34,6 +34,9 @@ from aur_tf.data import mnist_offline
 from aur_tf.data.sources import SourceImages, load_source
 from aur_tf.errors import UserError
 
+# Every case runs the command line in a subprocess; fuzzing; root-only filesystems.
+pytestmark = pytest.mark.slow
+
 hypothesis = pytest.importorskip("hypothesis")
 st = hypothesis.strategies
 hnp = pytest.importorskip("hypothesis.extra.numpy")

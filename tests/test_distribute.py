@@ -20,6 +20,9 @@ import tensorflow as tf
 from aur_tf import train_lib
 from aur_tf.errors import UserError
 
+# Several devices and worker processes.
+pytestmark = pytest.mark.slow
+
 HELPER = distributed_runs.__file__
 TIMEOUT_SECONDS = 300
 

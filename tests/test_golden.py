@@ -5,6 +5,9 @@ import pytest
 from aur_tf import train_lib
 from aur_tf.config import Config
 
+# Training to a quality bar.
+pytestmark = pytest.mark.slow
+
 # Measured: 35.6-36.5 dB against 20.5 dB for the unsupervised case (seeds 0-2), so a 3 dB margin
 # leaves room for numerical noise yet fails on any real regression.
 MARGIN_DB = 3.0

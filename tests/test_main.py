@@ -11,6 +11,7 @@ def _assert_one_line_error(result, expected):
     assert_one_line_error(result.returncode, result.stderr, re.escape(expected))
 
 
+@pytest.mark.slow
 def test_flagfile_run_writes_eval_json(tmp_path, npz_source):
     flagfile = tmp_path / "tiny.cfg"
     flagfile.write_text(

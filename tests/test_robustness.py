@@ -18,6 +18,9 @@ import numpy as np
 import pytest
 from cli_helpers import ROOT, assert_one_line_error, run_main
 
+# Subprocesses killed and resumed.
+pytestmark = pytest.mark.slow
+
 STEPS, CHECKPOINT_EVERY = 80, 10
 
 

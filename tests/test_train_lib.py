@@ -95,6 +95,7 @@ def test_a_worker_other_than_the_chief_writes_nothing_into_the_shared_workdir(
     assert os.listdir(config.workdir) == []
 
 
+@pytest.mark.slow
 def test_every_checkpoint_file_and_directory_is_flushed_to_disk(
     make_config, stroke_data, monkeypatch
 ):
@@ -168,6 +169,7 @@ def test_evaluations_score_validation_and_test_is_scored_once_at_the_end(
         assert json.load(f)["test"] == json.loads(json.dumps(honest["test"]))
 
 
+@pytest.mark.slow
 def test_resume_continues_the_same_step_count_and_result(make_config, stroke_data):
     straight = make_config("straight")
     train_lib.train(straight, data=stroke_data)
@@ -191,6 +193,7 @@ def test_eval_json_names_every_machine_the_run_trained_on(make_config, stroke_da
     assert again["machines"] == ["first machine", "second machine"]
 
 
+@pytest.mark.slow
 def test_convolution_kernels_train_alike_and_a_run_resumes_with_either(make_config, stroke_data):
     native = make_config("native", conv_kernels="native")
     train_lib.train(native, data=stroke_data)
@@ -252,6 +255,7 @@ def test_resume_with_other_model_settings_is_refused(make_config, stroke_data):
     "mode, precision",
     [("unsupervised", "float32"), ("supervised", "float32"), ("unsupervised", "mixed_float16")],
 )
+@pytest.mark.slow
 def test_resume_trains_with_the_learning_rates_of_its_settings(
     make_config, stroke_data, mode, precision, caplog
 ):

@@ -19,6 +19,7 @@ import numpy as np
 
 from aur_tf import evaluation, machine, metrics, rundir
 from aur_tf.baselines import METHODS, glo, rpca
+from aur_tf.config import DATA_SETTINGS
 from aur_tf.data.mixtures import load_mixture_dataset
 from aur_tf.errors import UserError
 
@@ -26,19 +27,7 @@ log = logging.getLogger("aur_tf")
 
 # The Config fields a baseline reads; only these go into its eval.json, so that settings of the
 # mask net it never used cannot make two runs of one baseline look different in a report.
-DATA_FIELDS = (
-    "workdir",
-    "source_a",
-    "source_b",
-    "image_size",
-    "channels",
-    "invert",
-    "train_mixtures",
-    "validation_mixtures",
-    "test_mixtures",
-    "cache_dir",
-    "seed",
-)
+DATA_FIELDS = ("workdir", "cache_dir", *DATA_SETTINGS)
 
 
 def _check_workdir(workdir, method):

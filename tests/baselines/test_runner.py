@@ -87,6 +87,7 @@ def test_refuses_a_workdir_of_another_run(make_config, stroke_data):
         )
 
 
+@pytest.mark.slow
 def test_command_line_reads_main_flagfiles_and_fails_in_one_line(tmp_path):
     rng = np.random.default_rng(0)
     source = tmp_path / "blobs.npz"

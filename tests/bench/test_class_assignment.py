@@ -49,6 +49,7 @@ def test_a_source_without_labels_filter_is_a_user_error(class_assignment, unlabe
         class_assignment.source_labels(split, config)
 
 
+@pytest.mark.slow
 def test_a_run_on_labelled_sources_gets_one_cell_per_class_pair(tmp_path):
     archive = tmp_path / "digits.npz"
     write_npz_source(archive, train_count=60, test_count=40)  # labels 0..9 in turn

@@ -32,6 +32,7 @@ def trained_run(tmp_path_factory, npz_source):
     return config
 
 
+@pytest.mark.slow
 def test_every_checkpoint_is_scored_once(trained_run):
     lines = []
     record = runs.score_run(trained_run.workdir, mixtures=8, judge=TINY_JUDGE, log=lines.append)
@@ -51,6 +52,7 @@ def test_every_checkpoint_is_scored_once(trained_run):
     assert [entry["step"] for entry in other["checkpoints"]] == [6]
 
 
+@pytest.mark.slow
 def test_scores_never_read_the_clean_sources(trained_run, tmp_path, monkeypatch):
     """Replacing the validation split's clean sources by garbage changes no score."""
     honest = runs.score_run(trained_run.workdir, mixtures=8, judge=TINY_JUDGE, log=print)
