@@ -26,6 +26,7 @@ import tensorflow as tf
 
 from aur_tf import evaluation, rundir
 from aur_tf.errors import TrainingDiverged
+from aur_tf.unsupervised import scores as unsupervised_scores
 
 log = logging.getLogger("aur_tf")
 
@@ -301,6 +302,19 @@ class Evaluation(keras.callbacks.Callback):
         with self.clock.paused():
             self.evaluate(self.progress.take_means())
 
+    def _unsupervised_scores(self, mask_net):
+        """`{"remix_consistency_db": dB}` on the first `config.unsupervised_mixtures` validation
+        mixtures (none of their clean sources), or `{}` when that is 0."""
+        count = min(self.config.unsupervised_mixtures, len(self.split.mixtures))
+        if count < 2:
+            return {}
+        held_out = self.split.mixtures[:count]
+        return {
+            "remix_consistency_db": unsupervised_scores.remix_consistency_db(
+                mask_net, held_out, unsupervised_scores.partners(count)
+            )
+        }
+
     @property
     def step(self):
         """The step of the latest evaluation, None before the first."""
@@ -325,10 +339,13 @@ class Evaluation(keras.callbacks.Callback):
         }
         if train_means:
             entry["train_means"] = train_means
+        unsupervised = self._unsupervised_scores(mask_net)
+        entry.update(unsupervised)
         self.history.append(entry)
         self.results = dict(
             scores,
             **self.baseline,
+            **unsupervised,
             split="validation",
             step=step,
             train_seconds=entry["train_seconds"],
@@ -347,19 +364,23 @@ class Evaluation(keras.callbacks.Callback):
             self._write_record()
             rundir.write_mask_samples(self.config.workdir, self.split, masks, scores["permutation"])
         log.info(
-            "eval at step %d: %.2f dB PSNR, %.3f SSIM, %.1f%% swapped (half mask %.2f dB, %.3f)%s",
+            "eval at step %d: %.2f dB PSNR, %.3f SSIM, %.1f%% swapped (half mask %.2f dB, "
+            "%.3f)%s%s",
             step,
             scores["psnr_db"],
             scores["ssim"],
             100 * scores["swapped_fraction"],
             self.baseline["half_mask_psnr_db"],
             self.baseline["half_mask_ssim"],
+            "".join(f" | {name} {value:.2f}" for name, value in unsupervised.items()),
             " | COLLAPSED: one output takes nearly all energy" if scores["collapsed"] else "",
         )
         with rundir.writes_to(rundir.path(self.config.workdir, rundir.TENSORBOARD_DIR)):
             with self.writer.as_default(step=step):
                 for name in ("psnr_db", "ssim", "energy_share", "swapped_fraction"):
                     tf.summary.scalar(f"eval/{name}", scores[name])
+                for name, value in unsupervised.items():
+                    tf.summary.scalar(f"eval/{name}", value)
                 tf.summary.image(
                     "eval/mixture|estimate_a|estimate_b|true_a|true_b",
                     _image_grid(self.split, masks),

@@ -181,6 +181,11 @@ class Config:
         "collapse to the trivial mask (collapse_detected_at_step in "
         "eval.json).",
     )
+    unsupervised_mixtures: int = setting(
+        1000,
+        "Validation mixtures on which every evaluation also computes the remix consistency, a "
+        "score that reads mixtures only (docs/unsupervised-score.md); 0 leaves it out.",
+    )
 
     def __post_init__(self):
         self._check_choice("mode", MODES)
@@ -197,6 +202,10 @@ class Config:
                 raise UserError(
                     f"--{name}={getattr(self, name)} is absurdly large: at most {MAX_COUNT}"
                 )
+        if not 0 <= self.unsupervised_mixtures <= MAX_COUNT:
+            raise UserError(
+                f"--unsupervised_mixtures={self.unsupervised_mixtures} must be in 0 .. {MAX_COUNT}"
+            )
         if not 0 <= self.seed <= MAX_SEED:
             raise UserError(f"--seed={self.seed} must be in 0 .. {MAX_SEED}")
         # NaN passes every comparison below unnoticed and would only surface as a NaN loss.

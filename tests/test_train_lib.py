@@ -142,6 +142,10 @@ def test_unsupervised_training_never_reads_the_ground_truth(make_config, stroke_
     for a, b in zip(_final_weights(honest_config), _final_weights(blind_config)):
         np.testing.assert_array_equal(a, b)
     assert honest["psnr_db"] != blind["psnr_db"]
+    # The unsupervised score of every evaluation reads mixtures only.
+    assert [h["remix_consistency_db"] for h in honest["history"]] == [
+        h["remix_consistency_db"] for h in blind["history"]
+    ]
     assert honest["test"]["psnr_db"] != blind["test"]["psnr_db"]
 
 
@@ -321,3 +325,20 @@ def test_divergence_stops_with_the_loss_and_step(make_config, stroke_data):
     with pytest.raises(TrainingDiverged, match="became nan at step 1; no checkpoint"):
         train_lib.train(config, data=nan_data)
     assert not glob.glob(os.path.join(config.workdir, "checkpoints", "ckpt-*"))
+
+
+def test_the_unsupervised_score_is_on_every_evaluation_unless_turned_off(
+    make_config, stroke_data, caplog
+):
+    caplog.set_level(logging.INFO, logger="aur_tf")
+    scored = train_lib.train(make_config("scored"), data=stroke_data)
+    assert all(0 < h["remix_consistency_db"] <= 100 for h in scored["history"])
+    assert scored["remix_consistency_db"] == scored["history"][-1]["remix_consistency_db"]
+    assert any(
+        "| remix_consistency_db " in record.getMessage()
+        for record in caplog.records
+        if record.getMessage().startswith("eval at step")
+    )
+    unscored = train_lib.train(make_config("unscored", unsupervised_mixtures=0), data=stroke_data)
+    assert "remix_consistency_db" not in unscored
+    assert all("remix_consistency_db" not in h for h in unscored["history"])
