@@ -19,6 +19,7 @@ Importing this module does not import TensorFlow (the report reads workdirs with
 """
 
 import contextlib
+import fcntl
 import glob
 import io
 import json
@@ -26,6 +27,7 @@ import logging
 import os
 import re
 import sys
+import tempfile
 
 import numpy as np
 
@@ -155,20 +157,52 @@ def write_mask_samples(workdir, split, masks, permutation):
 
 
 def check_writable(workdir):
-    """Creates `workdir` if needed and proves it writable, leaving nothing behind."""
-    probe = path(workdir, ".write_test")
+    """Creates `workdir` if needed and proves it, and the folders a run keeps in it, usable,
+    leaving nothing behind.
+
+    The probe file gets a fresh random name, created exclusively: a link planted at a fixed
+    name could otherwise make the probe write through it to a file outside the workdir.
+    """
     try:
         os.makedirs(workdir, exist_ok=True)
-        with open(probe, "w") as f:
-            f.write("ok")
+        descriptor, probe = tempfile.mkstemp(prefix=".write_test-", dir=workdir)
     except OSError as e:
         raise UserError(
             f"cannot write to --workdir={workdir} ({reason(e)}): free disk "
             "space or choose a writable directory"
         ) from None
+    os.close(descriptor)
+    with contextlib.suppress(OSError):
+        os.remove(probe)
+    for folder in (CHECKPOINTS_DIR, TENSORBOARD_DIR):
+        folder_path = path(workdir, folder)
+        if os.path.lexists(folder_path) and not os.path.isdir(folder_path):
+            raise UserError(
+                f"{folder_path} is not a directory: a run keeps its {folder} there; move the "
+                "file away or choose another --workdir"
+            )
+
+
+@contextlib.contextmanager
+def exclusive(directory, what):
+    """Holds an advisory lock on `directory` (flock on the directory itself, so that nothing is
+    written) while the block runs, so that two processes never write one run or export at once.
+
+    Raises:
+      UserError: another process holds the lock.
+    """
+    descriptor = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(
+                f"{directory} is in use by another {what}: wait for it to end or use another "
+                "directory"
+            ) from None
+        yield
     finally:
-        with contextlib.suppress(OSError):
-            os.remove(probe)
+        os.close(descriptor)
 
 
 # --- reading ----------------------------------------------------------------------------------

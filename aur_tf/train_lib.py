@@ -21,6 +21,7 @@ lose what the kernel has not yet written, loses at most the checkpoint being wri
 falls back to the one before it.
 """
 
+import contextlib
 import logging
 import shutil
 
@@ -211,6 +212,13 @@ def train(config: Config, data=None):
     """
     strategy = distribute.make_strategy(config.strategy)  # First: it may configure the runtime.
     chief = _start(config, strategy)
+    # The chief writes the workdir; two runs in it at once would interleave their checkpoints.
+    with rundir.exclusive(config.workdir, "training run") if chief else contextlib.nullcontext():
+        return _train(config, data, strategy, chief)
+
+
+def _train(config, data, strategy, chief):
+    """`train` once the workdir is checked and, on the chief, locked."""
     if data is None:
         data = load_mixture_dataset(config)
     with strategy.scope():

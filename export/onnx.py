@@ -80,6 +80,7 @@ status 2.
 """
 
 import configparser
+import glob
 import importlib.metadata
 import json
 import math
@@ -100,7 +101,7 @@ from absl import app, flags  # noqa: E402
 from aur_tf import cli, evaluation  # noqa: E402
 from aur_tf.data.mixtures import MixtureSplit, load_mixture_dataset  # noqa: E402
 from aur_tf.errors import UserError  # noqa: E402
-from aur_tf.rundir import load_run, restore_mask_net  # noqa: E402
+from aur_tf.rundir import exclusive, load_run, restore_mask_net  # noqa: E402
 from aur_tf.separator import (  # noqa: E402
     INPUT_NAME,
     OUTPUT_NAMES,
@@ -582,10 +583,28 @@ def check_tolerance(tolerance):
         )
 
 
-def _make_staging_dir(out_dir):
+STAGING_PREFIX = ".export-"
+
+
+def _make_staging_dir(out_dir, log):
+    """A fresh staging folder in `out_dir`; staging folders found there are left by exports that
+    were killed (the caller holds `out_dir`'s lock, so no live export owns one) and are removed.
+    """
+    for stale in glob.glob(os.path.join(glob.escape(out_dir), STAGING_PREFIX + "*")):
+        if os.path.isdir(stale) and not os.path.islink(stale):
+            shutil.rmtree(stale, ignore_errors=True)
+            log(f"removed {stale}, left by an export that did not finish")
+    try:
+        return tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=out_dir)
+    except OSError as e:
+        raise UserError(
+            f"cannot write to --out={out_dir} ({e.strerror}): choose a writable directory"
+        ) from None
+
+
+def _make_out_dir(out_dir):
     try:
         os.makedirs(out_dir, exist_ok=True)
-        return tempfile.mkdtemp(prefix=".export-", dir=out_dir)
     except OSError as e:
         raise UserError(
             f"cannot write to --out={out_dir} ({e.strerror}): choose a writable directory"
@@ -649,9 +668,40 @@ def export_run(
         f"{config.image_size}x{config.image_size}x{config.channels}, inverted inputs: "
         f"{'yes' if config.invert else 'no'})"
     )
+    _make_out_dir(out_dir)
+    with exclusive(out_dir, "export"):
+        return _export_locked(
+            mask_net,
+            config,
+            evaluation,
+            checkpoint,
+            workdir,
+            out_dir,
+            fp16,
+            int8,
+            opset,
+            parity_tolerance,
+            log,
+        )
+
+
+def _export_locked(
+    mask_net,
+    config,
+    evaluation,
+    checkpoint,
+    workdir,
+    out_dir,
+    fp16,
+    int8,
+    opset,
+    parity_tolerance,
+    log,
+):
+    """`export_run` once `out_dir` exists and is locked against other exports."""
     separate = separation_function(mask_net, config.invert)
     metadata = run_metadata(config, evaluation, checkpoint)
-    staging = _make_staging_dir(out_dir)
+    staging = _make_staging_dir(out_dir, log)
     try:
         artifacts = {"saved_model": SAVED_MODEL, "onnx": ONNX_FILE}
         save_saved_model(mask_net, separate, metadata, os.path.join(staging, SAVED_MODEL))

@@ -185,3 +185,31 @@ def test_a_changed_run_setting_is_refused_on_resume(tmp_path):
     with pytest.raises(UserError, match="holds a run made with --mask_width=4"):
         rundir.check_resumable(Config(workdir=str(tmp_path), mask_width=8), chief=True)
     assert sorted(os.listdir(tmp_path)) == ["config.json"]
+
+
+def test_the_writability_probe_never_writes_through_a_link(tmp_path):
+    outside = tmp_path / "outside.txt"
+    outside.write_text("precious")
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    for name in (".write_test", ".write_test-x"):
+        os.symlink(outside, workdir / name)
+    rundir.check_writable(str(workdir))
+    assert outside.read_text() == "precious"
+    assert sorted(os.listdir(workdir)) == [".write_test", ".write_test-x"]
+
+
+@pytest.mark.parametrize("folder", [rundir.CHECKPOINTS_DIR, rundir.TENSORBOARD_DIR])
+def test_a_run_folder_that_is_a_file_is_refused(tmp_path, folder):
+    (tmp_path / folder).write_text("not a folder")
+    with pytest.raises(UserError, match=f"{folder} is not a directory"):
+        rundir.check_writable(str(tmp_path))
+
+
+def test_exclusive_keeps_a_second_holder_out(tmp_path):
+    with rundir.exclusive(str(tmp_path), "training run"):
+        with pytest.raises(UserError, match="is in use by another training run"):
+            with rundir.exclusive(str(tmp_path), "training run"):
+                pass
+    with rundir.exclusive(str(tmp_path), "training run"):
+        pass

@@ -342,3 +342,16 @@ def test_the_unsupervised_score_is_on_every_evaluation_unless_turned_off(
     unscored = train_lib.train(make_config("unscored", unsupervised_mixtures=0), data=stroke_data)
     assert "remix_consistency_db" not in unscored
     assert all("remix_consistency_db" not in h for h in unscored["history"])
+
+
+def test_a_workdir_in_use_by_another_run_is_refused_before_anything_is_written(
+    make_config, stroke_data
+):
+    from aur_tf import rundir
+
+    config = make_config()
+    os.makedirs(config.workdir)
+    with rundir.exclusive(config.workdir, "training run"):
+        with pytest.raises(UserError, match="is in use by another training run"):
+            train_lib.train(config, data=stroke_data)
+    assert os.listdir(config.workdir) == []

@@ -417,6 +417,29 @@ def test_reexport_replaces_every_artifact(exported, tmp_path):
         assert Separator.load(str(path), provider="cpu").metadata["inverted_inputs"] == "true"
 
 
+def test_staging_left_by_a_killed_export_is_removed(exported, tmp_path):
+    out_dir = tmp_path / "out"
+    stale = out_dir / f"{export_onnx.STAGING_PREFIX}killed"
+    (stale / export_onnx.SAVED_MODEL).mkdir(parents=True)
+    (stale / export_onnx.ONNX_FILE).write_bytes(b"half written")
+    log = []
+    export_onnx.export_run(str(exported.workdir), out_dir=str(out_dir), log=log.append)
+    assert not stale.exists()
+    assert not [name for name in os.listdir(out_dir) if name.startswith(".")]
+    assert any(line == f"removed {stale}, left by an export that did not finish" for line in log)
+
+
+def test_an_export_in_progress_keeps_another_out(exported, tmp_path):
+    from aur_tf import rundir
+
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    with rundir.exclusive(str(out_dir), "export"):
+        with pytest.raises(UserError, match="is in use by another export"):
+            export_onnx.export_run(str(exported.workdir), out_dir=str(out_dir), log=print)
+    assert os.listdir(out_dir) == []
+
+
 def _run_cli(*flags):
     return subprocess.run(
         [sys.executable, "-m", "export.onnx", *flags],
