@@ -3,7 +3,7 @@
 The file holds `settings` (the held-out mixture count and the judge's settings) and `checkpoints`,
 one entry per scored checkpoint: its `step` and every score of `scores.candidate_scores`. Scoring
 again scores only the checkpoints not in the file yet (all of them when the settings changed), so
-a long run can be scored as it trains.
+a long run can be scored as it trains; the file is rewritten after every checkpoint scored.
 
 Only the run's validation *mixtures* reach the scores: the clean sources are loaded with them (one
 data pipeline builds both) and dropped before anything is scored.
@@ -84,6 +84,13 @@ def score_run(workdir, mixtures=1000, judge=scores.JudgeSettings(), latest_only=
             )
         )
         tf.keras.backend.clear_session()
+        # Written after every checkpoint, so a scoring that is stopped keeps what it scored.
+        _write(path, settings, entries)
+    return _write(path, settings, entries)
+
+
+def _write(path, settings, entries):
+    """Writes and returns the record of `entries` (`{step: entry}`)."""
     record = {"settings": settings, "checkpoints": [entries[step] for step in sorted(entries)]}
     write_json(path, record)
     return record
