@@ -54,7 +54,7 @@ _PAPER_MNIST_SOURCES = {"mnist?labels=0-4", "mnist?labels=5-9"}
 # Table rows come in this order; methods not listed follow alphabetically.
 _METHOD_ORDER = ("identity", "half_mask", "rpca", "glo", "unsupervised", "supervised")
 # Settings that never make two runs different methods: seeds, where or how often things are
-# written, and which kernels compute the same convolutions.
+# written or scored from mixtures alone, and which kernels compute the same convolutions.
 _NOT_DISTINGUISHING = {
     "workdir",
     "cache_dir",
@@ -64,6 +64,7 @@ _NOT_DISTINGUISHING = {
     "checkpoint_every",
     "keep_checkpoints",
     "conv_kernels",
+    "unsupervised_mixtures",
 }
 _FIGURE_SCALE = 3  # pixels per image pixel, so 32x32 digits are readable
 _GAP = 4
