@@ -668,128 +668,105 @@ def export_run(
         f"{config.image_size}x{config.image_size}x{config.channels}, inverted inputs: "
         f"{'yes' if config.invert else 'no'})"
     )
-    _make_out_dir(out_dir)
-    with exclusive(out_dir, "export"):
-        return _export_locked(
-            mask_net,
-            config,
-            evaluation,
-            checkpoint,
-            workdir,
-            out_dir,
-            fp16,
-            int8,
-            opset,
-            parity_tolerance,
-            log,
-        )
-
-
-def _export_locked(
-    mask_net,
-    config,
-    evaluation,
-    checkpoint,
-    workdir,
-    out_dir,
-    fp16,
-    int8,
-    opset,
-    parity_tolerance,
-    log,
-):
-    """`export_run` once `out_dir` exists and is locked against other exports."""
     separate = separation_function(mask_net, config.invert)
     metadata = run_metadata(config, evaluation, checkpoint)
-    staging = _make_staging_dir(out_dir, log)
-    try:
-        artifacts = {"saved_model": SAVED_MODEL, "onnx": ONNX_FILE}
-        save_saved_model(mask_net, separate, metadata, os.path.join(staging, SAVED_MODEL))
-        model = to_onnx(
-            separation_function(graph.export_net(mask_net), config.invert), opset, metadata
-        )
-        onnx.save(model, os.path.join(staging, ONNX_FILE))
-        log(f"converted to ONNX with tf2onnx {tf2onnx.__version__}, opset {opset}")
-        if fp16:
-            onnx.save(to_float16(model), os.path.join(staging, ONNX_FP16_FILE))
-            artifacts["onnx_fp16"] = ONNX_FP16_FILE
-        if int8:
-            subpixel_path = os.path.join(staging, "subpixel.onnx")
-            onnx.save(
-                to_onnx(
-                    separation_function(graph.export_net(mask_net, for_int8=True), config.invert),
-                    opset,
-                    metadata,
-                ),
-                subpixel_path,
+    _make_out_dir(out_dir)
+    # Two exports into one folder would interleave their files; the lock also proves that no
+    # staging folder in it belongs to a live export.
+    with exclusive(out_dir, "export"):
+        staging = _make_staging_dir(out_dir, log)
+        try:
+            artifacts = {"saved_model": SAVED_MODEL, "onnx": ONNX_FILE}
+            save_saved_model(mask_net, separate, metadata, os.path.join(staging, SAVED_MODEL))
+            model = to_onnx(
+                separation_function(graph.export_net(mask_net), config.invert), opset, metadata
             )
-            to_int8(
-                subpixel_path, os.path.join(staging, ONNX_INT8_FILE), calibration_mixtures(config)
-            )
-            artifacts["onnx_int8"] = ONNX_INT8_FILE
-            log(f"quantised to int8 on {CALIBRATION_MIXTURES} training mixtures")
+            onnx.save(model, os.path.join(staging, ONNX_FILE))
+            log(f"converted to ONNX with tf2onnx {tf2onnx.__version__}, opset {opset}")
+            if fp16:
+                onnx.save(to_float16(model), os.path.join(staging, ONNX_FP16_FILE))
+                artifacts["onnx_fp16"] = ONNX_FP16_FILE
+            if int8:
+                subpixel_path = os.path.join(staging, "subpixel.onnx")
+                onnx.save(
+                    to_onnx(
+                        separation_function(
+                            graph.export_net(mask_net, for_int8=True), config.invert
+                        ),
+                        opset,
+                        metadata,
+                    ),
+                    subpixel_path,
+                )
+                to_int8(
+                    subpixel_path,
+                    os.path.join(staging, ONNX_INT8_FILE),
+                    calibration_mixtures(config),
+                )
+                artifacts["onnx_int8"] = ONNX_INT8_FILE
+                log(f"quantised to int8 on {CALIBRATION_MIXTURES} training mixtures")
 
-        mixtures, split, description = parity_mixtures(config)
-        log(f"parity check on {description}")
-        parity, failures = check_parity(
-            mask_net,
-            config.invert,
-            {label: os.path.join(staging, name) for label, name in artifacts.items()},
-            mixtures,
-            split,
-            parity_tolerance,
-            log,
-        )
+            mixtures, split, description = parity_mixtures(config)
+            log(f"parity check on {description}")
+            parity, failures = check_parity(
+                mask_net,
+                config.invert,
+                {label: os.path.join(staging, name) for label, name in artifacts.items()},
+                mixtures,
+                split,
+                parity_tolerance,
+                log,
+            )
 
-        report = {
-            "workdir": os.path.abspath(workdir),
-            "out_dir": os.path.abspath(out_dir),
-            "checkpoint": checkpoint,
-            "opset": opset,
-            "tf2onnx_version": tf2onnx.__version__,
-            "files": {
-                label: os.path.abspath(os.path.join(out_dir, name))
-                for label, name in artifacts.items()
-            },
-            "inverted_inputs": config.invert,
-            "parity_inputs": description,
-            **parity,
-            "metadata": metadata,
-        }
-        if int8:
-            speed = {
-                label: images_per_second(os.path.join(staging, artifacts[label]))
-                for label in ("onnx", "onnx_int8")
+            report = {
+                "workdir": os.path.abspath(workdir),
+                "out_dir": os.path.abspath(out_dir),
+                "checkpoint": checkpoint,
+                "opset": opset,
+                "tf2onnx_version": tf2onnx.__version__,
+                "files": {
+                    label: os.path.abspath(os.path.join(out_dir, name))
+                    for label, name in artifacts.items()
+                },
+                "inverted_inputs": config.invert,
+                "parity_inputs": description,
+                **parity,
+                "metadata": metadata,
             }
-            report["int8_speed"] = {
-                "batch_size": SPEED_BATCH,
-                "images_per_second": speed,
-                "ratio": speed["onnx_int8"] / speed["onnx"],
-            }
-            log(
-                f"speed at batch {SPEED_BATCH} (onnxruntime CPU): float32 {speed['onnx']:.0f}, "
-                f"int8 {speed['onnx_int8']:.0f} images/s "
-                f"({report['int8_speed']['ratio']:.2f}x)"
-            )
-        if failures:
-            raise ParityError(
-                f"the exported separator fails the parity check: "
-                f"{'; '.join(failures)}; nothing was written to {out_dir}"
-            )
-        with open(os.path.join(staging, REPORT_FILE), "w") as f:
-            json.dump(report, f, indent=2, sort_keys=True)
-        for wanted, name, flag in (
-            (fp16, ONNX_FP16_FILE, "--fp16"),
-            (int8, ONNX_INT8_FILE, "--int8"),
-        ):
-            stale = os.path.join(out_dir, name)
-            if not wanted and os.path.exists(stale):
-                # Left in place it would be mistaken for the twin of the new separator.onnx.
-                os.remove(stale)
-                log(f"removed {stale} of an earlier export (no {flag} this time)")
-        _install(staging, out_dir, [*artifacts.values(), REPORT_FILE])
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+            if int8:
+                speed = {
+                    label: images_per_second(os.path.join(staging, artifacts[label]))
+                    for label in ("onnx", "onnx_int8")
+                }
+                report["int8_speed"] = {
+                    "batch_size": SPEED_BATCH,
+                    "images_per_second": speed,
+                    "ratio": speed["onnx_int8"] / speed["onnx"],
+                }
+                log(
+                    f"speed at batch {SPEED_BATCH} (onnxruntime CPU): float32 {speed['onnx']:.0f}, "
+                    f"int8 {speed['onnx_int8']:.0f} images/s "
+                    f"({report['int8_speed']['ratio']:.2f}x)"
+                )
+            if failures:
+                raise ParityError(
+                    f"the exported separator fails the parity check: "
+                    f"{'; '.join(failures)}; nothing was written to {out_dir}"
+                )
+            with open(os.path.join(staging, REPORT_FILE), "w") as f:
+                json.dump(report, f, indent=2, sort_keys=True)
+            for wanted, name, flag in (
+                (fp16, ONNX_FP16_FILE, "--fp16"),
+                (int8, ONNX_INT8_FILE, "--int8"),
+            ):
+                stale = os.path.join(out_dir, name)
+                if not wanted and os.path.exists(stale):
+                    # Left in place it would be mistaken for the twin of the new separator.onnx.
+                    os.remove(stale)
+                    log(f"removed {stale} of an earlier export (no {flag} this time)")
+            _install(staging, out_dir, [*artifacts.values(), REPORT_FILE])
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     log(f"wrote {', '.join(report['files'].values())} and {REPORT_FILE} in {out_dir}")
     return report
 
