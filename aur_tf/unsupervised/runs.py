@@ -10,14 +10,19 @@ data pipeline builds both) and dropped before anything is scored.
 """
 
 import dataclasses
-import json
 import os
 
 import tensorflow as tf
 
 from aur_tf.data.mixtures import load_mixture_dataset
 from aur_tf.errors import UserError
-from aur_tf.rundir import list_checkpoints, load_run, restore_mask_net, write_json
+from aur_tf.rundir import (
+    list_checkpoints,
+    load_run,
+    read_json_object,
+    restore_mask_net,
+    write_json,
+)
 from aur_tf.unsupervised import scores
 
 SCORES_FILE = "unsupervised_scores.json"
@@ -29,15 +34,13 @@ def held_out_mixtures(config, count):
 
 
 def _previous(path, settings):
-    """The entries of an earlier scoring with the same settings, `{step: entry}`."""
-    if not os.path.isfile(path):
-        return {}
+    """The entries of an earlier scoring with the same settings, `{step: entry}`; none when there
+    is no such file or it cannot be read (its checkpoints are then scored again)."""
     try:
-        with open(path) as f:
-            previous = json.load(f)
-    except (OSError, ValueError):
+        previous = read_json_object(path, "it is scored again")
+    except UserError:
         return {}
-    if not isinstance(previous, dict) or previous.get("settings") != settings:
+    if previous is None or previous.get("settings") != settings:
         return {}
     entries = previous.get("checkpoints")
     if not isinstance(entries, list):

@@ -1,5 +1,6 @@
 import dataclasses
 import json
+import os
 import shutil
 
 import numpy as np
@@ -7,6 +8,7 @@ import pytest
 
 from aur_tf import train_lib
 from aur_tf.data.mixtures import MixtureSplit
+from aur_tf.errors import UserError
 from aur_tf.unsupervised import runs, scores
 
 TINY_JUDGE = scores.JudgeSettings(width=4, steps=5, batch=8)
@@ -72,3 +74,22 @@ def test_scores_never_read_the_clean_sources(trained_run, tmp_path, monkeypatch)
     )
     blind = runs.score_run(str(blind_workdir), mixtures=8, judge=TINY_JUDGE, log=print)
     assert blind == honest
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("damage", ["garbage", "list"])
+def test_an_unreadable_scores_file_is_scored_again(trained_run, tmp_path, damage):
+    workdir = tmp_path / "run"
+    shutil.copytree(trained_run.workdir, workdir, ignore=shutil.ignore_patterns(runs.SCORES_FILE))
+    (workdir / runs.SCORES_FILE).write_text("[1, 2]" if damage == "list" else "{not json")
+    record = runs.score_run(str(workdir), mixtures=8, judge=TINY_JUDGE, log=print)
+    assert [entry["step"] for entry in record["checkpoints"]] == [3, 6]
+
+
+@pytest.mark.slow
+def test_a_fifo_in_place_of_the_scores_file_is_refused_without_blocking(trained_run, tmp_path):
+    workdir = tmp_path / "run"
+    shutil.copytree(trained_run.workdir, workdir, ignore=shutil.ignore_patterns(runs.SCORES_FILE))
+    os.mkfifo(workdir / runs.SCORES_FILE)
+    with pytest.raises(UserError, match=f"cannot write .*{runs.SCORES_FILE}"):
+        runs.score_run(str(workdir), mixtures=8, judge=TINY_JUDGE, log=print)
