@@ -81,9 +81,13 @@ def reason(error):
     return re.sub(r"\s*\[Op:\w+\]$", "", first_line.rpartition("; ")[2]).strip()
 
 
+RESUME = "run the same command to resume from the last checkpoint"
+
+
 @contextlib.contextmanager
-def writes_to(what):
-    """Turns a failed write (full disk, lost permission) into a one-line UserError about `what`."""
+def writes_to(what, then=RESUME):
+    """Turns a failed write (full disk, lost permission) into a one-line UserError about `what`;
+    `then` says what to do once disk space or permissions are fixed."""
     try:
         yield
     except safe_io.FileRefused as error:
@@ -91,8 +95,7 @@ def writes_to(what):
     except _write_errors() as error:
         raise UserError(
             f"cannot write {what} ({reason(error)}): free disk space or fix the "
-            "permissions, then run the same command to resume from the last "
-            "checkpoint"
+            f"permissions, then {then}"
         ) from None
 
 

@@ -101,7 +101,7 @@ from absl import app, flags  # noqa: E402
 from aur_tf import cli, evaluation  # noqa: E402
 from aur_tf.data.mixtures import MixtureSplit, load_mixture_dataset  # noqa: E402
 from aur_tf.errors import UserError  # noqa: E402
-from aur_tf.rundir import exclusive, load_run, restore_mask_net  # noqa: E402
+from aur_tf.rundir import exclusive, load_run, restore_mask_net, writes_to  # noqa: E402
 from aur_tf.separator import (  # noqa: E402
     INPUT_NAME,
     OUTPUT_NAMES,
@@ -673,7 +673,12 @@ def export_run(
     _make_out_dir(out_dir)
     # Two exports into one folder would interleave their files; the lock also proves that no
     # staging folder in it belongs to a live export.
-    with exclusive(out_dir, "export"):
+    # A failed write (a full disk) leaves the previous export as it was: nothing is installed
+    # before every artifact is written and checked.
+    with (
+        exclusive(out_dir, "export"),
+        writes_to(f"the export in --out={out_dir}", then="export again"),
+    ):
         staging = _make_staging_dir(out_dir, log)
         try:
             artifacts = {"saved_model": SAVED_MODEL, "onnx": ONNX_FILE}

@@ -1,8 +1,10 @@
 """Tests for export/onnx.py: artifacts, parity, metadata, fp16, inversion and errors."""
 
 import dataclasses
+import errno
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -427,6 +429,74 @@ def test_staging_left_by_a_killed_export_is_removed(exported, tmp_path):
     assert not stale.exists()
     assert not [name for name in os.listdir(out_dir) if name.startswith(".")]
     assert any(line == f"removed {stale}, left by an export that did not finish" for line in log)
+
+
+def _snapshot(folder):
+    return {
+        str(path.relative_to(folder)): path.read_bytes()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }
+
+
+def _disk_full_at_onnx(monkeypatch):
+    def save(model, path, *args, **kwargs):
+        Path(path).write_bytes(b"part of a model")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(export_onnx.onnx, "save", save)
+
+
+def _disk_full_at_saved_model(monkeypatch):
+    import tensorflow as tf
+
+    def save(obj, path, *args, **kwargs):
+        # What TensorFlow raises when the disk fills up while it writes the variables.
+        raise tf.errors.ResourceExhaustedError(
+            None, None, f"{path}/variables/variables_temp; No space left on device"
+        )
+
+    monkeypatch.setattr(tf.saved_model, "save", save)
+
+
+@pytest.mark.parametrize(
+    "fill", [_disk_full_at_onnx, _disk_full_at_saved_model], ids=["onnx", "saved_model"]
+)
+def test_full_disk_under_out_keeps_the_previous_export(exported, tmp_path, monkeypatch, fill):
+    out_dir = tmp_path / "out"
+    shutil.copytree(exported.out_dir, out_dir)
+    before = _snapshot(out_dir)
+    fill(monkeypatch)
+    with pytest.raises(
+        UserError,
+        match=rf"cannot write the export in --out={re.escape(str(out_dir))} "
+        r"\(No space left on device\): free disk space",
+    ):
+        export_onnx.export_run(str(exported.workdir), out_dir=str(out_dir), log=print)
+    assert _snapshot(out_dir) == before
+    assert not [name for name in os.listdir(out_dir) if name.startswith(".")]
+
+
+@pytest.mark.parametrize(
+    "state",
+    [b"\xff\xfe not a checkpoint state", b"", "directory"],
+    ids=["garbage", "empty", "directory"],
+)
+def test_unreadable_checkpoint_state_falls_back_to_the_checkpoint_files(exported, tmp_path, state):
+    workdir = _copy_run(exported, tmp_path / "run")
+    state_file = workdir / "checkpoints" / "checkpoint"
+    state_file.unlink()
+    if state == "directory":
+        state_file.mkdir()
+    else:
+        state_file.write_bytes(state)
+    before = _snapshot(workdir)
+    report = export_onnx.export_run(str(workdir), out_dir=str(tmp_path / "out"), log=print)
+    assert report["checkpoint"] == exported.report["checkpoint"].replace(
+        str(exported.workdir), str(workdir)
+    )
+    # Export reads the run; only training repairs it.
+    assert _snapshot(workdir) == before
 
 
 def test_an_export_in_progress_keeps_another_out(exported, tmp_path):
