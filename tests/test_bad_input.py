@@ -655,6 +655,18 @@ CASES = [
     ("workdir-is-file", None, [f"--workdir={NPZ}"], r"cannot write to --workdir=.*writable"),
     ("workdir-under-file", None, [f"--workdir={NPZ}/run"], r"cannot write to --workdir"),
     (
+        "checkpoints-is-file",
+        write_bytes("fresh/checkpoints", b"not a folder"),
+        [FRESH],
+        r"fresh/checkpoints is not a directory",
+    ),
+    (
+        "tensorboard-is-file",
+        write_bytes("fresh/tensorboard", b"not a folder"),
+        [FRESH],
+        r"fresh/tensorboard is not a directory",
+    ),
+    (
         "config-json-garbage",
         write_bytes("run/config.json", b"{not json"),
         [],
