@@ -40,8 +40,9 @@ def energy_equity_loss_eq6(x_tilde, b_tilde):
     """L_E, Eq. 6 as printed: mean over pixels of (y M)^2 + (y (1 - M))^2.
 
     Per pixel this is minimised by M = 1/2, i.e. it pushes each pixel to be shared, not each source
-    to carry energy. Measured on MNIST it does not prevent collapse to the trivial separation
-    (`energy_equity_loss_batch` does); kept as `--energy=pixel` to reproduce the paper's text.
+    to carry energy, so it does not keep training away from the trivial separation x~ = y, b~ = 0
+    (`energy_equity_loss_batch` does; docs/method.md); kept as `--energy=pixel` to reproduce the
+    paper's text.
 
     Args:
       x_tilde: `[batch, H, W, C]` first source estimates y * M(y), in [0, 1].
