@@ -13,7 +13,7 @@ from aur_tf.errors import UserError
 from aur_tf.safe_io import printable
 
 MODES = ("unsupervised", "supervised")
-ENERGY_TERMS = ("batch", "pixel", "none")
+ENERGY_TERMS = ("batch", "hinge", "pixel", "none")
 # Settings of the adversarial game alone: a supervised run trains the mask net by itself.
 # Settings that fix a run's data: its sources, their shape, the mixture counts and the draw.
 DATA_SETTINGS = (
@@ -28,7 +28,15 @@ DATA_SETTINGS = (
     "seed",
 )
 ADVERSARIAL_SETTINGS = frozenset(
-    {"disc_width", "disc_learning_rate", "alpha", "beta", "energy", "mask_steps_per_disc_step"}
+    {
+        "disc_width",
+        "disc_learning_rate",
+        "alpha",
+        "beta",
+        "energy",
+        "energy_margin",
+        "mask_steps_per_disc_step",
+    }
 )
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 IMAGE_SIZES = (32, 64)
@@ -145,8 +153,14 @@ class Config:
     beta: float = setting(5.0, "Weight of the energy-equity loss L_E (Eq. 10).")
     energy: str = setting(
         "batch",
-        "Energy-equity term: batch (batch-level equity, default), pixel "
-        "(Eq. 6 as printed; collapses on MNIST) or none (ablation).",
+        "Energy-equity term: batch (batch-level equity, default), hinge (batch-level, free "
+        "within --energy_margin of equal energy), pixel (Eq. 6 as printed; collapses on MNIST) "
+        "or none (ablation).",
+    )
+    energy_margin: float = setting(
+        0.5,
+        "--energy=hinge's dead zone: the energy imbalance |E_x - E_b| / (E_x + E_b) in [0, 1) "
+        "that costs nothing (0.5: each output may carry 25% to 75% of the energy).",
     )
     mask_steps_per_disc_step: int = setting(4, "Mask-net updates per discriminator update.")
     mixed_precision: str = setting(
@@ -214,6 +228,8 @@ class Config:
                 raise UserError(f"--{name}={getattr(self, name)} must be finite and > 0")
         if not 0 <= self.adam_beta1 < 1:
             raise UserError(f"--adam_beta1={self.adam_beta1} must be in [0, 1)")
+        if not 0 <= self.energy_margin < 1:
+            raise UserError(f"--energy_margin={self.energy_margin} must be in [0, 1)")
         for name in ("alpha", "beta"):
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
                 raise UserError(f"--{name}={getattr(self, name)} must be finite and >= 0")

@@ -7,6 +7,8 @@ alpha and beta do not depend on batch or image size. All functions take float te
 dtype and return a float32 scalar.
 """
 
+import functools
+
 import tensorflow as tf
 
 # Keeps the batch-level equity ratio finite when a batch carries no energy at all.
@@ -95,6 +97,34 @@ def energy_equity_loss_batch(x_tilde, b_tilde):
     return tf.square((energy_x - energy_b) / (energy_x + energy_b + _EPSILON))
 
 
+def energy_equity_loss_hinge(x_tilde, b_tilde, margin=0.5):
+    """Batch-level energy equity with a dead zone around equal energy (`--energy=hinge`).
+
+    With d = (E|x~|^2 - E|b~|^2) / (E|x~|^2 + E|b~|^2) in [-1, 1], the imbalance that
+    `energy_equity_loss_batch` squares, this is (max(|d| - margin, 0) / (1 - margin))^2: zero
+    while each output carries between (1 - margin) / 2 and (1 + margin) / 2 of the energy (25% to
+    75% at the default 0.5), rising to 1 at the trivial solution x~ = y, b~ = 0. Two sources
+    rarely carry equal energy, and the batch term pulls the outputs toward equal shares even when
+    the true separation has unequal ones; this one only keeps training away from collapse.
+
+    Args:
+      x_tilde: `[batch, H, W, C]` first source estimates y * M(y), in [0, 1].
+      b_tilde: `[batch, H, W, C]` second source estimates y - x_tilde, in [0, 1].
+      margin: the imbalance |d| in [0, 1) that costs nothing; 0 is the batch term.
+    """
+    energy_x, energy_b = mean_energies(x_tilde, b_tilde)
+    imbalance = tf.abs(energy_x - energy_b) / (energy_x + energy_b + _EPSILON)
+    return tf.square(tf.nn.relu(imbalance - margin) / (1.0 - margin))
+
+
+def energy_loss(name, margin=0.5):
+    """The energy-equity term `--energy=name` as a function of `(x_tilde, b_tilde)`; `margin` is
+    the hinge term's dead zone (`energy_equity_loss_hinge`), unused by the others."""
+    if name == "hinge":
+        return functools.partial(energy_equity_loss_hinge, margin=margin)
+    return ENERGY_LOSSES[name]
+
+
 def cycle_loss_eq9(y_bar, y):
     """L_C, Eq. 9: mean absolute difference between the twice unmixed-and-remixed pair and y.
 
@@ -118,5 +148,6 @@ def supervised_loss(x_hat, x):
 ENERGY_LOSSES = {
     "batch": energy_equity_loss_batch,
     "pixel": energy_equity_loss_eq6,
+    "hinge": energy_equity_loss_hinge,
     "none": lambda x_tilde, b_tilde: tf.constant(0.0),
 }

@@ -82,6 +82,7 @@ def build_trainer(config, synchronized_bn=False):
         alpha=config.alpha,
         beta=config.beta,
         energy=config.energy,
+        energy_margin=config.energy_margin,
         mask_steps_per_disc_step=config.mask_steps_per_disc_step,
     )
     model.compile(mask_optimizer, disc_optimizer, jit_compile=config.jit_compile)

@@ -159,6 +159,7 @@ class UnmixRemixTrainer(_StepCountingModel):
         alpha=5.0,
         beta=5.0,
         energy="batch",
+        energy_margin=0.5,
         mask_steps_per_disc_step=4,
         **kwargs,
     ):
@@ -166,7 +167,7 @@ class UnmixRemixTrainer(_StepCountingModel):
         self.discriminator = discriminator
         self.alpha = alpha
         self.beta = beta
-        self.energy_loss = losses.ENERGY_LOSSES[energy]
+        self.energy_loss = losses.energy_loss(energy, energy_margin)
         self.mask_steps_per_disc_step = mask_steps_per_disc_step
 
     def compile(self, mask_optimizer, disc_optimizer, jit_compile=False):

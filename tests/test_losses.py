@@ -53,6 +53,37 @@ def test_energy_equity_loss_batch_is_finite_on_empty_images():
     assert float(losses.energy_equity_loss_batch(zeros, zeros)) == 0.0
 
 
+def _outputs_with_share(share):
+    """`(x~, b~)`, `[2, 4, 4, 1]` each, whose batch energies split `share : 1 - share`."""
+    y = tf.ones([2, 4, 4, 1])
+    return y * np.sqrt(share), y * np.sqrt(1.0 - share)
+
+
+@pytest.mark.parametrize(
+    "share, margin, expected",
+    [
+        (0.5, 0.5, 0.0),
+        (0.3, 0.5, 0.0),  # imbalance 0.4, inside the dead zone
+        (0.75, 0.5, 0.0),  # at its edge
+        (0.9, 0.5, ((0.8 - 0.5) / 0.5) ** 2),
+        (0.0, 0.5, 1.0),  # the trivial solution
+        (0.3, 0.0, 0.4**2),  # no dead zone: the batch term
+    ],
+)
+def test_energy_equity_loss_hinge_hand_computed(share, margin, expected):
+    x_tilde, b_tilde = _outputs_with_share(share)
+    loss = losses.energy_equity_loss_hinge(x_tilde, b_tilde, margin)
+    assert float(loss) == pytest.approx(expected, abs=1e-5)
+
+
+def test_energy_loss_passes_the_margin_to_the_hinge_only():
+    x_tilde, b_tilde = _outputs_with_share(0.9)
+    assert float(losses.energy_loss("hinge", 0.0)(x_tilde, b_tilde)) == pytest.approx(
+        float(losses.energy_equity_loss_batch(x_tilde, b_tilde)), rel=1e-5
+    )
+    assert losses.energy_loss("batch", 0.7) is losses.energy_equity_loss_batch
+
+
 def test_cycle_loss_eq9_is_mean_absolute_error():
     y = tf.constant(np.arange(8, dtype=np.float32).reshape(2, 2, 2, 1) / 8)
     y_bar = y + tf.constant([0.1, -0.3] * 4, shape=[2, 2, 2, 1])

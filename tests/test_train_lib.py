@@ -355,3 +355,13 @@ def test_a_workdir_in_use_by_another_run_is_refused_before_anything_is_written(
         with pytest.raises(UserError, match="is in use by another training run"):
             train_lib.train(config, data=stroke_data)
     assert os.listdir(config.workdir) == []
+
+
+def test_the_trainer_takes_the_configured_energy_term_and_margin(make_config):
+    model, _ = train_lib.build_trainer(make_config(energy="hinge", energy_margin=0.3))
+    # Batch energies split 0.9 : 0.1, an imbalance of 0.8.
+    x_tilde = np.full([2, 4, 4, 1], 0.9**0.5, np.float32)
+    b_tilde = np.full([2, 4, 4, 1], 0.1**0.5, np.float32)
+    assert float(model.energy_loss(x_tilde, b_tilde)) == pytest.approx(
+        ((0.8 - 0.3) / 0.7) ** 2, rel=1e-4
+    )
