@@ -9,7 +9,7 @@
                    checkpoint and flushes it to disk
   Evaluation       every `eval_every` steps: scores the mask net on the validation mixtures and
                    writes the run's record (eval.json, samples.npz, TensorBoard); it owns the
-                   evaluation history
+                   evaluation history and, with `--select=unsupervised`, the `Selection`
   StopAtStep       ends training at `train_steps`
 Each acts at its interval and at the last step, `train_steps`.
 """
@@ -18,13 +18,14 @@ import contextlib
 import logging
 import math
 import os
+import shutil
 import time
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from aur_tf import evaluation, rundir
+from aur_tf import distribute, evaluation, rundir
 from aur_tf.errors import TrainingDiverged
 from aur_tf.unsupervised import scores as unsupervised_scores
 
@@ -239,6 +240,74 @@ class Checkpointing(keras.callbacks.Callback):
             rundir.make_durable(self.manager.save(checkpoint_number=step))
 
 
+def unsupervised_evaluation(mask_net, split, count):
+    """`{"remix_consistency_db": dB}` of `mask_net` on the first `count` mixtures of `split`
+    (none of their clean sources), or `{}` when fewer than 2 are asked for."""
+    count = min(count, len(split.mixtures))
+    if count < 2:
+        return {}
+    return {
+        "remix_consistency_db": unsupervised_scores.remix_consistency_db(
+            mask_net, split.mixtures[:count], unsupervised_scores.partners(count)
+        )
+    }
+
+
+class Selection:
+    """With `--select=unsupervised`: the evaluation with the highest remix consistency so far,
+    whose mask net is kept in the workdir's `selected/` (one tf.train checkpoint of the mask net
+    alone, replaced by each better evaluation).
+
+    Only the score of mixtures decides; the clean-source PSNR and SSIM of the selected
+    evaluation are recorded beside it (`best`) for the report, never compared.
+    """
+
+    SCORE = "remix_consistency_db"
+
+    def __init__(self, config, chief):
+        self.config = config
+        self.chief = chief
+        self.directory = rundir.path(config.workdir, rundir.SELECTED_DIR)
+        self.best = None  # {"step", SCORE, "psnr_db", "ssim"} of the selected evaluation
+
+    def restore(self, split):
+        """Re-scores the selected checkpoint a resumed run left on the validation `split`, so
+        that later evaluations are compared with it."""
+        prefix = rundir.selected_checkpoint(self.config.workdir)
+        if prefix is None:
+            return
+        mask_net, prefix = rundir.restore_mask_net(self.config.workdir, self.config, prefix)
+        scores = evaluation.evaluate(mask_net, split)
+        step = int(prefix.rpartition("-")[2])
+        self.best = {
+            "step": step,
+            **unsupervised_evaluation(mask_net, split, self.config.unsupervised_mixtures),
+            "psnr_db": scores["psnr_db"],
+            "ssim": scores["ssim"],
+        }
+        log.info("selected so far: step %d, remix consistency %.2f dB", step, self.best[self.SCORE])
+
+    def offer(self, mask_net, entry):
+        """Selects the evaluation `entry` (a history entry of `mask_net`'s current weights) if
+        its score beats the selected one's; returns whether it did."""
+        if self.best is not None and entry[self.SCORE] <= self.best[self.SCORE]:
+            return False
+        step = entry["step"]
+        # Every worker saves (see distribute.checkpoint_write_dir); only the chief's copy stays.
+        write_dir = distribute.checkpoint_write_dir(self.directory, self.chief)
+        manager = tf.train.CheckpointManager(
+            tf.train.Checkpoint(mask_net=mask_net), write_dir, max_to_keep=1
+        )
+        try:
+            with rundir.writes_to(f"the selected checkpoint in {self.directory}"):
+                rundir.make_durable(manager.save(checkpoint_number=step))
+        finally:
+            if write_dir != self.directory:
+                shutil.rmtree(write_dir, ignore_errors=True)
+        self.best = {k: entry[k] for k in ("step", self.SCORE, "psnr_db", "ssim")}
+        return True
+
+
 def _image_grid(split, masks):
     """`[1, n*H, 5*W, C]` rows of mixture | estimate a | estimate b | true a | true b."""
     n = len(masks)
@@ -263,7 +332,9 @@ class Evaluation(keras.callbacks.Callback):
     reach the next training step together, but only the chief writes.
     """
 
-    def __init__(self, config, state, split, history, machines, writer, chief, clock, progress):
+    def __init__(
+        self, config, state, split, history, machines, writer, chief, clock, progress, selection
+    ):
         """Logs the half-mask baseline on `split`; evaluates nothing yet.
 
         Args:
@@ -276,6 +347,7 @@ class Evaluation(keras.callbacks.Callback):
           chief: whether this worker writes the record.
           clock: the `TrainingClock`, paused while evaluating.
           progress: the `ProgressLog` whose means each history entry records.
+          selection: the run's `Selection` under `--select=unsupervised`, else None.
         """
         super().__init__()
         self.config = config
@@ -287,6 +359,7 @@ class Evaluation(keras.callbacks.Callback):
         self.chief = chief
         self.clock = clock
         self.progress = progress
+        self.selection = selection
         self.results = {}
         self.baseline = evaluation.half_mask_baseline(split)
         log.info(
@@ -301,19 +374,6 @@ class Evaluation(keras.callbacks.Callback):
             return
         with self.clock.paused():
             self.evaluate(self.progress.take_means())
-
-    def _unsupervised_scores(self, mask_net):
-        """`{"remix_consistency_db": dB}` on the first `config.unsupervised_mixtures` validation
-        mixtures (none of their clean sources), or `{}` when that is 0."""
-        count = min(self.config.unsupervised_mixtures, len(self.split.mixtures))
-        if count < 2:
-            return {}
-        held_out = self.split.mixtures[:count]
-        return {
-            "remix_consistency_db": unsupervised_scores.remix_consistency_db(
-                mask_net, held_out, unsupervised_scores.partners(count)
-            )
-        }
 
     @property
     def step(self):
@@ -339,9 +399,12 @@ class Evaluation(keras.callbacks.Callback):
         }
         if train_means:
             entry["train_means"] = train_means
-        unsupervised = self._unsupervised_scores(mask_net)
+        unsupervised = unsupervised_evaluation(
+            mask_net, self.split, self.config.unsupervised_mixtures
+        )
         entry.update(unsupervised)
         self.history.append(entry)
+        selected = self.selection is not None and self.selection.offer(mask_net, entry)
         self.results = dict(
             scores,
             **self.baseline,
@@ -359,6 +422,8 @@ class Evaluation(keras.callbacks.Callback):
                 for metric, marks in evaluation.seconds_to_quality_marks(self.history).items()
             },
         )
+        if self.selection is not None and self.selection.best is not None:
+            self.results["selected"] = self.selection.best
         masks = evaluation.predict_masks(mask_net, self.split.mixtures[:_GRID_IMAGES])
         if self.chief:
             self._write_record()
@@ -375,6 +440,8 @@ class Evaluation(keras.callbacks.Callback):
             "".join(f" | {name} {value:.2f}" for name, value in unsupervised.items()),
             " | COLLAPSED: one output takes nearly all energy" if scores["collapsed"] else "",
         )
+        if selected:
+            log.info("selected step %d: the highest remix consistency so far", step)
         with rundir.writes_to(rundir.path(self.config.workdir, rundir.TENSORBOARD_DIR)):
             with self.writer.as_default(step=step):
                 for name in ("psnr_db", "ssim", "energy_share", "swapped_fraction"):

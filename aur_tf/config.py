@@ -43,6 +43,7 @@ IMAGE_SIZES = (32, 64)
 CHANNEL_COUNTS = (1, 3)
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 CONV_KERNELS = ("auto", "phases", "native")
+SELECTIONS = ("last", "unsupervised")
 # NumPy's legacy seeding, which Keras seeds too, takes 32-bit seeds only.
 MAX_SEED = 2**32 - 1
 # The largest value of any count or width. Far beyond any sane run (a billion steps take years at
@@ -195,6 +196,12 @@ class Config:
         "collapse to the trivial mask (collapse_detected_at_step in "
         "eval.json).",
     )
+    select: str = setting(
+        "last",
+        "The checkpoint that the test scoring and export take: last (the final one) or "
+        "unsupervised (the evaluation with the highest remix consistency, a score of mixtures "
+        "alone, kept in WORKDIR/selected/; needs --unsupervised_mixtures >= 2).",
+    )
     unsupervised_mixtures: int = setting(
         1000,
         "Validation mixtures on which every evaluation also computes the remix consistency, a "
@@ -209,6 +216,7 @@ class Config:
         self._check_choice("channels", CHANNEL_COUNTS)
         self._check_choice("strategy", STRATEGIES)
         self._check_choice("conv_kernels", CONV_KERNELS)
+        self._check_choice("select", SELECTIONS)
         for name in COUNT_FIELDS:
             if getattr(self, name) < 1:
                 raise UserError(f"--{name}={getattr(self, name)} must be a positive integer")
@@ -219,6 +227,11 @@ class Config:
         if not 0 <= self.unsupervised_mixtures <= MAX_COUNT:
             raise UserError(
                 f"--unsupervised_mixtures={self.unsupervised_mixtures} must be in 0 .. {MAX_COUNT}"
+            )
+        if self.select == "unsupervised" and self.unsupervised_mixtures < 2:
+            raise UserError(
+                f"--select=unsupervised scores evaluations by their remix consistency, which "
+                f"--unsupervised_mixtures={self.unsupervised_mixtures} turns off: give at least 2"
             )
         if not 0 <= self.seed <= MAX_SEED:
             raise UserError(f"--seed={self.seed} must be in 0 .. {MAX_SEED}")

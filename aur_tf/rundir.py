@@ -7,6 +7,8 @@ A workdir holds everything a run produces:
   eval.json      the run's record: the latest evaluation on the validation mixtures (see
                  `invalid_field` for its schema)
   samples.npz    the first validation mixtures and their estimates at the latest evaluation
+  selected/      with --select=unsupervised: a tf.train checkpoint of the mask net alone, at the
+                 evaluation with the highest remix consistency so far (eval.json's `selected`)
 Baselines write only eval.json (with `method`) and samples.npz.
 
 Every file is written by `write_durably`: atomically and flushed to disk with its directory, so
@@ -42,6 +44,7 @@ CONFIG_FILE = "config.json"
 EVAL_FILE = "eval.json"
 CHECKPOINTS_DIR = "checkpoints"
 TENSORBOARD_DIR = "tensorboard"
+SELECTED_DIR = "selected"
 SAMPLES_FILE = "samples.npz"
 SAMPLE_COUNT = 8  # mixtures in samples.npz
 
@@ -177,7 +180,7 @@ def check_writable(workdir):
     os.close(descriptor)
     with contextlib.suppress(OSError):
         os.remove(probe)
-    for folder in (CHECKPOINTS_DIR, TENSORBOARD_DIR):
+    for folder in (CHECKPOINTS_DIR, TENSORBOARD_DIR, SELECTED_DIR):
         folder_path = path(workdir, folder)
         if os.path.lexists(folder_path) and not os.path.isdir(folder_path):
             raise UserError(
@@ -506,9 +509,16 @@ def _tensorflow_errors_only():
         tf_logger.setLevel(level)
 
 
+def selected_checkpoint(workdir):
+    """The prefix of the run's selected checkpoint (`SELECTED_DIR`), or None if it has none."""
+    prefixes, _ = _checkpoints_newest_first(path(workdir, SELECTED_DIR))
+    return prefixes[0] if prefixes else None
+
+
 def restore_mask_net(workdir, config, checkpoint=None):
-    """Rebuilds the run's mask net in float32 and restores it from the newest good checkpoint,
-    or from `checkpoint` (a prefix `.../ckpt-N`) when given.
+    """Rebuilds the run's mask net in float32 and restores it from `checkpoint` (a prefix
+    `.../ckpt-N`) when given, else from the run's selected checkpoint under
+    `--select=unsupervised` once it has one, else from the newest good checkpoint.
 
     Only the mask net is read; the discriminator, optimizers and counters in the checkpoint are
     ignored. Every variable of the net must be found in the checkpoint with its shape. Nothing
@@ -526,6 +536,8 @@ def restore_mask_net(workdir, config, checkpoint=None):
     from aur_tf import models
 
     checkpoint_dir = path(workdir, CHECKPOINTS_DIR)
+    if checkpoint is None and config.select == "unsupervised":
+        checkpoint = selected_checkpoint(workdir)
     mask_net = models.build_mask_net(
         config.image_size, config.channels, config.mask_width, "float32"
     )

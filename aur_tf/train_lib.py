@@ -246,6 +246,9 @@ def _train(config, data, strategy, chief):
         _use_configured_learning_rates(config, trackables)
     writer = _summary_writer(config, chief)
     machines = list(dict.fromkeys(machines + [machine.describe()]))
+    selection = callbacks.Selection(config, chief) if config.select == "unsupervised" else None
+    if selection is not None and restored:
+        selection.restore(data.validation)
     record = callbacks.Evaluation(
         config,
         state,
@@ -256,27 +259,42 @@ def _train(config, data, strategy, chief):
         chief,
         callbacks.TrainingClock(state),
         callbacks.ProgressLog(config, state, writer),
+        selection,
     )
     if state.step < config.train_steps:
         _fit(config, data, strategy, state, checkpoint, record, chief)
     if record.step != state.step:
         record.evaluate()
     if state.step >= config.train_steps:
-        record.add_test(score_test(model.mask_net, data.test))
+        if selection is not None and selection.best is not None:
+            mask_net, _ = rundir.restore_mask_net(config.workdir, config)
+            record.add_test(score_test(mask_net, data.test, selection.best["step"], "selected"))
+        else:
+            record.add_test(score_test(model.mask_net, data.test, state.step, "final"))
     return record.results
 
 
-def score_test(mask_net, split):
+def score_test(mask_net, split, step, which):
     """The one scoring of a finished run on its test mixtures, logged and returned.
 
+    Args:
+      mask_net: the mask net of the checkpoint to score.
+      split: the test `MixtureSplit`.
+      step: the step of that checkpoint, recorded as the scores' `step`.
+      which: how it was chosen ("final" or "selected"), for the log line.
+
     Returns:
-      `evaluation.evaluate`'s scores with the split's half-mask baseline added.
+      `evaluation.evaluate`'s scores with the split's half-mask baseline and `step` added.
     """
-    scores = dict(evaluation.evaluate(mask_net, split), **evaluation.half_mask_baseline(split))
+    scores = dict(
+        evaluation.evaluate(mask_net, split), **evaluation.half_mask_baseline(split), step=step
+    )
     log.info(
-        "test (%d mixtures, final checkpoint): %.2f dB PSNR, %.3f SSIM, %.1f%% swapped "
+        "test (%d mixtures, %s checkpoint, step %d): %.2f dB PSNR, %.3f SSIM, %.1f%% swapped "
         "(half mask %.2f dB, %.3f)",
         len(split.mixtures),
+        which,
+        step,
         scores["psnr_db"],
         scores["ssim"],
         100 * scores["swapped_fraction"],

@@ -256,6 +256,12 @@ CASES = [
     ("lr-nan", None, ["--disc_learning_rate=nan"], r"--disc_learning_rate=nan"),
     ("energy-margin-1", None, ["--energy_margin=1"], r"--energy_margin=1.0 must be in \[0, 1\)"),
     ("energy-margin-nan", None, ["--energy_margin=nan"], r"--energy_margin=nan must be in"),
+    (
+        "select-without-score",
+        None,
+        ["--select=unsupervised", "--unsupervised_mixtures=0"],
+        r"--select=unsupervised .*--unsupervised_mixtures=0 turns off",
+    ),
     ("seed-negative", None, ["--seed=-1", FRESH], r"--seed=-1 .*0 \.\. 4294967295"),
     ("seed-huge", None, ["--seed=99999999999999999999", FRESH], r"--seed=9+ .*0 \.\. 4294967295"),
     ("image-size", None, ["--image_size=48"], r"--image_size=48 is not one of: 32, 64"),

@@ -365,3 +365,71 @@ def test_the_trainer_takes_the_configured_energy_term_and_margin(make_config):
     assert float(model.energy_loss(x_tilde, b_tilde)) == pytest.approx(
         ((0.8 - 0.3) / 0.7) ** 2, rel=1e-4
     )
+
+
+def _script_remix_consistency(monkeypatch, values):
+    """Makes the remix consistencies computed from now on `values`, in order (dB)."""
+    from aur_tf.unsupervised import scores
+
+    calls = iter(values)
+    monkeypatch.setattr(scores, "remix_consistency_db", lambda *args, **kwargs: next(calls))
+
+
+def _weights(workdir, config, prefix):
+    from aur_tf import rundir
+
+    return rundir.restore_mask_net(workdir, config, prefix)[0].get_weights()
+
+
+@pytest.mark.parametrize("scripted, selected", [([10, 30, 20, 25], 4), ([30, 10, 20, 25], 2)])
+def test_select_unsupervised_keeps_the_best_scored_checkpoint_for_test_and_export(
+    make_config, stroke_data, monkeypatch, scripted, selected
+):
+    from aur_tf import evaluation, rundir
+
+    config = make_config(
+        select="unsupervised", train_steps=8, eval_every=2, checkpoint_every=2, keep_checkpoints=9
+    )
+    _script_remix_consistency(monkeypatch, scripted)
+    results = train_lib.train(config, data=stroke_data)
+    assert results["step"] == 8
+    assert results["selected"]["step"] == selected
+    assert results["selected"]["remix_consistency_db"] == max(scripted)
+    workdir = config.workdir
+    assert sorted(os.listdir(os.path.join(workdir, "selected"))) == [
+        "checkpoint",
+        f"ckpt-{selected}.data-00000-of-00001",
+        f"ckpt-{selected}.index",
+    ]
+    # The selected net is the one trained to that step, and both test and export take it.
+    same_step = os.path.join(workdir, "checkpoints", f"ckpt-{selected}")
+    for a, b in zip(_weights(workdir, config, same_step), _weights(workdir, config, None)):
+        np.testing.assert_array_equal(a, b)
+    net, prefix = rundir.restore_mask_net(workdir, config)
+    assert prefix == os.path.join(workdir, "selected", f"ckpt-{selected}")
+    assert results["test"]["step"] == selected
+    assert results["test"]["psnr_db"] == evaluation.evaluate(net, stroke_data.test)["psnr_db"]
+    with open(os.path.join(workdir, "eval.json")) as f:
+        assert json.load(f)["selected"]["step"] == selected
+
+
+@pytest.mark.parametrize("later, selected", [([20, 25], 4), ([20, 40], 8)])
+def test_a_resumed_run_compares_later_evaluations_with_the_selected_one(
+    make_config, stroke_data, monkeypatch, later, selected
+):
+    config = make_config(select="unsupervised", train_steps=4, eval_every=2, checkpoint_every=2)
+    _script_remix_consistency(monkeypatch, [10, 30])
+    train_lib.train(config, data=stroke_data)
+    # The resumed run first re-scores the selected checkpoint (30 dB again).
+    _script_remix_consistency(monkeypatch, [30, *later])
+    results = train_lib.train(dataclasses.replace(config, train_steps=8), data=stroke_data)
+    assert results["selected"]["step"] == results["test"]["step"] == selected
+    assert [name for name in os.listdir(os.path.join(config.workdir, "selected"))] != []
+    assert len(glob.glob(os.path.join(config.workdir, "selected", "ckpt-*.index"))) == 1
+
+
+def test_without_select_test_scores_the_final_checkpoint(make_config, stroke_data):
+    results = train_lib.train(make_config(), data=stroke_data)
+    assert results["test"]["step"] == 6
+    assert "selected" not in results
+    assert not os.path.exists(os.path.join(make_config().workdir, "selected"))
