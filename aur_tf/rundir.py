@@ -7,6 +7,8 @@ A workdir holds everything a run produces:
   eval.json      the run's record: the latest evaluation on the validation mixtures (see
                  `invalid_field` for its schema)
   samples.npz    the first validation mixtures and their estimates at the latest evaluation
+  trials/        with --trials: seed-<seed>/, each seed trial's own run directory
+  trials.json    with --trials: every trial's result, the seed chosen and why (`aur_tf.trials`)
 Baselines write only eval.json (with `method`) and samples.npz.
 
 Every file is written by `write_durably`: atomically and flushed to disk with its directory, so
@@ -43,6 +45,8 @@ EVAL_FILE = "eval.json"
 CHECKPOINTS_DIR = "checkpoints"
 TENSORBOARD_DIR = "tensorboard"
 SAMPLES_FILE = "samples.npz"
+TRIALS_DIR = "trials"
+TRIALS_FILE = "trials.json"
 SAMPLE_COUNT = 8  # mixtures in samples.npz
 
 # Settings a resumed run must share with the checkpoint it resumes: they change the data or the
