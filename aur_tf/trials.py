@@ -271,12 +271,19 @@ def read_choice(workdir):
     return choice
 
 
+def _is_count(value):
+    """Whether a value read from JSON is an integer >= 0 (a bool is not)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 def _is_seed(value):
-    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_SEED
+    return _is_count(value) and value <= MAX_SEED
 
 
 def _invalid_field(choice):
     """The first field of a trials.json object that is missing or of the wrong type, or None."""
+    if not _is_count(choice.get("trial_steps")):
+        return "trial_steps"
     trials = choice.get("trials")
     if not (isinstance(trials, list) and trials):
         return "trials"
@@ -286,8 +293,14 @@ def _invalid_field(choice):
             return name
         if not _is_seed(trial.get("seed")):
             return f"{name}.seed"
+        if not _is_count(trial.get("round")):
+            return f"{name}.round"
+        if not isinstance(trial.get("workdir"), str):
+            return f"{name}.workdir"
         if trial.get("status") not in STATUSES:
             return f"{name}.status"
+        if trial["status"] != FINISHED and not isinstance(trial.get("reason"), str):
+            return f"{name}.reason"
         for key in ("step", "train_seconds"):
             if not rundir.is_number(trial.get(key)):
                 return f"{name}.{key}"

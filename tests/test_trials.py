@@ -230,32 +230,44 @@ def test_every_trial_failing_is_a_one_line_error(make_config, monkeypatch):
     assert not os.path.exists(os.path.join(config.workdir, "trials.json"))
 
 
+# A trial's entry in trials.json.
+TRIAL = {
+    "seed": 0,
+    "round": 0,
+    "workdir": "trials/seed-0",
+    "step": 3,
+    "train_seconds": 1.0,
+    "remix_consistency_db": 12.0,
+    "status": "finished",
+}
+
+
 @pytest.mark.parametrize(
     "payload, field",
     [
         ([], "the top-level object"),
-        ({"trials": []}, "trials"),
-        ({"trials": [{"seed": "0"}]}, r"trials\[0\].seed"),
+        ({"trials": []}, "trial_steps"),
+        ({"trial_steps": 3, "trials": []}, "trials"),
+        ({"trial_steps": 3, "trials": [{"seed": "0"}]}, r"trials\[0\].seed"),
+        ({"trial_steps": 3, "trials": [{**TRIAL, "status": "won"}]}, r"trials\[0\].status"),
         (
-            {"trials": [{"seed": 0, "status": "finished", "step": 3, "train_seconds": 1}]},
+            {"trial_steps": 3, "trials": [{**TRIAL, "remix_consistency_db": None}]},
             r"trials\[0\].remix_consistency_db",
         ),
         (
+            {"trial_steps": 3, "trials": [{**TRIAL, "status": "diverged"}]},
+            r"trials\[0\].reason",
+        ),
+        (
             {
-                "trials": [
-                    {
-                        "seed": 0,
-                        "status": "diverged",
-                        "step": 0,
-                        "train_seconds": 0,
-                        "remix_consistency_db": None,
-                    }
-                ],
+                "trial_steps": 3,
+                "trials": [{**TRIAL, "status": "diverged", "reason": "loss became nan"}],
                 "winner_seed": 0,
                 "reason": "",
             },
             "winner_seed",
         ),
+        ({"trial_steps": 3, "trials": [TRIAL], "winner_seed": 0}, "reason"),
     ],
 )
 def test_a_damaged_trials_json_is_a_one_line_error(tmp_path, payload, field):
