@@ -126,7 +126,10 @@ def test_running_the_command_again_trains_no_finished_trial(
     shutil.copytree(trials_run.config.workdir, workdir)
     for name in removed:
         path = workdir / name
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
     finished_trials = snapshot(workdir / "trials")
     calls = []
     _score_by_seed(monkeypatch, calls)
