@@ -33,9 +33,15 @@ def main(argv):
         config = cli.settings_from_flags(Config)
         # Before TensorFlow allocates anything: settings that cannot fit are refused in one line.
         memory.check_training(config)
-        from aur_tf import train_lib  # TensorFlow loads only once the flags are known to be good.
+        # TensorFlow loads only once the flags are known to be good.
+        if config.trials > 1:
+            from aur_tf import trials
 
-        results = train_lib.train(config)
+            results = trials.train_with_trials(config)
+        else:
+            from aur_tf import train_lib
+
+            results = train_lib.train(config)
     except UserError as e:
         cli.fail(e)
     except TrainingDiverged as e:

@@ -66,6 +66,8 @@ COUNT_FIELDS = (
     "eval_every",
     "log_every",
     "collapse_windows",
+    "trials",
+    "trial_rounds",
 )
 
 
@@ -207,6 +209,25 @@ class Config:
         "Validation mixtures on which every evaluation also computes the remix consistency, a "
         "score that reads mixtures only (docs/unsupervised-score.md); 0 leaves it out.",
     )
+    # Seed trials (aur_tf.trials).
+    trials: int = setting(
+        1,
+        "Seeds trained --trial_steps steps each before the one with the highest remix "
+        "consistency is trained on to --train_steps (docs/unsupervised-score.md); 1: no trials.",
+    )
+    trial_steps: int = setting(
+        0, "Steps each seed trial trains before they are compared; needed with --trials > 1."
+    )
+    trial_rounds: int = setting(
+        1,
+        "Most rounds of --trials fresh seeds: another starts while no trial has reached "
+        "--trial_min_score_db.",
+    )
+    trial_min_score_db: float = setting(
+        0.0,
+        "Remix consistency (dB) a trial must reach for no further round of seed trials to "
+        "start; 0: one round.",
+    )
 
     def __post_init__(self):
         self._check_choice("mode", MODES)
@@ -235,6 +256,7 @@ class Config:
             )
         if not 0 <= self.seed <= MAX_SEED:
             raise UserError(f"--seed={self.seed} must be in 0 .. {MAX_SEED}")
+        self._check_trials()
         # NaN passes every comparison below unnoticed and would only surface as a NaN loss.
         for name in ("mask_learning_rate", "disc_learning_rate"):
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
@@ -268,6 +290,40 @@ class Config:
                 f"--workdir={printable(self.workdir)} is not valid UTF-8, which "
                 "TensorFlow needs for checkpoint paths: rename it"
             ) from None
+
+    def _check_trials(self):
+        """Refuses seed-trial settings (`aur_tf.trials`) that cannot be carried out."""
+        if not 0 <= self.trial_steps <= MAX_COUNT:
+            raise UserError(f"--trial_steps={self.trial_steps} must be in 0 .. {MAX_COUNT}")
+        if not (math.isfinite(self.trial_min_score_db) and self.trial_min_score_db >= 0):
+            raise UserError(
+                f"--trial_min_score_db={self.trial_min_score_db} must be finite and >= 0"
+            )
+        if self.trials == 1:
+            return
+        if not 1 <= self.trial_steps <= self.train_steps:
+            raise UserError(
+                f"--trials={self.trials} needs --trial_steps in 1 .. --train_steps="
+                f"{self.train_steps}, the steps each trial trains (now {self.trial_steps})"
+            )
+        if self.mode != "unsupervised":
+            raise UserError(
+                f"--trials={self.trials} compares seeds by an unsupervised score: it needs "
+                "--mode=unsupervised"
+            )
+        if self.strategy == "multi_worker":
+            raise UserError(f"--trials={self.trials} runs on one machine: use another --strategy")
+        if min(self.unsupervised_mixtures, self.validation_mixtures) < 2:
+            raise UserError(
+                f"--trials={self.trials} compares seeds by their remix consistency, which needs "
+                "--unsupervised_mixtures and --validation_mixtures of at least 2"
+            )
+        last_seed = self.seed + self.trials * self.trial_rounds - 1
+        if last_seed > MAX_SEED:
+            raise UserError(
+                f"--seed={self.seed} --trials={self.trials} --trial_rounds={self.trial_rounds} "
+                f"would use seeds up to {last_seed}, past {MAX_SEED}: lower them"
+            )
 
     def _check_choice(self, name, choices):
         if getattr(self, name) not in choices:

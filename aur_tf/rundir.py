@@ -9,6 +9,8 @@ A workdir holds everything a run produces:
   samples.npz    the first validation mixtures and their estimates at the latest evaluation
   selected/      with --select=unsupervised: a tf.train checkpoint of the mask net alone, at the
                  evaluation with the highest remix consistency so far (eval.json's `selected`)
+  trials/        with --trials: seed-<seed>/, each seed trial's own run directory
+  trials.json    with --trials: every trial's result, the seed chosen and why (`aur_tf.trials`)
 Baselines write only eval.json (with `method`) and samples.npz.
 
 Every file is written by `write_durably`: atomically and flushed to disk with its directory, so
@@ -46,6 +48,8 @@ CHECKPOINTS_DIR = "checkpoints"
 TENSORBOARD_DIR = "tensorboard"
 SELECTED_DIR = "selected"
 SAMPLES_FILE = "samples.npz"
+TRIALS_DIR = "trials"
+TRIALS_FILE = "trials.json"
 SAMPLE_COUNT = 8  # mixtures in samples.npz
 
 # Settings a resumed run must share with the checkpoint it resumes: they change the data or the

@@ -196,12 +196,14 @@ def _fit(config, data, strategy, state, checkpoint, record, chief):
             shutil.rmtree(write_dir, ignore_errors=True)
 
 
-def train(config: Config, data=None):
+def train(config: Config, data=None, final_test=True):
     """Trains (or resumes) the run described by `config` and returns its final evaluation.
 
     Args:
       config: the run's settings.
       data: a `MixtureDataset`; loaded from `config.source_a/b` when None.
+      final_test: score the test mixtures once the run reaches `train_steps`. Seed trials
+        (`aur_tf.trials`) leave them to the run they choose, which scores them once.
 
     Returns:
       The dict written to `WORKDIR/eval.json`.
@@ -215,10 +217,10 @@ def train(config: Config, data=None):
     chief = _start(config, strategy)
     # The chief writes the workdir; two runs in it at once would interleave their checkpoints.
     with rundir.exclusive(config.workdir, "training run") if chief else contextlib.nullcontext():
-        return _train(config, data, strategy, chief)
+        return _train(config, data, strategy, chief, final_test)
 
 
-def _train(config, data, strategy, chief):
+def _train(config, data, strategy, chief, final_test):
     """`train` once the workdir is checked and, on the chief, locked."""
     if data is None:
         data = load_mixture_dataset(config)
@@ -265,7 +267,7 @@ def _train(config, data, strategy, chief):
         _fit(config, data, strategy, state, checkpoint, record, chief)
     if record.step != state.step:
         record.evaluate()
-    if state.step >= config.train_steps:
+    if state.step >= config.train_steps and final_test:
         if selection is not None and selection.best is not None:
             mask_net, _ = rundir.restore_mask_net(config.workdir, config)
             record.add_test(score_test(mask_net, data.test, selection.best["step"], "selected"))

@@ -2,6 +2,9 @@ import json
 import pathlib
 
 import pytest
+from synthetic import tiny_config
+
+from aur_tf.errors import UserError
 
 REPOSITORY = pathlib.Path(__file__).resolve().parents[1]
 # Settings each run gave on its own command line (workdir, seed) or that do not change what it
@@ -53,3 +56,52 @@ def test_every_flagfile_gives_valid_settings(flagfile, monkeypatch):
     settings = _settings_of_flagfile(flagfile)
     assert settings["workdir"].startswith("runs/")
     assert settings["workdir"] != "runs/mnist" or flagfile == "configs/mnist.cfg"
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"trials": 0}, "--trials=0 must be a positive integer"),
+        ({"trials": 3}, "--trials=3 needs --trial_steps in 1 .. --train_steps=6, .*now 0"),
+        ({"trials": 3, "trial_steps": 7}, "--trials=3 needs --trial_steps in 1 .. .*now 7"),
+        ({"trial_steps": -1}, r"--trial_steps=-1 must be in 0 \.\. 1000000000"),
+        ({"trial_rounds": 0}, "--trial_rounds=0 must be a positive integer"),
+        ({"trial_min_score_db": float("nan")}, "--trial_min_score_db=nan must be finite"),
+        ({"trial_min_score_db": -1.0}, "--trial_min_score_db=-1.0 must be finite and >= 0"),
+        (
+            {"trials": 3, "trial_steps": 3, "mode": "supervised"},
+            "--trials=3 compares seeds by an unsupervised score: it needs --mode=unsupervised",
+        ),
+        (
+            {"trials": 3, "trial_steps": 3, "strategy": "multi_worker"},
+            "--trials=3 runs on one machine",
+        ),
+        (
+            {"trials": 3, "trial_steps": 3, "unsupervised_mixtures": 0},
+            "remix consistency, which needs --unsupervised_mixtures",
+        ),
+        (
+            {"trials": 3, "trial_steps": 3, "trial_rounds": 2, "seed": 2**32 - 3},
+            "would use seeds up to 4294967298, past 4294967295",
+        ),
+    ],
+)
+def test_bad_seed_trial_settings_are_one_line_errors(tmp_path, settings, message):
+    with pytest.raises(UserError, match=message) as refused:
+        tiny_config(tmp_path, **settings)
+    assert "\n" not in str(refused.value)
+
+
+def test_seed_trial_settings_at_their_limits_are_accepted(tmp_path):
+    tiny_config(tmp_path, trials=3, trial_steps=6, trial_rounds=2, trial_min_score_db=18.5)
+    tiny_config(tmp_path, trials=2, trial_steps=1, seed=2**32 - 2)
+    tiny_config(tmp_path, trial_steps=1000, mode="supervised", strategy="multi_worker")
+
+
+def test_a_bad_seed_trial_flag_is_one_line_on_the_command_line(run_cli, tmp_path):
+    status, _, err = run_cli(f"--workdir={tmp_path / 'run'}", "--trials=4")
+    assert status == 2
+    assert err == (
+        "error: --trials=4 needs --trial_steps in 1 .. --train_steps=25000, the steps each "
+        "trial trains (now 0)\n"
+    )

@@ -95,3 +95,21 @@ def test_ctrl_c_says_how_to_resume(run_cli, monkeypatch, tmp_path):
     status, _, err = run_cli(f"--workdir={tmp_path / 'run'}")
     assert status == 130
     assert err == "interrupted: run the same command to resume from the last checkpoint\n"
+
+
+def test_trials_go_through_the_seed_trials(run_cli, monkeypatch, tmp_path):
+    from aur_tf import train_lib, trials
+
+    chosen = []
+    scores = {"psnr_db": 20.0, "ssim": 0.9, "half_mask_psnr_db": 16.0, "half_mask_ssim": 0.6}
+
+    def train_with_trials(config):
+        chosen.append(config)
+        return {**scores, "step": config.train_steps, "test": scores}
+
+    monkeypatch.setattr(trials, "train_with_trials", train_with_trials)
+    monkeypatch.setattr(train_lib, "train", lambda config: pytest.fail("trained without trials"))
+    status, out, err = run_cli(f"--workdir={tmp_path / 'run'}", "--trials=3", "--trial_steps=500")
+    assert status == 0, err
+    assert [(c.trials, c.trial_steps) for c in chosen] == [(3, 500)]
+    assert out.startswith("done: step 25000, validation 20.00 dB PSNR, 0.900 SSIM; test 20.00 dB")
