@@ -151,6 +151,18 @@ def test_table_groups_seeds_and_settings_beside_the_paper(runs):
     )
 
 
+def test_validation_columns_are_of_the_checkpoint_that_test_scored(tmp_path):
+    _fake_run(tmp_path / "picked", 20.0, 0.8, seed=0, test=(21.0, 0.85), select="unsupervised")
+    with open(tmp_path / "picked" / "eval.json") as f:
+        record = json.load(f)
+    record["selected"] = {"step": 50, "remix_consistency_db": 19.0, "psnr_db": 21.5, "ssim": 0.86}
+    with open(tmp_path / "picked" / "eval.json", "w") as f:
+        json.dump(record, f)
+    table = report.markdown_table(report.group_runs(report.find_runs([str(tmp_path / "*")])))
+    (row,) = [line for line in table.splitlines() if line.startswith("| picked")]
+    assert row.split(" | ")[1:5] == ["21.00", "0.850", "21.50", "0.860"]
+
+
 def test_supervised_runs_are_not_told_apart_by_the_adversarial_settings_they_ignore(tmp_path):
     for seed, (disc_width, steps) in enumerate([(64, 100), (32, 100), (32, 200)]):
         _fake_run(

@@ -277,6 +277,12 @@ def _test_scores(runs, metric, digits):
     return cell if len(values) == len(runs) else f"{cell} ({len(values)} of {len(runs)} seeds)"
 
 
+def _validation(run, metric):
+    """`metric` of the run's validation scores at the checkpoint its test scores are of: the
+    selected one under `--select=unsupervised`, else the final one."""
+    return run.results.get("selected", run.results)[metric]
+
+
 def markdown_table(groups):
     """The results table: one row per group, test scores first, then validation (what every
     choice was made on), the paper's MNIST figures beside ours; under it, each group's method
@@ -298,8 +304,8 @@ def markdown_table(groups):
                     group.name,
                     _test_scores(runs, "psnr_db", 2),
                     _test_scores(runs, "ssim", 3),
-                    _mean_std([r.results["psnr_db"] for r in runs], 2),
-                    _mean_std([r.results["ssim"] for r in runs], 3),
+                    _mean_std([_validation(r, "psnr_db") for r in runs], 2),
+                    _mean_std([_validation(r, "ssim") for r in runs], 3),
                     f"{paper[0]:.1f} / {paper[1]:.2f}" if paper else "—",
                     ", ".join(str(r.seed) for r in runs),
                     _steps(group),
