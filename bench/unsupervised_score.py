@@ -2,10 +2,12 @@
 
   python bench/unsupervised_score.py --runs='runs/mnist_fast_seed*,runs/fashion_seed*'
 
-For every run (a workdir, or a copied record, holding `eval.json` with its history and
-`unsupervised_scores.json` from `python -m aur_tf.unsupervised`), each checkpoint that has both a
-validation PSNR and unsupervised scores is one point. Per dataset (the pair of sources) and
-candidate score it prints:
+For every run (a workdir, or a copied record, holding `eval.json` with its history), each
+evaluation that has a validation PSNR and unsupervised scores is one point: the remix consistency
+that training records in every history entry, and the scores of `unsupervised_scores.json` from
+`python -m aur_tf.unsupervised` where that was run (it replaces the history's remix consistency
+for the checkpoints it scored). Per dataset (the pair of sources) and candidate score, over the
+points that have it, it prints:
   spearman   rank correlation with the validation PSNR over every point (sign: higher is better
              for the score's direction);
   auc        ROC AUC of the score separating "separated" points (validation PSNR at least
@@ -38,26 +40,37 @@ DIRECTIONS = {
 
 def load_points(workdir):
     """`(dataset, half_mask_psnr_db, [(step, psnr_db, {score: value})])` of one run, or None
-    when it has no unsupervised scores."""
-    scores_path = os.path.join(workdir, score_runs.SCORES_FILE)
-    if not os.path.isfile(scores_path):
+    when it has no eval.json or none of its evaluations has an unsupervised score."""
+    if not os.path.isfile(os.path.join(workdir, "eval.json")):
         return None
     with open(os.path.join(workdir, "eval.json")) as f:
         record = json.load(f)
-    with open(scores_path) as f:
-        scored = {entry["step"]: entry for entry in json.load(f)["checkpoints"]}
+    scores_path = os.path.join(workdir, score_runs.SCORES_FILE)
+    scored = {}
+    if os.path.isfile(scores_path):
+        with open(scores_path) as f:
+            scored = {entry["step"]: entry for entry in json.load(f)["checkpoints"]}
+    points = []
+    for entry in record.get("history", []):
+        scores = {name: entry[name] for name in DIRECTIONS if name in entry}
+        scores.update(
+            {
+                name: value
+                for name, value in scored.get(entry["step"], {}).items()
+                if name in DIRECTIONS
+            }
+        )
+        if any(name in scores for name in DIRECTIONS):
+            points.append((entry["step"], entry["psnr_db"], scores))
+    if not points:
+        return None
     config = record["config"]
-    points = [
-        (entry["step"], entry["psnr_db"], scored[entry["step"]])
-        for entry in record["history"]
-        if entry["step"] in scored
-    ]
     return (f"{config['source_a']} vs {config['source_b']}", record["half_mask_psnr_db"], points)
 
 
 def summarize(runs):
     """`{dataset: {score: {"spearman", "auc", "loss_db", "points", "runs"}}}` over `runs`, a list
-    of `load_points` results."""
+    of `load_points` results; a score appears where some run has it, over the points that do."""
     by_dataset = {}
     for dataset, half_mask, points in runs:
         by_dataset.setdefault(dataset, []).append((half_mask, points))
@@ -67,12 +80,17 @@ def summarize(runs):
         for name, orient in DIRECTIONS.items():
             values, psnrs, separated, losses = [], [], [], []
             for half_mask, points in members:
+                points = [point for point in points if name in point[2]]
+                if not points:
+                    continue
                 oriented = [orient(scores[name]) for _, _, scores in points]
                 run_psnrs = [psnr for _, psnr, _ in points]
                 values += oriented
                 psnrs += run_psnrs
                 separated += [psnr >= half_mask + SEPARATED_MARGIN_DB for psnr in run_psnrs]
                 losses.append(max(run_psnrs) - run_psnrs[int(np.argmax(oriented))])
+            if not values:
+                continue
             separated = np.array(separated)
             values = np.array(values)
             auc = (
@@ -85,7 +103,7 @@ def summarize(runs):
                 "auc": auc,
                 "loss_db": float(np.mean(losses)),
                 "points": len(values),
-                "runs": len(members),
+                "runs": len(losses),
             }
     return summary
 
@@ -99,16 +117,15 @@ def main():
     workdirs = sorted({path for pattern in patterns for path in glob.glob(pattern)})
     loaded = [points for points in map(load_points, workdirs) if points]
     if not loaded:
-        print(f"error: no run with {score_runs.SCORES_FILE} matches {patterns}", file=sys.stderr)
+        print(f"error: no run with unsupervised scores matches {patterns}", file=sys.stderr)
         sys.exit(2)
     for dataset, by_score in summarize(loaded).items():
-        first = next(iter(by_score.values()))
-        print(f"{dataset}: {first['runs']} runs, {first['points']} checkpoints")
-        print(f"  {'score':<22}{'spearman':>9}{'auc':>8}{'loss_db':>9}")
+        print(dataset)
+        print(f"  {'score':<22}{'runs':>5}{'points':>7}{'spearman':>9}{'auc':>8}{'loss_db':>9}")
         for name, figures in by_score.items():
             print(
-                f"  {name:<22}{figures['spearman']:>9.3f}{figures['auc']:>8.3f}"
-                f"{figures['loss_db']:>9.2f}"
+                f"  {name:<22}{figures['runs']:>5}{figures['points']:>7}"
+                f"{figures['spearman']:>9.3f}{figures['auc']:>8.3f}{figures['loss_db']:>9.2f}"
             )
 
 

@@ -5,21 +5,28 @@ import json
 import pytest
 
 
-def _run(directory, half_mask, history, scores):
-    """A run record: eval.json's history `[(step, psnr_db)]`, scores `{step: {name: value}}`."""
+def _run(directory, half_mask, history, scores=None):
+    """A run record: eval.json's history `[(step, psnr_db)]` or `[(step, psnr_db, remix
+    consistency)]`, and unless None, unsupervised_scores.json's `{step: {name: value}}`."""
     directory.mkdir()
     (directory / "eval.json").write_text(
         json.dumps(
             {
                 "config": {"source_a": "a", "source_b": "b"},
                 "half_mask_psnr_db": half_mask,
-                "history": [{"step": step, "psnr_db": psnr} for step, psnr in history],
+                "history": [
+                    dict(zip(("step", "psnr_db", "remix_consistency_db"), entry))
+                    for entry in history
+                ],
             }
         )
     )
-    (directory / "unsupervised_scores.json").write_text(
-        json.dumps({"checkpoints": [{"step": step, **values} for step, values in scores.items()]})
-    )
+    if scores is not None:
+        (directory / "unsupervised_scores.json").write_text(
+            json.dumps(
+                {"checkpoints": [{"step": step, **values} for step, values in scores.items()]}
+            )
+        )
     return directory
 
 
@@ -64,3 +71,29 @@ def test_summary_orients_each_score_and_picks_checkpoints(tmp_path, unsupervised
     assert summary["judge_auc"]["auc"] == 1.0
     assert summary["remix_consistency_db"]["auc"] == 1.0
     assert summary["judge_auc"]["points"] == 4 and summary["judge_auc"]["runs"] == 1
+
+
+def test_the_histories_remix_consistency_counts_where_no_checkpoint_was_scored(
+    tmp_path, unsupervised_score
+):
+    trained = _run(tmp_path / "trained", 16.0, [(1, 12.0, 17.0), (2, 20.0, 19.0)])
+    rescored = _run(
+        tmp_path / "rescored",
+        16.0,
+        [(1, 12.0, 17.0), (2, 20.0, 19.0)],
+        {2: _scores(25.0, 0.55)},
+    )
+    _, _, points = unsupervised_score.load_points(str(trained))
+    assert [scores for _, _, scores in points] == [
+        {"remix_consistency_db": 17.0},
+        {"remix_consistency_db": 19.0},
+    ]
+    _, _, points = unsupervised_score.load_points(str(rescored))
+    assert points[0][2] == {"remix_consistency_db": 17.0}
+    assert points[1][2] == _scores(25.0, 0.55)
+    summary = unsupervised_score.summarize(
+        [unsupervised_score.load_points(str(run)) for run in (trained, rescored)]
+    )["a vs b"]
+    assert summary["remix_consistency_db"]["points"] == 4
+    assert summary["remix_consistency_db"]["runs"] == 2
+    assert summary["judge_auc"]["points"] == 1 and summary["judge_auc"]["runs"] == 1
