@@ -543,7 +543,7 @@ def check_parity(mask_net, invert, paths, mixtures, split, tolerance, log):
             "psnr_agreement_db": PSNR_AGREEMENT_DB,
             "scores": scores,
         }
-        log(f"{f'separation of the {len(mixtures)} validation mixtures':<39}PSNR dB    SSIM")
+        log(f"{f'separation, {len(mixtures)} validation mixtures':<39}PSNR dB    SSIM")
         for label, figures in scores.items():
             log(f"  {_TITLES[label]:<36} {figures['psnr_db']:7.3f}  {figures['ssim']:.4f}")
         keras_psnr = scores["keras"]["psnr_db"]
