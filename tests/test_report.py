@@ -312,6 +312,41 @@ def _split_at_markers(text):
     return before, between, after
 
 
+def test_settings_added_later_group_new_runs_with_old_records_at_their_defaults(tmp_path):
+    _fake_run(tmp_path / "ours_seed0", 22.0, 0.91, seed=0)
+    _fake_run(
+        tmp_path / "ours_seed1", 22.2, 0.91, seed=1, select="last", trials=1, energy_margin=0.5
+    )
+    _fake_run(tmp_path / "hinge_seed0", 22.4, 0.92, seed=0, energy="hinge", energy_margin=0.5)
+    groups = report.group_runs(report.find_runs([str(tmp_path / "*")]))
+    assert [(g.name, len(g.runs), g.settings) for g in groups] == [
+        ("ours", 2, "energy=batch"),
+        ("hinge", 1, "energy=hinge, energy_margin=0.5"),
+    ]
+
+
+def test_each_dataset_gets_its_own_table_and_figure_mnist_first(tmp_path):
+    shoes = {"source_a": "fashion_mnist?labels=5,7,9", "source_b": "fashion_mnist?labels=8"}
+    _fake_run(tmp_path / "runs" / "fashion_seed0", 17.0, 0.75, seed=0, test=(17.1, 0.76), **shoes)
+    _fake_run(tmp_path / "runs" / "mnist_seed0", 22.0, 0.91, seed=0, test=(22.1, 0.92))
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{report.README_BEGIN}\n{report.README_END}\n")
+    report.write_report([str(tmp_path / "runs" / "*")], str(tmp_path / "out"), readme=str(readme))
+    text = (tmp_path / "out" / report.TABLE_FILE).read_text()
+    mnist = text.index("### mnist?labels=0-4 vs mnist?labels=5-9")
+    fashion = text.index("### fashion_mnist?labels=5,7,9 vs fashion_mnist?labels=8")
+    assert mnist < text.index("| mnist |") < text.index("(separations.png)") < fashion
+    assert fashion < text.index("| fashion |") < text.index("(separations_2.png)")
+    assert "| mnist |" not in text[fashion:]
+    assert sorted(os.listdir(tmp_path / "out")) == [
+        report.TABLE_FILE,
+        "separations.png",
+        "separations_2.png",
+    ]
+    _, between, _ = _split_at_markers(readme.read_text())
+    assert "(out/separations.png)" in between and "(out/separations_2.png)" in between
+
+
 @pytest.mark.parametrize(
     "content",
     [

@@ -7,6 +7,8 @@ supervised runs ignore; a group with several seeds shows mean ± sample standard
 is named by its runs' directory, less a `_seedN` suffix (`runs/mnist_fast_seed1` -> `mnist_fast`),
 and its distinguishing settings are listed under the table. The figure shows the first validation
 mixtures of each group's first run, from its `samples.npz`, laid out like the paper's Fig. 2.
+Runs on different data (another pair of sources) get a section each, with its own table and
+figure: the paper's MNIST first, then the others by name.
 With `copy_runs`, the report also keeps each run's `eval.json` and `samples.npz` under
 OUT/runs/, so that it can be regenerated from OUT alone where the workdirs (and
 their checkpoints) are not.
@@ -24,7 +26,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from aur_tf import rundir
-from aur_tf.config import ADVERSARIAL_SETTINGS
+from aur_tf.config import ADVERSARIAL_SETTINGS, Config
 from aur_tf.errors import UserError
 from aur_tf.evaluation import (
     QUALITY_MARK_UNITS,
@@ -66,6 +68,13 @@ _NOT_DISTINGUISHING = {
     "conv_kernels",
     "unsupervised_mixtures",
 }
+# Mask-net settings added after runs were recorded, whose defaults are what those runs did.
+_BEFORE_THEY_EXISTED = {
+    field.name: field.default
+    for field in dataclasses.fields(Config)
+    if field.name
+    in {"energy_margin", "select", "trials", "trial_steps", "trial_rounds", "trial_min_score_db"}
+}
 _FIGURE_SCALE = 3  # pixels per image pixel, so 32x32 digits are readable
 _GAP = 4
 _FONT_SIZE = 10
@@ -86,9 +95,17 @@ class Run:
     @property
     def settings(self):
         """Every setting that could tell two runs of one method apart."""
-        merged = {**self.results["config"], **self.results.get("method_settings", {})}
+        implicit = {} if "method" in self.results else _BEFORE_THEY_EXISTED
+        merged = {**implicit, **self.results["config"], **self.results.get("method_settings", {})}
+        return {k: v for k, v in merged.items() if k not in _NOT_DISTINGUISHING | self.unused}
+
+    @property
+    def unused(self):
+        """Settings of the config that this run's method ignores."""
         unused = ADVERSARIAL_SETTINGS if self.method == "supervised" else frozenset()
-        return {k: v for k, v in merged.items() if k not in _NOT_DISTINGUISHING | unused}
+        if self.results["config"].get("energy") != "hinge":
+            unused |= {"energy_margin"}
+        return unused
 
     @property
     def seed(self):
@@ -178,6 +195,7 @@ def group_runs(runs):
                 if k in run.settings
                 else f"{k} unrecorded"
                 for k in varying
+                if k not in run.unused
             )
             by_settings.setdefault(label, []).append(run)
         for label in sorted(by_settings):
@@ -467,6 +485,26 @@ def copy_run_records(runs, out_dir):
         ) from None
 
 
+def dataset(run):
+    """The data a run separates, as text: `SOURCE_A vs SOURCE_B`."""
+    config = run.results["config"]
+    return f"{config['source_a']} vs {config['source_b']}"
+
+
+def split_by_dataset(runs):
+    """`[(dataset, runs)]`: the paper's MNIST first, then the other datasets by name."""
+    by_dataset = {}
+    for run in runs:
+        by_dataset.setdefault(dataset(run), []).append(run)
+    return sorted(by_dataset.items(), key=lambda item: (not _is_paper_mnist(item[1][0]), item[0]))
+
+
+def _figure_name(index):
+    """The figure file of the `index`-th dataset section: separations.png, separations_2.png..."""
+    stem, extension = os.path.splitext(FIGURE_FILE)
+    return FIGURE_FILE if index == 0 else f"{stem}_{index + 1}{extension}"
+
+
 def write_report(patterns, out_dir, figure_mixtures=4, copy_runs=False, readme=None):
     """Reads the runs, writes `OUT/results.md` and `OUT/separations.png`; returns the table.
 
@@ -480,30 +518,35 @@ def write_report(patterns, out_dir, figure_mixtures=4, copy_runs=False, readme=N
     """
     readme_lines = read_readme(readme) if readme is not None else None
     runs = find_runs(patterns)
-    groups = group_runs(runs)
     try:
         os.makedirs(out_dir, exist_ok=True)
     except OSError as e:
         raise UserError(f"cannot create --out={out_dir} ({e.strerror})") from None
     if copy_runs:
         copy_run_records(runs, out_dir)
-    figure_path = os.path.join(out_dir, FIGURE_FILE)
-    shown = render_figure(groups, figure_path, figure_mixtures)
-    table = markdown_table(groups)
+    datasets = split_by_dataset(runs)
+    tables, sections, readme_sections = [], [], []
+    for index, (name, dataset_runs) in enumerate(datasets):
+        groups = group_runs(dataset_runs)
+        figure_path = os.path.join(out_dir, _figure_name(index))
+        shown = render_figure(groups, figure_path, figure_mixtures)
+        heading = f"### {name}\n\n" if len(datasets) > 1 else ""
+        table = heading + markdown_table(groups)
+        tables.append(table)
+        sections.append(table + "\n" + _figure_link(shown, _figure_name(index)))
+        if readme is not None:
+            link = os.path.relpath(figure_path, os.path.dirname(os.path.abspath(readme)))
+            readme_sections.append(table + "\n" + _figure_link(shown, link.replace(os.sep, "/")))
     with open(os.path.join(out_dir, TABLE_FILE), "w") as f:
-        f.write("# Separation results\n\n" + table + "\n")
-        f.write(_figure_link(shown, FIGURE_FILE) + "\n\n")
+        f.write("# Separation results\n\n" + "\n\n".join(sections) + "\n\n")
         f.write(
-            "Each mixture takes two rows of the figure: the estimate matched to source a, "
+            "Each mixture takes two rows of a figure: the estimate matched to source a, "
             "then the one matched to source b. Estimates are clipped to [0, 1] for display "
             "only; the scores use them as they are.\n"
         )
     if readme is not None:
-        link = os.path.relpath(figure_path, os.path.dirname(os.path.abspath(readme)))
-        write_readme(
-            readme, readme_lines, table + "\n" + _figure_link(shown, link.replace(os.sep, "/"))
-        )
-    return table
+        write_readme(readme, readme_lines, "\n\n".join(readme_sections))
+    return "\n".join(tables)
 
 
 def _figure_link(shown, path):
