@@ -37,6 +37,20 @@ def run_main(*args, cwd=ROOT):
     )
 
 
+def config_from_flags(*args):
+    """The `Config` that main.py's flags `args` (e.g. a --flagfile and overrides) give; paths in
+    them, flagfiles included, are relative to the working directory."""
+    from absl import flags
+
+    import main  # noqa: F401 (defines the flags)
+    from aur_tf import cli
+    from aur_tf.config import Config
+
+    flags.FLAGS.unparse_flags()
+    cli.parse_flags(["main.py", *args])
+    return cli.settings_from_flags(Config)
+
+
 def assert_one_line_error(status, stderr, pattern, expected_status=2):
     """`expected_status` and exactly one `error:` line, matching regex `pattern`, no traceback."""
     assert "Traceback" not in stderr, stderr

@@ -2,6 +2,7 @@ import json
 import pathlib
 
 import pytest
+from cli_helpers import config_from_flags
 from synthetic import tiny_config
 
 from aur_tf.errors import UserError
@@ -13,15 +14,7 @@ NOT_FROM_THE_FLAGFILE = {"workdir", "seed", "conv_kernels"}
 
 
 def _settings_of_flagfile(flagfile):
-    from absl import flags
-
-    import main  # noqa: F401 (defines the flags)
-    from aur_tf import cli
-    from aur_tf.config import Config
-
-    flags.FLAGS.unparse_flags()
-    cli.parse_flags(["main.py", f"--flagfile={flagfile}"])
-    return cli.settings_from_flags(Config).to_dict()
+    return config_from_flags(f"--flagfile={flagfile}").to_dict()
 
 
 # A flagfile read by another (mnist_fast.cfg reads mnist.cfg) changes both: each must still give
@@ -56,6 +49,31 @@ def test_every_flagfile_gives_valid_settings(flagfile, monkeypatch):
     settings = _settings_of_flagfile(flagfile)
     assert settings["workdir"].startswith("runs/")
     assert settings["workdir"] != "runs/mnist" or flagfile == "configs/mnist.cfg"
+
+
+def test_shoes_bags_flagfile_is_the_papers_mnist_setup_on_shoes_and_bags(monkeypatch):
+    """Sec. 5: 64x64 RGB, inverted, 10k training and 5k test mixtures; all else mnist.cfg's."""
+    monkeypatch.chdir(REPOSITORY)
+    settings = _settings_of_flagfile("configs/shoes_bags.cfg")
+    mnist = _settings_of_flagfile("configs/mnist.cfg")
+    data = {
+        "source_a": "folder:data/shoes",
+        "source_b": "folder:data/handbags",
+        "image_size": 64,
+        "channels": 3,
+        "invert": True,
+        "train_mixtures": 10_000,
+        "validation_mixtures": 5_000,
+        "test_mixtures": 5_000,
+    }
+    assert {name: settings[name] for name in data} == data
+    differing = {
+        name: (value, mnist[name])
+        for name, value in settings.items()
+        if name not in {"workdir", *data} and mnist[name] != value
+    }
+    assert differing == {}
+    assert (settings["mask_width"], settings["disc_width"]) == (64, 64)
 
 
 @pytest.mark.parametrize(
