@@ -90,7 +90,12 @@ def separation_function(mask_net, invert, dtype="float32"):
 # Separators that ship with aur_tf, by name: exported from the runs of `docs/results/runs/` whose
 # records they carry in `export.json`, so separating works right after install, without training.
 SHIPPED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "shipped")
-SHIPPED = {"mnist": "mnist/separator.onnx", "mnist_int8": "mnist/separator_int8.onnx"}
+SHIPPED = {
+    "mnist": "mnist/separator.onnx",
+    "mnist_int8": "mnist/separator_int8.onnx",
+    "fashion_shoes_bags": "fashion_shoes_bags/separator.onnx",
+    "fashion_shoes_bags_int8": "fashion_shoes_bags/separator_int8.onnx",
+}
 
 
 def shipped_path(model):

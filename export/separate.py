@@ -437,7 +437,8 @@ def _define_flags():
         None,
         "Exported separator: separator.onnx, separator_fp16.onnx, "
         "separator_int8.onnx or a saved_model directory (python -m export.onnx), "
-        "or a shipped one by name: mnist (digits 0-4 vs 5-9) or mnist_int8.",
+        "or a shipped one by name: mnist (digits 0-4 vs 5-9), fashion_shoes_bags "
+        "(Fashion-MNIST shoes vs bags) or their int8 twins mnist_int8, fashion_shoes_bags_int8.",
     )
     flags.DEFINE_string("out", None, "Output directory for the separated PNGs (created).")
     flags.DEFINE_enum(
