@@ -6,7 +6,8 @@ The separator (a name of `aur_tf.separator.SHIPPED`, or an exported .onnx file) 
 training config and the validation and test PSNR/SSIM its run recorded. This rebuilds that run's
 validation and test mixtures from the config, separates them with the file through onnxruntime's
 CPU provider, scores them as training's evaluation does, and prints both figures side by side.
-Exit status 1 when a PSNR differs from the metadata's by more than `PSNR_AGREEMENT_DB`.
+Exit status 1 when a PSNR differs from the metadata's by more than `PSNR_AGREEMENT_DB`; an int8
+file carries its float32 run's figures, so for it the bound is `INT8_LOSS_DB` below them.
 """
 
 import argparse
@@ -21,10 +22,13 @@ from aur_tf.errors import UserError
 from aur_tf.separator import Separator
 
 PSNR_AGREEMENT_DB = 0.01
+# What issue 30 allows int8 to lose against float32.
+INT8_LOSS_DB = 0.2
 
 
 def rerun(model):
-    """`{split: (recorded, rerun)}` PSNR/SSIM dicts for the splits the metadata records."""
+    """`({split: (recorded, rerun)}` PSNR/SSIM dicts for the splits the metadata records, whether
+    the file is int8)."""
     separator = Separator.load(model, provider="cpu")
     settings = json.loads(separator.metadata["training_config"])
     # The paths are those of the machine that trained it; the data comes from this one's cache.
@@ -44,7 +48,7 @@ def rerun(model):
             key: float(separator.metadata[f"{prefix}_{key}"]) for key in ("psnr_db", "ssim")
         }
         figures[split] = (recorded, {key: scores[key] for key in ("psnr_db", "ssim")})
-    return figures
+    return figures, separator.metadata.get("precision", "").startswith("int8")
 
 
 def main():
@@ -52,17 +56,23 @@ def main():
     parser.add_argument("--model", default="mnist", help="a shipped separator's name or a file")
     model = parser.parse_args().model
     try:
-        figures = rerun(model)
+        figures, int8 = rerun(model)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     agree = True
     for split, (recorded, measured) in figures.items():
+        change = measured["psnr_db"] - recorded["psnr_db"]
         print(
             f"{split:<10} recorded {recorded['psnr_db']:.3f} dB / {recorded['ssim']:.4f}, "
-            f"rerun {measured['psnr_db']:.3f} dB / {measured['ssim']:.4f}"
+            f"rerun {measured['psnr_db']:.3f} dB / {measured['ssim']:.4f} ({change:+.3f} dB"
+            f"{', int8 against its float32 run' if int8 else ''})"
         )
-        agree &= abs(recorded["psnr_db"] - measured["psnr_db"]) <= PSNR_AGREEMENT_DB
+        agree &= (
+            -INT8_LOSS_DB <= change <= PSNR_AGREEMENT_DB
+            if int8
+            else abs(change) <= PSNR_AGREEMENT_DB
+        )
     sys.exit(0 if agree else 1)
 
 
