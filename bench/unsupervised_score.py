@@ -6,8 +6,10 @@ For every run (a workdir, or a copied record, holding `eval.json` with its histo
 evaluation that has a validation PSNR and unsupervised scores is one point: the remix consistency
 that training records in every history entry, and the scores of `unsupervised_scores.json` from
 `python -m aur_tf.unsupervised` where that was run (it replaces the history's remix consistency
-for the checkpoints it scored). Per dataset (the pair of sources) and candidate score, over the
-points that have it, it prints:
+for the checkpoints it scored). The candidates are those scores and `remix_minus_judge`, the
+remix consistency less JUDGE_PENALTY_DB per unit of judge AUC above chance: a mask that is
+consistent but wrong (remixes the judge tells from mixtures) scores high on remix consistency
+alone. Per dataset (the pair of sources) and candidate, over the points that have it, it prints:
   spearman   rank correlation with the validation PSNR over every point (sign: higher is better
              for the score's direction);
   auc        ROC AUC of the score separating "separated" points (validation PSNR at least
@@ -29,13 +31,33 @@ from aur_tf.unsupervised import runs as score_runs
 from aur_tf.unsupervised.scores import roc_auc, spearman
 
 SEPARATED_MARGIN_DB = 3.0
-# How each candidate is oriented so that higher means better separated.
+# The scores read from run records, each oriented so that higher means better separated.
 DIRECTIONS = {
     "remix_consistency_db": lambda value: value,
     "judge_auc": lambda value: -value,
     "energy_share": lambda value: -abs(value - 0.5),
     "mask_confidence": lambda value: value,
 }
+# dB of remix consistency that one unit of judge AUC above chance (0.5) costs in the combination.
+JUDGE_PENALTY_DB = 20.0
+# Candidates computed from those scores: (the scores they need, the oriented value).
+COMBINATIONS = {
+    "remix_minus_judge": (
+        ("remix_consistency_db", "judge_auc"),
+        lambda scores: (
+            scores["remix_consistency_db"] - JUDGE_PENALTY_DB * (scores["judge_auc"] - 0.5)
+        ),
+    ),
+}
+
+
+def _candidates():
+    """`{name: (needed scores, oriented value of a point's scores)}` of every candidate."""
+    single = {
+        name: ((name,), lambda scores, name=name, orient=orient: orient(scores[name]))
+        for name, orient in DIRECTIONS.items()
+    }
+    return {**single, **COMBINATIONS}
 
 
 def load_points(workdir):
@@ -77,13 +99,13 @@ def summarize(runs):
     summary = {}
     for dataset, members in by_dataset.items():
         summary[dataset] = {}
-        for name, orient in DIRECTIONS.items():
+        for name, (needed, orient) in _candidates().items():
             values, psnrs, separated, losses = [], [], [], []
             for half_mask, points in members:
-                points = [point for point in points if name in point[2]]
+                points = [point for point in points if all(k in point[2] for k in needed)]
                 if not points:
                     continue
-                oriented = [orient(scores[name]) for _, _, scores in points]
+                oriented = [orient(scores) for _, _, scores in points]
                 run_psnrs = [psnr for _, psnr, _ in points]
                 values += oriented
                 psnrs += run_psnrs

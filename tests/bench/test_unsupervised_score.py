@@ -97,3 +97,16 @@ def test_the_histories_remix_consistency_counts_where_no_checkpoint_was_scored(
     assert summary["remix_consistency_db"]["points"] == 4
     assert summary["remix_consistency_db"]["runs"] == 2
     assert summary["judge_auc"]["points"] == 1 and summary["judge_auc"]["runs"] == 1
+
+
+def test_the_combination_penalises_consistent_remixes_the_judge_tells_apart(
+    tmp_path, unsupervised_score
+):
+    # Step 2 is consistent but wrong: the highest remix consistency, and a judge far from chance.
+    history = [(1, 12.0), (2, 13.0), (3, 22.0)]
+    scores = {1: _scores(17.0, 0.8), 2: _scores(23.0, 0.85), 3: _scores(21.0, 0.52)}
+    run = unsupervised_score.load_points(str(_run(tmp_path / "run", 16.0, history, scores)))
+    summary = unsupervised_score.summarize([run])["a vs b"]
+    assert summary["remix_consistency_db"]["loss_db"] == pytest.approx(9.0)
+    assert summary["remix_minus_judge"]["loss_db"] == 0.0
+    assert summary["remix_minus_judge"]["spearman"] == pytest.approx(1.0)
