@@ -278,7 +278,7 @@ class Selection:
             return
         mask_net, prefix = rundir.restore_mask_net(self.config.workdir, self.config, prefix)
         scores = evaluation.evaluate(mask_net, split)
-        step = int(prefix.rpartition("-")[2])
+        step = rundir.checkpoint_step(prefix)
         self.best = {
             "step": step,
             **unsupervised_evaluation(mask_net, split, self.config.unsupervised_mixtures),

@@ -411,12 +411,18 @@ def _checkpoints_newest_first(directory):
     return [prefix for _, prefix in sorted(numbered, reverse=True)], False
 
 
+def checkpoint_step(prefix):
+    """The step of checkpoint `prefix` (`.../ckpt-N`), or None if it is not named so."""
+    match = _CHECKPOINT_NAME.fullmatch(os.path.basename(prefix) + ".index")
+    return int(match.group(1)) if match else None
+
+
 def list_checkpoints(workdir):
     """`[(step, prefix)]` of the run's checkpoints, oldest first (see
     `_checkpoints_newest_first`)."""
     prefixes, _ = _checkpoints_newest_first(path(workdir, CHECKPOINTS_DIR))
-    steps = [_CHECKPOINT_NAME.fullmatch(os.path.basename(prefix) + ".index") for prefix in prefixes]
-    return sorted((int(match.group(1)), prefix) for match, prefix in zip(steps, prefixes) if match)
+    steps = [checkpoint_step(prefix) for prefix in prefixes]
+    return sorted((step, prefix) for step, prefix in zip(steps, prefixes) if step is not None)
 
 
 def _rewrite_state_file(directory, newest_first):
