@@ -32,3 +32,8 @@ def unsupervised_score():
 @pytest.fixture(scope="session")
 def export_speed():
     return _load_script("export_speed")
+
+
+@pytest.fixture(scope="session")
+def shipped_model():
+    return _load_script("shipped_model")
