@@ -416,7 +416,7 @@ def define_provider_option_flags():
         "kept and reused (created); without it every load builds the engine.",
     )
     flags.DEFINE_integer(
-        "threads", None, "onnxruntime CPU threads (default: one per physical core)."
+        "threads", None, "onnxruntime CPU threads (default: one per CPU this process may use)."
     )
 
 

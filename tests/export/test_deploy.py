@@ -163,6 +163,19 @@ def test_cpu_threads_are_used(exported):
         np.testing.assert_allclose(got, want, atol=1e-6)
 
 
+@pytest.mark.parametrize("images", [1, 2, 3, 8])
+def test_batches_split_over_threads_give_the_single_thread_results(exported, images):
+    # 3 threads: batches of 1 and 2 run on the intra-op session, 3 and 8 in uneven parts.
+    mixtures = exported.mixtures[:images]
+    split = Separator.load(exported.onnx_path, provider="cpu", options=ProviderOptions(threads=3))
+    single = Separator.load(exported.onnx_path, provider="cpu", options=ProviderOptions(threads=1))
+    got = split.separate(mixtures, return_mask=True)
+    want = single.separate(mixtures, return_mask=True)
+    for name, g, w in zip(OUTPUT_NAMES, got, want):
+        assert g.shape == w.shape == mixtures.shape, name
+        np.testing.assert_allclose(g, w, atol=1e-6, err_msg=name)
+
+
 def _run(*args, timeout=120):
     return subprocess.run(
         [sys.executable, *args],
