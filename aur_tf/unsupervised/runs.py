@@ -79,7 +79,10 @@ def score_run(workdir, mixtures=1000, judge=scores.JudgeSettings(), latest_only=
         if step in entries:
             continue
         mask_net, _ = restore_mask_net(workdir, config, prefix)
-        entries[step] = {"step": step, **scores.candidate_scores(mask_net, held_out, judge)}
+        entries[step] = {
+            "step": step,
+            **scores.candidate_scores(scores.mask_separation(mask_net), held_out, judge),
+        }
         log(
             f"step {step}: "
             + ", ".join(
