@@ -248,7 +248,9 @@ def unsupervised_evaluation(mask_net, split, count):
         return {}
     return {
         "remix_consistency_db": unsupervised_scores.remix_consistency_db(
-            mask_net, split.mixtures[:count], unsupervised_scores.partners(count)
+            unsupervised_scores.mask_separation(mask_net),
+            split.mixtures[:count],
+            unsupervised_scores.partners(count),
         )
     }
 

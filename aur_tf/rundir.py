@@ -11,7 +11,11 @@ A workdir holds everything a run produces:
                  evaluation with the highest remix consistency so far (eval.json's `selected`)
   trials/        with --trials: seed-<seed>/, each seed trial's own run directory
   trials.json    with --trials: every trial's result, the seed chosen and why (`aur_tf.trials`)
-Baselines write only eval.json (with `method`) and samples.npz.
+  unsupervised_scores.json
+                 scores of mixtures alone per checkpoint, by `python -m aur_tf.unsupervised`
+                 (`aur_tf.unsupervised.runs`)
+Baselines write only eval.json (with `method`), samples.npz and unsupervised_scores.json (one
+entry, their separation's).
 
 Every file is written by `write_durably`: atomically and flushed to disk with its directory, so
 a crash or power cut leaves the old file or the new one, never a torn one. Files are read by

@@ -6,17 +6,30 @@ For every run (a workdir, or a copied record, holding `eval.json` with its histo
 evaluation that has a validation PSNR and unsupervised scores is one point: the remix consistency
 that training records in every history entry, and the scores of `unsupervised_scores.json` from
 `python -m aur_tf.unsupervised` where that was run (it replaces the history's remix consistency
-for the checkpoints it scored). The candidates are those scores and `remix_minus_judge`, the
+for the checkpoints it scored). A baseline (`python -m aur_tf.baselines`: an eval.json with no
+history) is one point, its eval.json `step` and validation `psnr_db` with the scores of its
+`unsupervised_scores.json`. The candidates are those scores and `remix_minus_judge`, the
 remix consistency less JUDGE_PENALTY_DB per unit of judge AUC above chance: a mask that is
 consistent but wrong (remixes the judge tells from mixtures) scores high on remix consistency
-alone. Per dataset (the pair of sources) and candidate, over the points that have it, it prints:
+alone.
+
+A collapsed point, whose energy_share puts nearly everything in one output
+(`aur_tf.evaluation.is_collapsed`, the rule training reports collapse by), ranks below every
+point that has not collapsed, for every candidate; collapsed points rank among themselves by the
+candidate. The identity baseline is why: its remixes are the mixtures themselves, so its remix
+consistency is at the 100 dB ceiling and the judge is at chance, a trivially "perfect" score
+that the method rules out by energy (its energy term), not by these scores. Points without an
+energy_share (history-only ones) count as not collapsed.
+
+Per dataset (the pair of sources) and candidate, over the points that have it, it prints:
   spearman   rank correlation with the validation PSNR over every point (sign: higher is better
              for the score's direction);
   auc        ROC AUC of the score separating "separated" points (validation PSNR at least
              SEPARATED_MARGIN_DB above the run's half mask) from the others;
   loss_db    per run, the validation PSNR of the best checkpoint minus that of the checkpoint the
-             score picks, averaged over the runs.
-The clean sources were used only to compute the validation PSNR in eval.json, never the scores.
+             score picks, averaged over the runs (0 for a baseline's single point).
+The runs and points counted include the baselines. The clean sources were used only to compute
+the validation PSNR in eval.json, never the scores.
 """
 
 import argparse
@@ -27,6 +40,7 @@ import sys
 
 import numpy as np
 
+from aur_tf.evaluation import is_collapsed
 from aur_tf.unsupervised import runs as score_runs
 from aur_tf.unsupervised.scores import roc_auc, spearman
 
@@ -61,8 +75,8 @@ def _candidates():
 
 
 def load_points(workdir):
-    """`(dataset, half_mask_psnr_db, [(step, psnr_db, {score: value})])` of one run, or None
-    when it has no eval.json or none of its evaluations has an unsupervised score."""
+    """`(dataset, half_mask_psnr_db, [(step, psnr_db, {score: value})])` of one run or baseline,
+    or None when it has no eval.json or none of its evaluations has an unsupervised score."""
     if not os.path.isfile(os.path.join(workdir, "eval.json")):
         return None
     with open(os.path.join(workdir, "eval.json")) as f:
@@ -72,8 +86,10 @@ def load_points(workdir):
     if os.path.isfile(scores_path):
         with open(scores_path) as f:
             scored = {entry["step"]: entry for entry in json.load(f)["checkpoints"]}
+    # A baseline has no history: its one evaluation is the record's top level.
+    history = record.get("history") or [{"step": record["step"], "psnr_db": record["psnr_db"]}]
     points = []
-    for entry in record.get("history", []):
+    for entry in history:
         scores = {name: entry[name] for name in DIRECTIONS if name in entry}
         scores.update(
             {
@@ -90,9 +106,25 @@ def load_points(workdir):
     return (f"{config['source_a']} vs {config['source_b']}", record["half_mask_psnr_db"], points)
 
 
+def collapsed(scores):
+    """Whether a point's scores mark a collapse: an energy_share outside the band training
+    accepts (`is_collapsed`); False without one."""
+    return "energy_share" in scores and is_collapsed(scores["energy_share"])
+
+
+def _ranked(keys):
+    """Ranks 1..n of `(not collapsed, oriented value)` keys, equal keys sharing one rank: every
+    collapsed point below every other, each group in the candidate's order. Spearman's rho and
+    the ROC AUC depend on the order alone, so these ranks stand in for the oriented values."""
+    ordered = sorted(set(keys))
+    rank = {key: position + 1 for position, key in enumerate(ordered)}
+    return [float(rank[key]) for key in keys]
+
+
 def summarize(runs):
     """`{dataset: {score: {"spearman", "auc", "loss_db", "points", "runs"}}}` over `runs`, a list
-    of `load_points` results; a score appears where some run has it, over the points that do."""
+    of `load_points` results; a score appears where some run has it, over the points that do.
+    Collapsed points (`collapsed`) rank below all others for every score."""
     by_dataset = {}
     for dataset, half_mask, points in runs:
         by_dataset.setdefault(dataset, []).append((half_mask, points))
@@ -100,21 +132,23 @@ def summarize(runs):
     for dataset, members in by_dataset.items():
         summary[dataset] = {}
         for name, (needed, orient) in _candidates().items():
-            values, psnrs, separated, losses = [], [], [], []
+            keys, psnrs, separated, losses = [], [], [], []
             for half_mask, points in members:
                 points = [point for point in points if all(k in point[2] for k in needed)]
                 if not points:
                     continue
-                oriented = [orient(scores) for _, _, scores in points]
+                run_keys = [(not collapsed(scores), orient(scores)) for _, _, scores in points]
                 run_psnrs = [psnr for _, psnr, _ in points]
-                values += oriented
+                keys += run_keys
                 psnrs += run_psnrs
                 separated += [psnr >= half_mask + SEPARATED_MARGIN_DB for psnr in run_psnrs]
-                losses.append(max(run_psnrs) - run_psnrs[int(np.argmax(oriented))])
-            if not values:
+                # The run's pick: its first point of the highest key.
+                pick = max(range(len(run_keys)), key=run_keys.__getitem__)
+                losses.append(max(run_psnrs) - run_psnrs[pick])
+            if not keys:
                 continue
             separated = np.array(separated)
-            values = np.array(values)
+            values = np.array(_ranked(keys))
             auc = (
                 roc_auc(values[separated], values[~separated])
                 if separated.any() and (~separated).any()

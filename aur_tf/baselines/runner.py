@@ -7,6 +7,10 @@ A baseline's workdir (`aur_tf.rundir`) holds
                 method_settings, method_details and test_seconds (the time to separate the
                 validation mixtures)
   samples.npz   the first validation mixtures and their estimates, for `aur_tf.report` figures
+  unsupervised_scores.json
+                the scores of mixtures alone (`aur_tf.unsupervised`) of the method's separation
+                of the first validation mixtures (`runs.MIXTURES`, or all if fewer), in the
+                format a training run's file has, with one entry at the record's `step`
 """
 
 import dataclasses
@@ -22,6 +26,8 @@ from aur_tf.baselines import METHODS, glo, rpca
 from aur_tf.config import DATA_SETTINGS
 from aur_tf.data.mixtures import load_mixture_dataset
 from aur_tf.errors import UserError
+from aur_tf.unsupervised import runs as unsupervised_runs
+from aur_tf.unsupervised import scores as unsupervised_scores
 
 log = logging.getLogger("aur_tf")
 
@@ -69,6 +75,22 @@ def _separate(method, mixtures, rpca_settings, glo_model, seed):
     return estimates_a, estimates_b, {"l1": losses}
 
 
+def separation(method, rpca_settings=rpca.RpcaSettings(), glo_model=None, seed=0):
+    """The method as a separation of `aur_tf.unsupervised.scores`: `[N, H, W, C]` float32
+    mixtures in [0, 1] -> `(x~, b~)`, `_separate`'s clean-scale estimates halved to the mixture
+    scale, float32. They sum to the mixtures for identity and half_mask, up to RPCA's tolerance
+    for rpca and up to GLO's reconstruction error for glo (`glo_model`, a trained `glo.Glo`).
+    """
+    if method not in METHODS:
+        raise UserError(f"--method={method} is not one of: {', '.join(METHODS)}")
+
+    def separate(mixtures):
+        estimate_0, estimate_1, _ = _separate(method, mixtures, rpca_settings, glo_model, seed)
+        return tuple((np.asarray(e) / 2).astype(np.float32) for e in (estimate_0, estimate_1))
+
+    return separate
+
+
 def _score(method, split, rpca_settings, glo_model, seed):
     """Separates one held-out `MixtureSplit`: (scores with its half mask, estimates, details,
     seconds)."""
@@ -84,7 +106,12 @@ def _score(method, split, rpca_settings, glo_model, seed):
 
 
 def run_baseline(
-    method, config, rpca_settings=rpca.RpcaSettings(), glo_settings=glo.GloSettings(), data=None
+    method,
+    config,
+    rpca_settings=rpca.RpcaSettings(),
+    glo_settings=glo.GloSettings(),
+    data=None,
+    judge=unsupervised_scores.JudgeSettings(),
 ):
     """Runs one baseline on `config`'s validation and test mixtures and writes its workdir.
 
@@ -95,6 +122,7 @@ def run_baseline(
       glo_settings: used when `method` is "glo".
       data: a `MixtureDataset`; loaded from the config when None. GLO trains on
         `data.train.mixtures`; the other methods see only the held-out mixtures.
+      judge: settings of the judge of the unsupervised scores (`unsupervised_scores.json`).
 
     Returns:
       The dict written to `WORKDIR/eval.json`.
@@ -104,6 +132,11 @@ def run_baseline(
     _check_workdir(config.workdir, method)
     if data is None:
         data = load_mixture_dataset(config)
+    if len(data.validation.mixtures) < unsupervised_runs.MIN_MIXTURES:
+        raise UserError(
+            f"--validation_mixtures={len(data.validation.mixtures)}: a baseline's unsupervised "
+            f"scores need at least {unsupervised_runs.MIN_MIXTURES} validation mixtures"
+        )
     glo_model, train_seconds, train_losses = None, 0.0, None
     if method == "glo":
         keras.utils.set_random_seed(config.seed)
@@ -119,6 +152,16 @@ def run_baseline(
     test_scores, _, test_details, _ = _score(
         method, data.test, rpca_settings, glo_model, config.seed
     )
+    step = glo_settings.glo_train_steps if glo_model else 0
+    # The scores of mixtures alone see the first validation mixtures, none of their sources.
+    held_out = data.validation.mixtures[: unsupervised_runs.MIXTURES]
+    unsupervised = unsupervised_runs.score_separation(
+        step,
+        separation(method, rpca_settings, glo_model, config.seed),
+        held_out,
+        judge,
+        log=lambda line: log.info("%s, unsupervised scores at %s", method, line),
+    )
     if train_losses is not None:
         details = {
             "train_l1": train_losses,
@@ -133,7 +176,7 @@ def run_baseline(
         test=test_scores,
         method_settings=dataclasses.asdict(settings) if settings else {},
         method_details=details,
-        step=glo_settings.glo_train_steps if glo_model else 0,
+        step=step,
         train_seconds=train_seconds,
         test_seconds=test_seconds,
         config={k: getattr(config, k) for k in DATA_FIELDS},
@@ -141,6 +184,11 @@ def run_baseline(
     )
     rundir.write_json(rundir.path(config.workdir, rundir.EVAL_FILE), results)
     rundir.write_samples(config.workdir, data.validation, *estimates, scores["permutation"])
+    unsupervised_runs.write_scores(
+        config.workdir,
+        unsupervised_runs.settings_of(unsupervised_runs.MIXTURES, judge),
+        {step: unsupervised},
+    )
     log.info(
         "%s on %d validation mixtures: %.2f dB PSNR, %.3f SSIM (half mask %.2f dB, %.3f); "
         "test %.2f dB, %.3f; %.0f s training, %.0f s separating the validation mixtures",

@@ -1,8 +1,14 @@
 """Scores of a separation that read mixtures only, for users who have no clean sources.
 
 A user of this method has mixtures and nothing else, so PSNR against clean sources cannot tell
-them whether a run separated or is stuck. Each function here scores a mask net from held-out
+them whether a run separated or is stuck. Each function here scores a *separation* from held-out
 mixtures `y` `[N, H, W, C]` in [0, 1] alone; nothing in this module accepts a clean source.
+
+A separation is a callable `separate(y) -> (x~, b~)`: for float32 mixtures `[N, H, W, C]` in
+[0, 1], the two estimates on the mixture scale, each `[N, H, W, C]` float32, with x~ + b~ = y
+(exactly for a mask, up to the method's reconstruction error for a baseline such as RPCA or
+GLO). `mask_separation` makes one of a mask net (x~ = M y, b~ = y - x~); the baselines make
+theirs in `aur_tf.baselines.runner`. A separation may be called on remixes as well as mixtures.
 
 - `remix_consistency_db`: unmix every mixture, remix each first estimate with another mixture's
   second (z = x~_i + b~_p(i), Eq. 3), unmix z again and compare, as PSNR on the clean scale, the
@@ -15,10 +21,12 @@ mixtures `y` `[N, H, W, C]` in [0, 1] alone; nothing in this module accepts a cl
 - `energy_share`: the first output's share of the estimates' energy, 0.5 for equal outputs and
   0 or 1 when one output takes everything (collapse).
 - `mask_confidence`: the mean of |2M - 1| over the mixtures' non-background pixels, 1 when the
-  mask gives each pixel to one output, 0 for the half mask.
+  mask gives each pixel to one output, 0 for the half mask. M = x~ / y there, the mask net's
+  own mask, and the share of the pixel that any other separation gives its first output.
 """
 
 import dataclasses
+import functools
 
 import keras
 import numpy as np
@@ -47,10 +55,35 @@ class JudgeSettings:
 
 
 def first_pass(mask_net, mixtures):
-    """`(x~, b~)`, the unmixed estimates on the mixture scale, each `[N, H, W, C]`, x~ + b~ = y."""
+    """`(x~, b~)`, the unmixed estimates on the mixture scale, each `[N, H, W, C]`, x~ + b~ = y.
+
+    Args:
+      mask_net: `[batch, H, W, C] -> [batch, H, W, C]` masks in [0, 1].
+      mixtures: `[N, H, W, C]` float32 in [0, 1].
+    """
     masks = evaluation.predict_masks(mask_net, mixtures)
     estimates = mixtures * masks
     return estimates, mixtures - estimates
+
+
+def mask_separation(mask_net):
+    """The separation (see the module docstring) of a mask net: `first_pass` with `mask_net`."""
+    return functools.partial(first_pass, mask_net)
+
+
+def _first_pass_once(separate, mixtures):
+    """`separate`, calling through except on `mixtures` itself (the same array object), whose
+    estimates it computes once: the scores of `candidate_scores` share one first pass."""
+    first = []
+
+    def remembering(images):
+        if images is not mixtures:
+            return separate(images)
+        if not first:
+            first.append(separate(mixtures))
+        return first[0]
+
+    return remembering
 
 
 def partners(count, seed=0):
@@ -66,19 +99,19 @@ def remixes(x_tilde, b_tilde, partner):
     return x_tilde + b_tilde[partner]
 
 
-def remix_consistency_db(mask_net, mixtures, partner):
+def remix_consistency_db(separate, mixtures, partner):
     """PSNR (dB, clean scale) of the second-pass estimates of the remixes against the first-pass
     estimates they were made of: of the squared error's mean over both outputs and every remix,
     so that a few remixes reproduced almost exactly cannot outweigh the ones that flipped.
 
     Args:
-      mask_net: `[batch, H, W, C] -> [batch, H, W, C]` masks.
+      separate: the separation under test, `[N, H, W, C] -> (x~, b~)` on the mixture scale.
       mixtures: `[N, H, W, C]` float32 in [0, 1].
       partner: `[N]` int, see `partners`.
     """
-    x_tilde, b_tilde = first_pass(mask_net, mixtures)
+    x_tilde, b_tilde = separate(mixtures)
     z = remixes(x_tilde, b_tilde, partner)
-    x_again, b_again = first_pass(mask_net, z)
+    x_again, b_again = separate(z)
     squared_error = np.mean(
         [
             np.mean((2 * again - 2 * before) ** 2)
@@ -115,7 +148,7 @@ def spearman(a, b):
     return float(np.corrcoef(ranks_a, ranks_b)[0, 1])
 
 
-def judge_auc(mask_net, mixtures, settings=JudgeSettings()):
+def judge_auc(separate, mixtures, settings=JudgeSettings()):
     """ROC AUC of a fresh discriminator ranking held-out mixtures above their remixes.
 
     The judge trains with the LS-GAN loss (Eq. 4) on the first half of `mixtures` against their
@@ -123,14 +156,14 @@ def judge_auc(mask_net, mixtures, settings=JudgeSettings()):
     not seen. 0.5: the remixes are indistinguishable from mixtures; 1: always told apart.
 
     Args:
-      mask_net: the mask net under test.
+      separate: the separation under test, `[N, H, W, C] -> (x~, b~)` on the mixture scale.
       mixtures: `[N, H, W, C]` float32 in [0, 1], N >= 4.
     """
     half = len(mixtures) // 2
     halves = (mixtures[:half], mixtures[half : 2 * half])
     fakes = []
     for part in halves:
-        x_tilde, b_tilde = first_pass(mask_net, part)
+        x_tilde, b_tilde = separate(part)
         fakes.append(remixes(x_tilde, b_tilde, partners(len(part), settings.seed)))
     keras.utils.set_random_seed(settings.seed)
     judge = models.build_discriminator(mixtures.shape[1], mixtures.shape[3], settings.width)
@@ -154,29 +187,55 @@ def judge_auc(mask_net, mixtures, settings=JudgeSettings()):
     return roc_auc(real_scores, fake_scores)
 
 
-def energy_share(mask_net, mixtures):
-    """The first output's share of the estimates' total energy, in [0, 1]."""
-    x_tilde, b_tilde = first_pass(mask_net, mixtures)
+def energy_share(separate, mixtures):
+    """The first output's share of the estimates' total energy, in [0, 1].
+
+    Args:
+      separate: the separation under test, `[N, H, W, C] -> (x~, b~)` on the mixture scale.
+      mixtures: `[N, H, W, C]` float32 in [0, 1].
+    """
+    x_tilde, b_tilde = separate(mixtures)
     energy_x, energy_b = float(np.sum(x_tilde**2)), float(np.sum(b_tilde**2))
     return energy_x / max(energy_x + energy_b, np.finfo(np.float32).tiny)
 
 
-def mask_confidence(mask_net, mixtures):
-    """Mean |2M - 1| over the pixels of `mixtures` above `BACKGROUND`, in [0, 1]."""
-    masks = evaluation.predict_masks(mask_net, mixtures)
+def mask_confidence(separate, mixtures):
+    """Mean |2M - 1| over the pixels of `mixtures` above `BACKGROUND`, in [0, 1].
+
+    M = x~ / y on those pixels: a mask net's mask, and for any other separation the share of the
+    pixel its first output takes, clipped to [0, 1] (RPCA's parts can leave [0, y]).
+
+    Args:
+      separate: the separation under test, `[N, H, W, C] -> (x~, b~)` on the mixture scale.
+      mixtures: `[N, H, W, C]` float32 in [0, 1].
+    """
+    x_tilde, _ = separate(mixtures)
     foreground = mixtures > BACKGROUND
-    return float(np.abs(2 * masks[foreground] - 1).mean()) if foreground.any() else 0.0
+    if not foreground.any():
+        return 0.0
+    masks = np.clip(np.asarray(x_tilde)[foreground] / mixtures[foreground], 0.0, 1.0)
+    return float(np.abs(2 * masks - 1).mean())
 
 
-def candidate_scores(mask_net, mixtures, judge=JudgeSettings()):
-    """Every candidate score of `mask_net` on held-out `mixtures` `[N, H, W, C]` in [0, 1].
+def candidate_scores(separate, mixtures, judge=JudgeSettings()):
+    """Every candidate score of the separation `separate` on held-out `mixtures`.
+
+    The held-out mixtures are separated once for all the scores (the remixes and the judge's
+    halves are separated on their own).
+
+    Args:
+      separate: `[N, H, W, C] -> (x~, b~)` on the mixture scale (see the module docstring;
+        `mask_separation` for a mask net).
+      mixtures: `[N, H, W, C]` float32 in [0, 1], N >= 4.
+      judge: settings of `judge_auc`'s fresh discriminator.
 
     Returns:
       `{"remix_consistency_db", "judge_auc", "energy_share", "mask_confidence"}`.
     """
+    separate = _first_pass_once(separate, mixtures)
     return {
-        "remix_consistency_db": remix_consistency_db(mask_net, mixtures, partners(len(mixtures))),
-        "judge_auc": judge_auc(mask_net, mixtures, judge),
-        "energy_share": energy_share(mask_net, mixtures),
-        "mask_confidence": mask_confidence(mask_net, mixtures),
+        "remix_consistency_db": remix_consistency_db(separate, mixtures, partners(len(mixtures))),
+        "judge_auc": judge_auc(separate, mixtures, judge),
+        "energy_share": energy_share(separate, mixtures),
+        "mask_confidence": mask_confidence(separate, mixtures),
     }

@@ -110,3 +110,60 @@ def test_the_combination_penalises_consistent_remixes_the_judge_tells_apart(
     assert summary["remix_consistency_db"]["loss_db"] == pytest.approx(9.0)
     assert summary["remix_minus_judge"]["loss_db"] == 0.0
     assert summary["remix_minus_judge"]["spearman"] == pytest.approx(1.0)
+
+
+def _baseline(directory, psnr, scores=None):
+    """A baseline's record: no history, its validation PSNR at the top level, step 0, and
+    unless None, its unsupervised_scores.json entry."""
+    directory.mkdir()
+    (directory / "eval.json").write_text(
+        json.dumps(
+            {
+                "config": {"source_a": "a", "source_b": "b"},
+                "half_mask_psnr_db": 16.0,
+                "method": "identity",
+                "psnr_db": psnr,
+                "step": 0,
+            }
+        )
+    )
+    if scores is not None:
+        (directory / "unsupervised_scores.json").write_text(
+            json.dumps({"checkpoints": [{"step": 0, **scores}]})
+        )
+    return directory
+
+
+def test_a_baseline_is_one_point_at_its_validation_psnr(tmp_path, unsupervised_score):
+    identity = _scores(100.0, 0.5)
+    run = _baseline(tmp_path / "identity", 11.0, dict(identity, energy_share=1.0))
+    dataset, half_mask, points = unsupervised_score.load_points(str(run))
+    assert (dataset, half_mask) == ("a vs b", 16.0)
+    assert points == [(0, 11.0, dict(identity, energy_share=1.0))]
+    assert unsupervised_score.load_points(str(_baseline(tmp_path / "unscored", 11.0))) is None
+
+
+def test_a_collapsed_point_ranks_below_every_other_for_every_score(unsupervised_score):
+    """Identity's trivially "perfect" remix consistency and judge, and a run's collapsed
+    checkpoint, rank below the others: every score then orders these points as the PSNR does
+    (without the rule, remix consistency would pick the collapsed checkpoint, 11 dB lost)."""
+    collapsed = dict(_scores(100.0, 0.5), energy_share=1.0, mask_confidence=1.0)
+    run = (
+        "a vs b",
+        16.0,
+        [
+            (1, 12.0, dict(_scores(15.0, 0.7), energy_share=0.45, mask_confidence=0.5)),
+            (2, 10.0, dict(_scores(30.0, 0.52), energy_share=0.97, mask_confidence=0.95)),
+            (3, 21.0, dict(_scores(25.0, 0.55), energy_share=0.55, mask_confidence=0.9)),
+        ],
+    )
+    identity = ("a vs b", 16.0, [(0, 11.0, collapsed)])
+    summary = unsupervised_score.summarize([run, identity])["a vs b"]
+    for name in ("remix_consistency_db", "judge_auc", "remix_minus_judge", "mask_confidence"):
+        assert summary[name]["points"] == 4 and summary[name]["runs"] == 2, name
+        assert summary[name]["spearman"] == pytest.approx(1.0), name
+        assert summary[name]["loss_db"] == 0.0, name  # the run picks step 3, not step 2
+        assert summary[name]["auc"] == 1.0, name
+    assert unsupervised_score.collapsed({"energy_share": 0.95})
+    assert not unsupervised_score.collapsed({"energy_share": 0.94})
+    assert not unsupervised_score.collapsed({"remix_consistency_db": 100.0})

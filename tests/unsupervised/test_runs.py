@@ -2,11 +2,14 @@ import dataclasses
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from aur_tf import train_lib
+from aur_tf.baselines import glo, runner
 from aur_tf.data.mixtures import MixtureSplit
 from aur_tf.errors import UserError
 from aur_tf.unsupervised import runs, scores
@@ -93,3 +96,112 @@ def test_a_fifo_in_place_of_the_scores_file_is_refused_without_blocking(trained_
     os.mkfifo(workdir / runs.SCORES_FILE)
     with pytest.raises(UserError, match=f"cannot write .*{runs.SCORES_FILE}"):
         runs.score_run(str(workdir), mixtures=8, judge=TINY_JUDGE, log=print)
+
+
+# --- baselines ------------------------------------------------------------------------------
+
+TINY_GLO = glo.GloSettings(
+    glo_latent_dim=4, glo_width=4, glo_batch_size=8, glo_train_steps=2, glo_test_steps=2
+)
+
+
+def _baseline(make_config, method, npz_source, name=None, data=None):
+    """The config of a baseline on the npz source's labels 0-4 vs 5-9, run (and so scored) with
+    `data` if given, else with the data its config loads."""
+    config = make_config(
+        name or method,
+        channels=1,
+        source_a=f"npz:{npz_source}?labels=0-4",
+        source_b=f"npz:{npz_source}?labels=5-9",
+        train_mixtures=40,
+        validation_mixtures=16,
+        test_mixtures=16,
+    )
+    runner.run_baseline(method, config, glo_settings=TINY_GLO, data=data, judge=TINY_JUDGE)
+    return config
+
+
+def _read_scores(workdir):
+    with open(os.path.join(workdir, runs.SCORES_FILE)) as f:
+        return json.load(f)
+
+
+@pytest.mark.parametrize("method", ["identity", "half_mask", "rpca"])
+def test_a_baseline_is_scored_again_as_it_scored_itself(make_config, npz_source, method):
+    workdir = _baseline(make_config, method, npz_source).workdir
+    written = _read_scores(workdir)
+    assert [entry["step"] for entry in written["checkpoints"]] == [0]
+    os.remove(os.path.join(workdir, runs.SCORES_FILE))
+    lines = []
+    assert runs.score_run(workdir, judge=TINY_JUDGE, log=lines.append) == written
+    assert _read_scores(workdir) == written
+    assert len(lines) == 1 and lines[0].startswith("step 0: remix_consistency_db ")
+    again = []
+    assert runs.score_run(workdir, judge=TINY_JUDGE, log=again.append) == written
+    assert again == []  # nothing left to score
+
+
+def test_baseline_scores_never_read_the_clean_sources(make_config, npz_source, monkeypatch):
+    """Garbage in place of the validation split's clean sources changes no score of a baseline,
+    neither when it runs nor when it is scored again."""
+    honest = _read_scores(_baseline(make_config, "rpca", npz_source).workdir)
+    load = runs.load_mixture_dataset
+
+    def with_garbage_sources(config):
+        data = load(config)
+        garbage = np.random.default_rng(1).random(data.validation.sources_a.shape, np.float32)
+        return dataclasses.replace(
+            data, validation=MixtureSplit(data.validation.mixtures, garbage, garbage[::-1])
+        )
+
+    blind_config = _baseline(make_config, "rpca", npz_source, "blind_rpca")
+    blind_data = with_garbage_sources(blind_config)
+    blind = _baseline(make_config, "rpca", npz_source, "blind_rpca", data=blind_data)
+    assert _read_scores(blind.workdir) == honest
+    os.remove(os.path.join(blind.workdir, runs.SCORES_FILE))
+    monkeypatch.setattr(runs, "load_mixture_dataset", with_garbage_sources)
+    assert runs.score_run(blind.workdir, judge=TINY_JUDGE, log=print) == honest
+
+
+def test_a_glo_baseline_is_not_scored_again_but_run_again(make_config, npz_source):
+    """Its trained generators are not saved: the scores it wrote when it ran are all there is."""
+    workdir = _baseline(make_config, "glo", npz_source).workdir
+    written = _read_scores(workdir)
+    assert [entry["step"] for entry in written["checkpoints"]] == [TINY_GLO.glo_train_steps]
+    assert runs.score_run(workdir, judge=TINY_JUDGE, log=print) == written
+    with pytest.raises(UserError, match="glo baseline without unsupervised scores for these"):
+        runs.score_run(workdir, mixtures=8, judge=TINY_JUDGE, log=print)
+    os.remove(os.path.join(workdir, runs.SCORES_FILE))
+    with pytest.raises(UserError, match=r"run the baseline again \(python -m aur_tf.baselines"):
+        runs.score_run(workdir, judge=TINY_JUDGE, log=print)
+
+
+@pytest.mark.slow
+def test_the_command_line_scores_a_baseline_and_refuses_an_unscored_glo(make_config, npz_source):
+    from cli_helpers import ROOT, assert_one_line_error
+
+    def score(workdir):
+        os.remove(os.path.join(workdir, runs.SCORES_FILE))
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "aur_tf.unsupervised",
+                f"--workdir={workdir}",
+                "--mixtures=8",
+                "--judge_steps=5",
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    identity = _baseline(make_config, "identity", npz_source).workdir
+    done = score(identity)
+    assert done.returncode == 0, done.stderr
+    assert "the identity baseline scored" in done.stdout
+    [entry] = _read_scores(identity)["checkpoints"]
+    assert entry["step"] == 0 and entry["energy_share"] == 1.0
+    refused = score(_baseline(make_config, "glo", npz_source).workdir)
+    assert_one_line_error(refused.returncode, refused.stderr, "run the baseline again")
