@@ -27,7 +27,8 @@ Per dataset (the pair of sources) and candidate, over the points that have it, i
   auc        ROC AUC of the score separating "separated" points (validation PSNR at least
              SEPARATED_MARGIN_DB above the run's half mask) from the others;
   loss_db    per run, the validation PSNR of the best checkpoint minus that of the checkpoint the
-             score picks, averaged over the runs (0 for a baseline's single point).
+             score picks, averaged over the runs that have more than one point (a baseline's
+             single point leaves nothing to choose, and would pull the average toward 0).
 The runs and points counted include the baselines. The clean sources were used only to compute
 the validation PSNR in eval.json, never the scores.
 """
@@ -132,7 +133,7 @@ def summarize(runs):
     for dataset, members in by_dataset.items():
         summary[dataset] = {}
         for name, (needed, orient) in _candidates().items():
-            keys, psnrs, separated, losses = [], [], [], []
+            keys, psnrs, separated, losses, runs_counted = [], [], [], [], 0
             for half_mask, points in members:
                 points = [point for point in points if all(k in point[2] for k in needed)]
                 if not points:
@@ -142,9 +143,11 @@ def summarize(runs):
                 keys += run_keys
                 psnrs += run_psnrs
                 separated += [psnr >= half_mask + SEPARATED_MARGIN_DB for psnr in run_psnrs]
-                # The run's pick: its first point of the highest key.
-                pick = max(range(len(run_keys)), key=run_keys.__getitem__)
-                losses.append(max(run_psnrs) - run_psnrs[pick])
+                runs_counted += 1
+                if len(points) > 1:
+                    # The run's pick: its first point of the highest key.
+                    pick = max(range(len(run_keys)), key=run_keys.__getitem__)
+                    losses.append(max(run_psnrs) - run_psnrs[pick])
             if not keys:
                 continue
             separated = np.array(separated)
@@ -157,9 +160,9 @@ def summarize(runs):
             summary[dataset][name] = {
                 "spearman": spearman(values, psnrs),
                 "auc": auc,
-                "loss_db": float(np.mean(losses)),
+                "loss_db": float(np.mean(losses)) if losses else float("nan"),
                 "points": len(values),
-                "runs": len(losses),
+                "runs": runs_counted,
             }
     return summary
 

@@ -164,6 +164,10 @@ def test_a_collapsed_point_ranks_below_every_other_for_every_score(unsupervised_
         assert summary[name]["spearman"] == pytest.approx(1.0), name
         assert summary[name]["loss_db"] == 0.0, name  # the run picks step 3, not step 2
         assert summary[name]["auc"] == 1.0, name
+    losing = ("a vs b", 16.0, [(1, 20.0, _scores(25.0, 0.5)), (2, 21.0, _scores(24.0, 0.5))])
+    losses = unsupervised_score.summarize([losing, identity])["a vs b"]["remix_consistency_db"]
+    assert losses["runs"] == 2
+    assert losses["loss_db"] == pytest.approx(1.0)  # the baseline's single point does not count
     assert unsupervised_score.collapsed({"energy_share": 0.95})
     assert not unsupervised_score.collapsed({"energy_share": 0.94})
     assert not unsupervised_score.collapsed({"remix_consistency_db": 100.0})
