@@ -35,6 +35,8 @@ ADVERSARIAL_SETTINGS = frozenset(
         "beta",
         "energy",
         "energy_margin",
+        "beta_fade_start",
+        "beta_fade_steps",
         "mask_steps_per_disc_step",
     }
 )
@@ -165,6 +167,14 @@ class Config:
         "--energy=hinge's dead zone: the energy imbalance |E_x - E_b| / (E_x + E_b) in [0, 1) "
         "that costs nothing (0.5: each output may carry 25% to 75% of the energy).",
     )
+    beta_fade_start: int = setting(
+        0, "Steps trained at the full --beta before it fades (with --beta_fade_steps > 0)."
+    )
+    beta_fade_steps: int = setting(
+        0,
+        "Steps over which the weight of L_E falls linearly from --beta to 0, after "
+        "--beta_fade_start; 0 after them. 0: no fading, --beta throughout.",
+    )
     mask_steps_per_disc_step: int = setting(4, "Mask-net updates per discriminator update.")
     mixed_precision: str = setting(
         "float32", "float32, mixed_float16 (GPUs; with dynamic loss scaling) or mixed_bfloat16."
@@ -268,6 +278,11 @@ class Config:
         for name in ("alpha", "beta"):
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
                 raise UserError(f"--{name}={getattr(self, name)} must be finite and >= 0")
+        # A fade of --beta=0 or of --energy=none is allowed: it changes nothing, and refusing it
+        # would keep a flagfile that fades from being run with those ablations.
+        for name in ("beta_fade_start", "beta_fade_steps"):
+            if not 0 <= getattr(self, name) <= MAX_COUNT:
+                raise UserError(f"--{name}={getattr(self, name)} must be in 0 .. {MAX_COUNT}")
         if 2 * self.batch_pairs > self.train_mixtures:
             raise UserError(
                 f"--batch_pairs={self.batch_pairs} needs {2 * self.batch_pairs} mixtures per step "

@@ -83,6 +83,8 @@ def build_trainer(config, synchronized_bn=False):
         beta=config.beta,
         energy=config.energy,
         energy_margin=config.energy_margin,
+        beta_fade_start=config.beta_fade_start,
+        beta_fade_steps=config.beta_fade_steps,
         mask_steps_per_disc_step=config.mask_steps_per_disc_step,
     )
     model.compile(mask_optimizer, disc_optimizer, jit_compile=config.jit_compile)

@@ -148,7 +148,9 @@ class UnmixRemixTrainer(_StepCountingModel):
       2. remix across the pair: z1 = x~1 + b~2, z2 = x~2 + b~1          (Eq. 3)
       3. every `mask_steps_per_disc_step`-th step, update D on y vs z    (Eq. 4)
       4. unmix and remix z again: y_bar1 = x_bar1 + b_bar1, ...          (Eq. 7-8)
-      5. update M on L_C + alpha L_M + beta L_E                          (Eq. 5, 6, 9, 10)
+      5. update M on L_C + alpha L_M + beta_t L_E                        (Eq. 5, 6, 9, 10)
+    beta_t is beta, or with `beta_fade_steps` > 0 beta faded to 0 over the steps after
+    `beta_fade_start` (`losses.energy_weight`), counted by `step_counter` like `--train_steps`.
     """
 
     def __init__(
@@ -160,13 +162,21 @@ class UnmixRemixTrainer(_StepCountingModel):
         beta=5.0,
         energy="batch",
         energy_margin=0.5,
+        beta_fade_start=0,
+        beta_fade_steps=0,
         mask_steps_per_disc_step=4,
         **kwargs,
     ):
-        super().__init__(mask_net, LOSS_NAMES + ("mask_mean", "energy_share"), **kwargs)
+        # The weight of L_E is reported only in runs where it changes.
+        fade_names = ("beta_now",) if beta_fade_steps > 0 else ()
+        super().__init__(
+            mask_net, LOSS_NAMES + ("mask_mean", "energy_share") + fade_names, **kwargs
+        )
         self.discriminator = discriminator
         self.alpha = alpha
         self.beta = beta
+        self.beta_fade_start = beta_fade_start
+        self.beta_fade_steps = beta_fade_steps
         self.energy_loss = losses.energy_loss(energy, energy_margin)
         self.mask_steps_per_disc_step = mask_steps_per_disc_step
 
@@ -216,7 +226,11 @@ class UnmixRemixTrainer(_StepCountingModel):
                 self.discriminator(remixes, training=True)
             )
             energy = self.energy_loss(x_tilde, b_tilde)
-            total = cycle + self.alpha * adversarial + self.beta * energy
+            # Read before `_report` counts this step: the first step is step 0.
+            beta_now = losses.energy_weight(
+                self.beta, self.step_counter, self.beta_fade_start, self.beta_fade_steps
+            )
+            total = cycle + self.alpha * adversarial + beta_now * energy
             scaled_total = self.mask_optimizer.scale_loss(_replica_share(total))
         mask_skipped = _apply_gradients(
             self.mask_optimizer, tape, scaled_total, self.mask_net.trainable_variables
@@ -228,17 +242,18 @@ class UnmixRemixTrainer(_StepCountingModel):
             disc_loss, sample_weight=tf.cast(disc_step, tf.float32)
         )
         energy_x, energy_b = losses.mean_energies(x_tilde, b_tilde)
-        return self._report(
-            {
-                "loss_total": total,
-                "loss_cycle": cycle,
-                "loss_adversarial": adversarial,
-                "loss_energy": energy,
-                "mask_mean": tf.reduce_mean(masks),
-                # Near 0 or 1 means one output takes (almost) everything: the trivial separation.
-                "energy_share": energy_x / (energy_x + energy_b + 1e-12),
-            }
-        )
+        scalars = {
+            "loss_total": total,
+            "loss_cycle": cycle,
+            "loss_adversarial": adversarial,
+            "loss_energy": energy,
+            "mask_mean": tf.reduce_mean(masks),
+            # Near 0 or 1 means one output takes (almost) everything: the trivial separation.
+            "energy_share": energy_x / (energy_x + energy_b + 1e-12),
+        }
+        if "beta_now" in self._trackers:
+            scalars["beta_now"] = beta_now
+        return self._report(scalars)
 
 
 class SupervisedTrainer(_StepCountingModel):

@@ -32,13 +32,20 @@ LOGGED = (
     "loss_disc",
     "mask_mean",
     "energy_share",
+    "beta_now",
 )
 
 
 def run_config(workdir, **overrides):
-    """The tiny run every process trains: log (and so reset the means) after every step."""
+    """The tiny run every process trains: log (and so reset the means) after every step; the
+    energy term's weight fades over steps 2-5, so a resume to step 7 continues it past its end."""
     settings = dict(
-        train_steps=TRAIN_STEPS, log_every=1, eval_every=TRAIN_STEPS, checkpoint_every=TRAIN_STEPS
+        train_steps=TRAIN_STEPS,
+        log_every=1,
+        eval_every=TRAIN_STEPS,
+        checkpoint_every=TRAIN_STEPS,
+        beta_fade_start=1,
+        beta_fade_steps=4,
     )
     return tiny_config(workdir, **{**settings, **overrides})
 

@@ -256,6 +256,7 @@ CASES = [
     ("lr-nan", None, ["--disc_learning_rate=nan"], r"--disc_learning_rate=nan"),
     ("energy-margin-1", None, ["--energy_margin=1"], r"--energy_margin=1.0 must be in \[0, 1\)"),
     ("energy-margin-nan", None, ["--energy_margin=nan"], r"--energy_margin=nan must be in"),
+    ("beta-fade-negative", None, ["--beta_fade_steps=-1"], r"--beta_fade_steps=-1 must be in 0"),
     (
         "select-without-score",
         None,

@@ -96,6 +96,8 @@ def mirrored_runs(tmp_path_factory):
 def test_two_devices_log_the_losses_of_one_device(mirrored_runs):
     _, report = mirrored_runs
     _assert_same_losses(report["mirrored"], report["default"])
+    # The energy term's weight as `run_config` fades it.
+    assert report["mirrored"]["beta_now"] == pytest.approx([5.0, 5.0, 3.75, 2.5, 1.25])
 
 
 def test_two_devices_reach_the_state_of_one_device(mirrored_runs):
@@ -154,10 +156,9 @@ def test_two_workers_train_as_one_device_and_the_chief_checkpoint_resumes_on_one
     one_device = distributed_runs.run_config(str(tmp_path / "one_device"), train_steps=7)
     train_lib.train(one_device, data=stroke_data)
     assert resumed["step"] == 7
-    _assert_same_losses(
-        distributed_runs.logged_scalars(str(workdir)),
-        distributed_runs.logged_scalars(one_device.workdir),
-    )
+    logged = distributed_runs.logged_scalars(str(workdir))
+    _assert_same_losses(logged, distributed_runs.logged_scalars(one_device.workdir))
+    assert logged["beta_now"] == pytest.approx([5.0, 5.0, 3.75, 2.5, 1.25, 0.0, 0.0])
     _assert_same_checkpoint(workdir, one_device.workdir)
 
 

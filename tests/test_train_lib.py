@@ -367,6 +367,58 @@ def test_the_trainer_takes_the_configured_energy_term_and_margin(make_config):
     )
 
 
+@pytest.mark.parametrize("precision", ["float32", "mixed_float16"])
+def test_the_trainer_weighs_the_energy_term_by_its_faded_weight(
+    make_config, stroke_data, precision
+):
+    import tensorflow as tf
+
+    # Eq. 6 as printed is far from 0 on any mask, so its share of the total is easy to see.
+    config = make_config(
+        energy="pixel", beta_fade_start=2, beta_fade_steps=4, mixed_precision=precision
+    )
+    model, _ = train_lib.build_trainer(config)
+    step = tf.function(model.train_step)
+    mixtures = tf.constant(stroke_data.train.mixtures[: 2 * config.batch_pairs])
+    # The step counter before a step is the steps trained; the fade ends at step 2 + 4.
+    for before, weight in [(0, 5.0), (2, 5.0), (4, 2.5), (6, 0.0), (40, 0.0)]:
+        model.step_counter.assign(before)
+        model.reset_metrics()
+        logs = {name: float(value.numpy().item()) for name, value in step(mixtures).items()}
+        assert logs["beta_now"] == pytest.approx(weight)
+        assert config.beta * logs["loss_energy"] > 1e-2
+        energy_part = logs["loss_total"] - logs["loss_cycle"] - 5.0 * logs["loss_adversarial"]
+        assert energy_part == pytest.approx(weight * logs["loss_energy"], abs=1e-5)
+    assert step.experimental_get_tracing_count() == 1
+
+
+def test_without_fading_the_trainer_weighs_the_energy_term_by_beta(make_config, stroke_data):
+    import tensorflow as tf
+
+    config = make_config(energy="pixel", beta=3.0, beta_fade_start=2)
+    model, _ = train_lib.build_trainer(config)
+    model.step_counter.assign(10**6)
+    logs = model.train_step(tf.constant(stroke_data.train.mixtures[: 2 * config.batch_pairs]))
+    logs = {name: float(value.numpy().item()) for name, value in logs.items()}
+    assert "beta_now" not in logs
+    energy_part = logs["loss_total"] - logs["loss_cycle"] - 5.0 * logs["loss_adversarial"]
+    assert energy_part == pytest.approx(3.0 * logs["loss_energy"], abs=1e-5)
+
+
+def test_the_energy_weight_fades_by_the_run_step_across_a_resume(make_config, stroke_data, caplog):
+    caplog.set_level(logging.INFO, logger="aur_tf")
+    config = make_config(train_steps=3, log_every=1, beta_fade_start=1, beta_fade_steps=4)
+    train_lib.train(config, data=stroke_data)
+    train_lib.train(dataclasses.replace(config, train_steps=6), data=stroke_data)
+    logged = [
+        float(re.search(r"beta_now (\d+\.\d+)", message).group(1))
+        for message in caplog.messages
+        if re.match(r"step \d+/\d+ \|", message)
+    ]
+    # The weight during steps 1..6 (the step counter 0..5 before each).
+    assert logged == pytest.approx([5.0, 5.0, 3.75, 2.5, 1.25, 0.0])
+
+
 def _script_remix_consistency(monkeypatch, values):
     """Makes the remix consistencies computed from now on `values`, in order (dB)."""
     from aur_tf.unsupervised import scores
