@@ -325,6 +325,21 @@ def test_settings_added_later_group_new_runs_with_old_records_at_their_defaults(
     ]
 
 
+def test_a_fade_of_the_energy_term_groups_apart_and_old_records_group_without_one(tmp_path):
+    _fake_run(tmp_path / "ours_seed0", 22.0, 0.91, seed=0)  # from before the fade settings
+    _fake_run(tmp_path / "ours_seed1", 22.2, 0.91, seed=1, beta_fade_start=0, beta_fade_steps=0)
+    # Without a fade its start changes nothing.
+    _fake_run(tmp_path / "ours_seed2", 22.1, 0.91, seed=2, beta_fade_start=900, beta_fade_steps=0)
+    _fake_run(tmp_path / "fade_seed0", 22.4, 0.92, seed=0, beta_fade_start=0, beta_fade_steps=500)
+    _fake_run(tmp_path / "late_seed0", 22.5, 0.92, seed=0, beta_fade_start=100, beta_fade_steps=500)
+    groups = report.group_runs(report.find_runs([str(tmp_path / "*")]))
+    assert [(g.name, len(g.runs), g.settings) for g in groups] == [
+        ("fade", 1, "beta_fade_start=0, beta_fade_steps=500"),
+        ("late", 1, "beta_fade_start=100, beta_fade_steps=500"),
+        ("ours", 3, "beta_fade_steps=0"),
+    ]
+
+
 def test_each_dataset_gets_its_own_table_and_figure_mnist_first(tmp_path):
     shoes = {"source_a": "fashion_mnist?labels=5,7,9", "source_b": "fashion_mnist?labels=8"}
     _fake_run(tmp_path / "runs" / "fashion_seed0", 17.0, 0.75, seed=0, test=(17.1, 0.76), **shoes)

@@ -73,7 +73,16 @@ _BEFORE_THEY_EXISTED = {
     field.name: field.default
     for field in dataclasses.fields(Config)
     if field.name
-    in {"energy_margin", "select", "trials", "trial_steps", "trial_rounds", "trial_min_score_db"}
+    in {
+        "energy_margin",
+        "beta_fade_start",
+        "beta_fade_steps",
+        "select",
+        "trials",
+        "trial_steps",
+        "trial_rounds",
+        "trial_min_score_db",
+    }
 }
 _FIGURE_SCALE = 3  # pixels per image pixel, so 32x32 digits are readable
 _GAP = 4
@@ -103,8 +112,11 @@ class Run:
     def unused(self):
         """Settings of the config that this run's method ignores."""
         unused = ADVERSARIAL_SETTINGS if self.method == "supervised" else frozenset()
-        if self.results["config"].get("energy") != "hinge":
+        config = self.results["config"]
+        if config.get("energy") != "hinge":
             unused |= {"energy_margin"}
+        if not config.get("beta_fade_steps", _BEFORE_THEY_EXISTED["beta_fade_steps"]):
+            unused |= {"beta_fade_start"}
         return unused
 
     @property
