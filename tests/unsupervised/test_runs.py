@@ -17,22 +17,25 @@ from aur_tf.unsupervised import runs, scores
 TINY_JUDGE = scores.JudgeSettings(width=4, steps=5, batch=8)
 
 
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory, npz_source):
-    """A tiny run on the npz source's labels 0-4 vs 5-9 with checkpoints at steps 3 and 6."""
-    from synthetic import tiny_config
-
-    root = tmp_path_factory.mktemp("unsupervised")
-    config = tiny_config(
-        root / "run",
+def _digit_halves(npz_source):
+    """Data settings of the runs here: the npz source's labels 0-4 vs 5-9, 40 / 16 / 16 mixtures."""
+    return dict(
         channels=1,
         source_a=f"npz:{npz_source}?labels=0-4",
         source_b=f"npz:{npz_source}?labels=5-9",
         train_mixtures=40,
         validation_mixtures=16,
         test_mixtures=16,
-        keep_checkpoints=5,
     )
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, npz_source):
+    """A tiny run on the npz source's labels 0-4 vs 5-9 with checkpoints at steps 3 and 6."""
+    from synthetic import tiny_config
+
+    root = tmp_path_factory.mktemp("unsupervised")
+    config = tiny_config(root / "run", **_digit_halves(npz_source), keep_checkpoints=5)
     train_lib.train(config)
     return config
 
@@ -57,11 +60,9 @@ def test_every_checkpoint_is_scored_once(trained_run):
     assert [entry["step"] for entry in other["checkpoints"]] == [6]
 
 
-@pytest.mark.slow
-def test_scores_never_read_the_clean_sources(trained_run, tmp_path, monkeypatch):
-    """Replacing the validation split's clean sources by garbage changes no score."""
-    honest = runs.score_run(trained_run.workdir, mixtures=8, judge=TINY_JUDGE, log=print)
-    load = runs.load_mixture_dataset
+def _garbage_sources(load):
+    """`load` (a `load_mixture_dataset`) with the validation split's clean sources replaced by
+    noise; the mixtures stay."""
 
     def with_garbage_sources(config):
         data = load(config)
@@ -69,6 +70,15 @@ def test_scores_never_read_the_clean_sources(trained_run, tmp_path, monkeypatch)
         return dataclasses.replace(
             data, validation=MixtureSplit(data.validation.mixtures, garbage, garbage[::-1])
         )
+
+    return with_garbage_sources
+
+
+@pytest.mark.slow
+def test_scores_never_read_the_clean_sources(trained_run, tmp_path, monkeypatch):
+    """Replacing the validation split's clean sources by garbage changes no score."""
+    honest = runs.score_run(trained_run.workdir, mixtures=8, judge=TINY_JUDGE, log=print)
+    with_garbage_sources = _garbage_sources(runs.load_mixture_dataset)
 
     monkeypatch.setattr(runs, "load_mixture_dataset", with_garbage_sources)
     blind_workdir = tmp_path / "blind"
@@ -108,15 +118,7 @@ TINY_GLO = glo.GloSettings(
 def _baseline(make_config, method, npz_source, name=None, data=None):
     """The config of a baseline on the npz source's labels 0-4 vs 5-9, run (and so scored) with
     `data` if given, else with the data its config loads."""
-    config = make_config(
-        name or method,
-        channels=1,
-        source_a=f"npz:{npz_source}?labels=0-4",
-        source_b=f"npz:{npz_source}?labels=5-9",
-        train_mixtures=40,
-        validation_mixtures=16,
-        test_mixtures=16,
-    )
+    config = make_config(name or method, **_digit_halves(npz_source))
     runner.run_baseline(method, config, glo_settings=TINY_GLO, data=data, judge=TINY_JUDGE)
     return config
 
@@ -145,14 +147,7 @@ def test_baseline_scores_never_read_the_clean_sources(make_config, npz_source, m
     """Garbage in place of the validation split's clean sources changes no score of a baseline,
     neither when it runs nor when it is scored again."""
     honest = _read_scores(_baseline(make_config, "rpca", npz_source).workdir)
-    load = runs.load_mixture_dataset
-
-    def with_garbage_sources(config):
-        data = load(config)
-        garbage = np.random.default_rng(1).random(data.validation.sources_a.shape, np.float32)
-        return dataclasses.replace(
-            data, validation=MixtureSplit(data.validation.mixtures, garbage, garbage[::-1])
-        )
+    with_garbage_sources = _garbage_sources(runs.load_mixture_dataset)
 
     blind_config = _baseline(make_config, "rpca", npz_source, "blind_rpca")
     blind_data = with_garbage_sources(blind_config)
