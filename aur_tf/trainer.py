@@ -251,7 +251,7 @@ class UnmixRemixTrainer(_StepCountingModel):
             # Near 0 or 1 means one output takes (almost) everything: the trivial separation.
             "energy_share": energy_x / (energy_x + energy_b + 1e-12),
         }
-        if "beta_now" in self._trackers:
+        if self.beta_fade_steps > 0:
             scalars["beta_now"] = beta_now
         return self._report(scalars)
 
