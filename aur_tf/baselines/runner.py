@@ -36,6 +36,12 @@ log = logging.getLogger("aur_tf")
 DATA_FIELDS = ("workdir", "cache_dir", *DATA_SETTINGS)
 
 
+def _check_method(method):
+    """UserError unless `method` is one of `METHODS`."""
+    if method not in METHODS:
+        raise UserError(f"--method={method} is not one of: {', '.join(METHODS)}")
+
+
 def _check_workdir(workdir, method):
     """Creates `workdir`; refuses one that holds a mask-net run or another method's results."""
     try:
@@ -81,8 +87,7 @@ def separation(method, rpca_settings=rpca.RpcaSettings(), glo_model=None, seed=0
     scale, float32. They sum to the mixtures for identity and half_mask, up to RPCA's tolerance
     for rpca and up to GLO's reconstruction error for glo (`glo_model`, a trained `glo.Glo`).
     """
-    if method not in METHODS:
-        raise UserError(f"--method={method} is not one of: {', '.join(METHODS)}")
+    _check_method(method)
 
     def separate(mixtures):
         estimate_0, estimate_1, _ = _separate(method, mixtures, rpca_settings, glo_model, seed)
@@ -127,8 +132,7 @@ def run_baseline(
     Returns:
       The dict written to `WORKDIR/eval.json`.
     """
-    if method not in METHODS:
-        raise UserError(f"--method={method} is not one of: {', '.join(METHODS)}")
+    _check_method(method)
     _check_workdir(config.workdir, method)
     if data is None:
         data = load_mixture_dataset(config)
