@@ -9,9 +9,9 @@ that training records in every history entry, and the scores of `unsupervised_sc
 for the checkpoints it scored). A baseline (`python -m aur_tf.baselines`: an eval.json with no
 history) is one point, its eval.json `step` and validation `psnr_db` with the scores of its
 `unsupervised_scores.json`. The candidates are those scores and `remix_minus_judge`, the
-remix consistency less JUDGE_PENALTY_DB per unit of judge AUC above chance: a mask that is
-consistent but wrong (remixes the judge tells from mixtures) scores high on remix consistency
-alone.
+remix consistency less `scores.JUDGE_PENALTY_DB` per unit of judge AUC above chance
+(`scores.remix_minus_judge_db`, what seed trials rank by): a mask that is consistent but wrong
+(remixes the judge tells from mixtures) scores high on remix consistency alone.
 
 A collapsed point, whose energy_share puts nearly everything in one output
 (`aur_tf.evaluation.is_collapsed`, the rule training reports collapse by), ranks below every
@@ -43,7 +43,7 @@ import numpy as np
 
 from aur_tf.evaluation import is_collapsed
 from aur_tf.unsupervised import runs as score_runs
-from aur_tf.unsupervised.scores import roc_auc, spearman
+from aur_tf.unsupervised.scores import remix_minus_judge_db, roc_auc, spearman
 
 SEPARATED_MARGIN_DB = 3.0
 # The scores read from run records, each oriented so that higher means better separated.
@@ -53,15 +53,11 @@ DIRECTIONS = {
     "energy_share": lambda value: -abs(value - 0.5),
     "mask_confidence": lambda value: value,
 }
-# dB of remix consistency that one unit of judge AUC above chance (0.5) costs in the combination.
-JUDGE_PENALTY_DB = 20.0
 # Candidates computed from those scores: (the scores they need, the oriented value).
 COMBINATIONS = {
     "remix_minus_judge": (
         ("remix_consistency_db", "judge_auc"),
-        lambda scores: (
-            scores["remix_consistency_db"] - JUDGE_PENALTY_DB * (scores["judge_auc"] - 0.5)
-        ),
+        lambda scores: remix_minus_judge_db(scores["remix_consistency_db"], scores["judge_auc"]),
     ),
 }
 

@@ -123,6 +123,13 @@ def test_candidate_scores_separate_the_held_out_mixtures_once(mixtures):
     assert inputs[0] is mixtures and not any(images is mixtures for images in inputs[1:])
 
 
+def test_remix_minus_judge_costs_20_db_per_unit_of_judge_auc_above_chance():
+    assert scores.remix_minus_judge_db(22.0, 0.5) == 22.0
+    assert scores.remix_minus_judge_db(22.0, 0.6) == pytest.approx(20.0)
+    assert scores.remix_minus_judge_db(24.0, 0.9) == pytest.approx(16.0)
+    assert scores.remix_minus_judge_db(20.0, 0.4) == pytest.approx(22.0)
+
+
 def test_mask_confidence_reads_estimates_outside_the_mixture_as_a_full_mask(mixtures):
     """RPCA's parts can leave [0, y]: M = x~ / y is clipped to [0, 1]."""
     assert scores.mask_confidence(lambda y: (-y, 2 * y), mixtures) == 1.0
