@@ -106,7 +106,12 @@ def write_scores(workdir, settings, entries):
 
 
 def score_run(
-    workdir, mixtures=MIXTURES, judge=scores.JudgeSettings(), latest_only=False, log=print
+    workdir,
+    mixtures=MIXTURES,
+    judge=scores.JudgeSettings(),
+    latest_only=False,
+    log=print,
+    validation_mixtures=None,
 ):
     """Scores the run's checkpoints (or only its latest), or a baseline's separation, and updates
     its scores file.
@@ -117,6 +122,10 @@ def score_run(
       judge: settings of `scores.judge_auc`'s fresh discriminator.
       latest_only: score the newest checkpoint only (a baseline has one).
       log: called with one line per checkpoint scored.
+      validation_mixtures: a training run's validation mixtures, `[N, H, W, C]` float32 in
+        [0, 1], when the caller holds them (a run trained on a dataset it was given, as seed
+        trials can be); the first `mixtures` of them are scored. None: loaded from the run's
+        config.json.
 
     Returns:
       The record written to `WORKDIR/unsupervised_scores.json`.
@@ -136,7 +145,11 @@ def score_run(
         found = found[-1:]
     settings = settings_of(mixtures, judge)
     entries = _previous(os.path.join(workdir, SCORES_FILE), settings)
-    held_out = held_out_mixtures(config, mixtures)
+    held_out = (
+        held_out_mixtures(config, mixtures)
+        if validation_mixtures is None
+        else validation_mixtures[:mixtures]
+    )
     for step, prefix in found:
         if step in entries:
             continue

@@ -90,6 +90,23 @@ def test_scores_never_read_the_clean_sources(trained_run, tmp_path, monkeypatch)
 
 
 @pytest.mark.slow
+def test_validation_mixtures_the_caller_holds_are_scored_instead_of_loaded(trained_run, tmp_path):
+    """A run trained on a dataset it was given is scored on that dataset's mixtures."""
+    mixtures = runs.load_mixture_dataset(trained_run).validation.mixtures
+    scored = {}
+    for name, given in (("loaded", None), ("same", mixtures), ("other", 1 - mixtures)):
+        workdir = tmp_path / name
+        shutil.copytree(
+            trained_run.workdir, workdir, ignore=shutil.ignore_patterns(runs.SCORES_FILE)
+        )
+        scored[name] = runs.score_run(
+            str(workdir), mixtures=8, judge=TINY_JUDGE, log=print, validation_mixtures=given
+        )["checkpoints"]
+    assert scored["same"] == scored["loaded"]
+    assert scored["other"] != scored["loaded"]
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["garbage", "list"])
 def test_an_unreadable_scores_file_is_scored_again(trained_run, tmp_path, damage):
     workdir = tmp_path / "run"
