@@ -46,6 +46,9 @@ CHANNEL_COUNTS = (1, 3)
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 CONV_KERNELS = ("auto", "phases", "native")
 SELECTIONS = ("last", "unsupervised")
+# The fewest held-out mixtures the unsupervised scores (`aur_tf.unsupervised`) take: the judge
+# trains on one half and tests on the other, and each half needs a partner for every mixture.
+MIN_SCORED_MIXTURES = 4
 # NumPy's legacy seeding, which Keras seeds too, takes 32-bit seeds only.
 MAX_SEED = 2**32 - 1
 # The largest value of any count or width. Far beyond any sane run (a billion steps take years at

@@ -23,7 +23,7 @@ import numpy as np
 
 from aur_tf import evaluation, machine, metrics, rundir
 from aur_tf.baselines import METHODS, glo, rpca
-from aur_tf.config import DATA_SETTINGS
+from aur_tf.config import DATA_SETTINGS, MIN_SCORED_MIXTURES
 from aur_tf.data.mixtures import load_mixture_dataset
 from aur_tf.errors import UserError
 from aur_tf.unsupervised import runs as unsupervised_runs
@@ -136,10 +136,10 @@ def run_baseline(
     _check_workdir(config.workdir, method)
     if data is None:
         data = load_mixture_dataset(config)
-    if len(data.validation.mixtures) < unsupervised_runs.MIN_MIXTURES:
+    if len(data.validation.mixtures) < MIN_SCORED_MIXTURES:
         raise UserError(
             f"--validation_mixtures={len(data.validation.mixtures)}: a baseline's unsupervised "
-            f"scores need at least {unsupervised_runs.MIN_MIXTURES} validation mixtures"
+            f"scores need at least {MIN_SCORED_MIXTURES} validation mixtures"
         )
     glo_model, train_seconds, train_losses = None, 0.0, None
     if method == "glo":

@@ -18,6 +18,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags  # noqa: E402
 
 from aur_tf import cli  # noqa: E402
+from aur_tf.config import MIN_SCORED_MIXTURES  # noqa: E402
 from aur_tf.errors import UserError  # noqa: E402
 from aur_tf.unsupervised import runs, scores  # noqa: E402
 
@@ -28,7 +29,7 @@ flags.DEFINE_string(
     "was scored when it ran).",
 )
 flags.DEFINE_integer(
-    "mixtures", runs.MIXTURES, "Validation mixtures to score on.", lower_bound=runs.MIN_MIXTURES
+    "mixtures", runs.MIXTURES, "Validation mixtures to score on.", lower_bound=MIN_SCORED_MIXTURES
 )
 flags.DEFINE_integer(
     "judge_steps",

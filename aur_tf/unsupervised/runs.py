@@ -22,7 +22,7 @@ import os
 
 import tensorflow as tf
 
-from aur_tf.config import Config
+from aur_tf.config import MIN_SCORED_MIXTURES, Config
 from aur_tf.data.mixtures import load_mixture_dataset
 from aur_tf.errors import UserError
 from aur_tf.rundir import (
@@ -40,9 +40,6 @@ from aur_tf.unsupervised import scores
 SCORES_FILE = "unsupervised_scores.json"
 # Validation mixtures scored by default, by the command line and when a baseline runs.
 MIXTURES = 1000
-# The fewest held-out mixtures the scores take: the judge trains on one half and tests on the
-# other, and each half needs a partner for every mixture.
-MIN_MIXTURES = 4
 
 
 def held_out_mixtures(config, count):
@@ -80,14 +77,14 @@ def score_separation(step, separate, held_out, judge, log=print):
     Args:
       step: the training step (a checkpoint's, or a baseline's eval.json `step`).
       separate: the separation, see `scores`.
-      held_out: `[N, H, W, C]` float32 validation mixtures in [0, 1], N >= `MIN_MIXTURES`.
+      held_out: `[N, H, W, C]` float32 validation mixtures in [0, 1], N >= `MIN_SCORED_MIXTURES`.
       judge: settings of `scores.judge_auc`'s fresh discriminator.
       log: called with the entry's one line.
     """
-    if len(held_out) < MIN_MIXTURES:
+    if len(held_out) < MIN_SCORED_MIXTURES:
         raise UserError(
-            f"the unsupervised scores need at least {MIN_MIXTURES} validation mixtures, the run "
-            f"has {len(held_out)}: give it more (--validation_mixtures)"
+            f"the unsupervised scores need at least {MIN_SCORED_MIXTURES} validation mixtures, "
+            f"the run has {len(held_out)}: give it more (--validation_mixtures)"
         )
     entry = {"step": step, **scores.candidate_scores(separate, held_out, judge)}
     log(
