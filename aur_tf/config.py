@@ -225,8 +225,10 @@ class Config:
     # Seed trials (aur_tf.trials).
     trials: int = setting(
         1,
-        "Seeds trained --trial_steps steps each before the one with the highest remix "
-        "consistency is trained on to --train_steps (docs/unsupervised-score.md); 1: no trials.",
+        "Seeds trained --trial_steps steps each before the one with the highest combined score "
+        "(remix consistency less 20 dB per unit of judge AUC above 0.5, both from validation "
+        "mixtures alone) is trained on to --train_steps (docs/unsupervised-score.md); 1: no "
+        "trials.",
     )
     trial_steps: int = setting(
         0, "Steps each seed trial trains before they are compared; needed with --trials > 1."
@@ -238,8 +240,8 @@ class Config:
     )
     trial_min_score_db: float = setting(
         0.0,
-        "Remix consistency (dB) a trial must reach for no further round of seed trials to "
-        "start; 0: one round.",
+        "Combined score (dB, see --trials) a trial must reach for no further round of seed "
+        "trials to start; 0: one round.",
     )
 
     def __post_init__(self):
@@ -331,10 +333,11 @@ class Config:
             )
         if self.strategy == "multi_worker":
             raise UserError(f"--trials={self.trials} runs on one machine: use another --strategy")
-        if min(self.unsupervised_mixtures, self.validation_mixtures) < 2:
+        if min(self.unsupervised_mixtures, self.validation_mixtures) < MIN_SCORED_MIXTURES:
             raise UserError(
-                f"--trials={self.trials} compares seeds by their remix consistency, which needs "
-                "--unsupervised_mixtures and --validation_mixtures of at least 2"
+                f"--trials={self.trials} compares seeds by their remix consistency and judge AUC, "
+                f"which need --unsupervised_mixtures and --validation_mixtures of at least "
+                f"{MIN_SCORED_MIXTURES}"
             )
         last_seed = self.seed + self.trials * self.trial_rounds - 1
         if last_seed > MAX_SEED:

@@ -96,7 +96,11 @@ def test_shoes_bags_flagfile_is_the_papers_mnist_setup_on_shoes_and_bags(monkeyp
         ),
         (
             {"trials": 3, "trial_steps": 3, "unsupervised_mixtures": 0},
-            "remix consistency, which needs --unsupervised_mixtures",
+            "remix consistency and judge AUC, which need --unsupervised_mixtures",
+        ),
+        (
+            {"trials": 3, "trial_steps": 3, "validation_mixtures": 3},
+            "which need --unsupervised_mixtures and --validation_mixtures of at least 4",
         ),
         (
             {"trials": 3, "trial_steps": 3, "trial_rounds": 2, "seed": 2**32 - 3},
