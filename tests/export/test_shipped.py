@@ -27,7 +27,7 @@ def test_each_shipped_separator_loads_by_name_and_separates(name):
     "name, record, source_a",
     [
         ("mnist", "mnist_fast_test_seed0", "mnist?labels=0-4"),
-        ("fashion_shoes_bags", "fashion_shoes_bags_seed0", "fashion_mnist?labels=5,7,9"),
+        ("fashion_shoes_bags", "fashion_shoes_bags_fade_seed0", "fashion_mnist?labels=5,7,9"),
     ],
 )
 def test_the_shipped_metadata_carries_the_runs_validation_and_test_figures(name, record, source_a):
