@@ -269,7 +269,6 @@ class Selection:
     def __init__(self, config, chief):
         self.config = config
         self.chief = chief
-        self.directory = rundir.path(config.workdir, rundir.SELECTED_DIR)
         self.best = None  # {"step", SCORE, "psnr_db", "ssim"} of the selected evaluation
 
     def restore(self, split):
@@ -294,20 +293,26 @@ class Selection:
         its score beats the selected one's; returns whether it did."""
         if self.best is not None and entry[self.SCORE] <= self.best[self.SCORE]:
             return False
-        step = entry["step"]
-        # Every worker saves (see distribute.checkpoint_write_dir); only the chief's copy stays.
-        write_dir = distribute.checkpoint_write_dir(self.directory, self.chief)
-        manager = tf.train.CheckpointManager(
-            tf.train.Checkpoint(mask_net=mask_net), write_dir, max_to_keep=1
-        )
-        try:
-            with rundir.writes_to(f"the selected checkpoint in {self.directory}"):
-                rundir.make_durable(manager.save(checkpoint_number=step))
-        finally:
-            if write_dir != self.directory:
-                shutil.rmtree(write_dir, ignore_errors=True)
+        save_selected(self.config.workdir, self.chief, mask_net, entry["step"])
         self.best = {k: entry[k] for k in ("step", self.SCORE, "psnr_db", "ssim")}
         return True
+
+
+def save_selected(workdir, chief, mask_net, step):
+    """Replaces the workdir's selected checkpoint (`selected/ckpt-<step>`, the mask net alone)
+    with `mask_net`, flushed to disk."""
+    directory = rundir.path(workdir, rundir.SELECTED_DIR)
+    # Every worker saves (see distribute.checkpoint_write_dir); only the chief's copy stays.
+    write_dir = distribute.checkpoint_write_dir(directory, chief)
+    manager = tf.train.CheckpointManager(
+        tf.train.Checkpoint(mask_net=mask_net), write_dir, max_to_keep=1
+    )
+    try:
+        with rundir.writes_to(f"the selected checkpoint in {directory}"):
+            rundir.make_durable(manager.save(checkpoint_number=step))
+    finally:
+        if write_dir != directory:
+            shutil.rmtree(write_dir, ignore_errors=True)
 
 
 def _image_grid(split, masks):
@@ -455,6 +460,13 @@ class Evaluation(keras.callbacks.Callback):
                     _image_grid(self.split, masks),
                 )
             self.writer.flush()
+
+    def add_selected(self, scores):
+        """Records `scores`, the validation scores of the mask net that the test scoring and
+        export take when it is not the final one, as `selected`."""
+        self.results["selected"] = scores
+        if self.chief:
+            self._write_record()
 
     def add_test(self, scores):
         """Adds the one scoring of the test mixtures to the record, as `test`."""

@@ -73,6 +73,7 @@ COUNT_FIELDS = (
     "collapse_windows",
     "trials",
     "trial_rounds",
+    "average_checkpoints",
 )
 
 
@@ -217,6 +218,13 @@ class Config:
         "unsupervised (the evaluation with the highest remix consistency, a score of mixtures "
         "alone, kept in WORKDIR/selected/; needs --unsupervised_mixtures >= 2).",
     )
+    average_checkpoints: int = setting(
+        1,
+        "The mask net that the test scoring and export take is the mean of the weights of the "
+        "run's newest N checkpoints (--checkpoint_every steps apart, BatchNorm statistics "
+        "included), computed once training ends and kept in WORKDIR/selected/; 1: the final "
+        "checkpoint. Needs --keep_checkpoints >= N and --select=last.",
+    )
     unsupervised_mixtures: int = setting(
         1000,
         "Validation mixtures on which every evaluation also computes the remix consistency, a "
@@ -269,6 +277,8 @@ class Config:
                 f"--select=unsupervised scores evaluations by their remix consistency, which "
                 f"--unsupervised_mixtures={self.unsupervised_mixtures} turns off: give at least 2"
             )
+        if self.average_checkpoints > 1:
+            self._check_averaging()
         if not 0 <= self.seed <= MAX_SEED:
             raise UserError(f"--seed={self.seed} must be in 0 .. {MAX_SEED}")
         self._check_trials()
@@ -310,6 +320,20 @@ class Config:
                 f"--workdir={printable(self.workdir)} is not valid UTF-8, which "
                 "TensorFlow needs for checkpoint paths: rename it"
             ) from None
+
+    def _check_averaging(self):
+        """Refuses `--average_checkpoints` settings that cannot be carried out."""
+        n = self.average_checkpoints
+        if self.select != "last":
+            raise UserError(
+                f"--average_checkpoints={n} averages the newest checkpoints and "
+                f"--select={self.select} picks one: give one of them"
+            )
+        if self.keep_checkpoints < n:
+            raise UserError(
+                f"--average_checkpoints={n} averages the newest {n} checkpoints but "
+                f"--keep_checkpoints={self.keep_checkpoints} keeps fewer: raise it to {n}"
+            )
 
     def _check_trials(self):
         """Refuses seed-trial settings (`aur_tf.trials`) that cannot be carried out."""

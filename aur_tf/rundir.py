@@ -7,8 +7,10 @@ A workdir holds everything a run produces:
   eval.json      the run's record: the latest evaluation on the validation mixtures (see
                  `invalid_field` for its schema)
   samples.npz    the first validation mixtures and their estimates at the latest evaluation
-  selected/      with --select=unsupervised: a tf.train checkpoint of the mask net alone, at the
-                 evaluation with the highest remix consistency so far (eval.json's `selected`)
+  selected/      a tf.train checkpoint of the mask net alone, the one the test scoring and export
+                 take (eval.json's `selected`): with --select=unsupervised, the evaluation with
+                 the highest remix consistency so far; with --average_checkpoints=N, the mean
+                 of the newest N checkpoints, written once training ends
   trials/        with --trials: seed-<seed>/, each seed trial's own run directory
   trials.json    with --trials: every trial's result, the seed chosen and why (`aur_tf.trials`)
   unsupervised_scores.json
@@ -532,7 +534,8 @@ def selected_checkpoint(workdir):
 def restore_mask_net(workdir, config, checkpoint=None):
     """Rebuilds the run's mask net in float32 and restores it from `checkpoint` (a prefix
     `.../ckpt-N`) when given, else from the run's selected checkpoint under
-    `--select=unsupervised` once it has one, else from the newest good checkpoint.
+    `--select=unsupervised` or `--average_checkpoints` > 1 once it has one, else from the newest
+    good checkpoint.
 
     Only the mask net is read; the discriminator, optimizers and counters in the checkpoint are
     ignored. Every variable of the net must be found in the checkpoint with its shape. Nothing
@@ -550,7 +553,7 @@ def restore_mask_net(workdir, config, checkpoint=None):
     from aur_tf import models
 
     checkpoint_dir = path(workdir, CHECKPOINTS_DIR)
-    if checkpoint is None and config.select == "unsupervised":
+    if checkpoint is None and (config.select == "unsupervised" or config.average_checkpoints > 1):
         checkpoint = selected_checkpoint(workdir)
     mask_net = models.build_mask_net(
         config.image_size, config.channels, config.mask_width, "float32"

@@ -29,7 +29,16 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from aur_tf import callbacks, convolutions, distribute, evaluation, machine, models, rundir
+from aur_tf import (
+    averaging,
+    callbacks,
+    convolutions,
+    distribute,
+    evaluation,
+    machine,
+    models,
+    rundir,
+)
 from aur_tf import trainer as trainer_lib
 from aur_tf.config import Config
 from aur_tf.data import pipeline
@@ -266,16 +275,52 @@ def _train(config, data, strategy, chief, final_test):
         selection,
     )
     if state.step < config.train_steps:
+        if chief and config.average_checkpoints > 1:
+            # The average of a run trained on past it would outlive the weights it averaged.
+            shutil.rmtree(rundir.path(config.workdir, rundir.SELECTED_DIR), ignore_errors=True)
         _fit(config, data, strategy, state, checkpoint, record, chief)
     if record.step != state.step:
         record.evaluate()
     if state.step >= config.train_steps and final_test:
         if selection is not None and selection.best is not None:
             mask_net, _ = rundir.restore_mask_net(config.workdir, config)
-            record.add_test(score_test(mask_net, data.test, selection.best["step"], "selected"))
+            record.add_test(
+                score_test(mask_net, data.test, selection.best["step"], "selected checkpoint")
+            )
+        elif config.average_checkpoints > 1:
+            mask_net, steps = _average(config, data.validation, record, chief)
+            scores = score_test(mask_net, data.test, steps[-1], _averaged(steps))
+            record.add_test(dict(scores, averaged_steps=steps))
         else:
-            record.add_test(score_test(model.mask_net, data.test, state.step, "final"))
+            record.add_test(score_test(model.mask_net, data.test, state.step, "final checkpoint"))
     return record.results
+
+
+def _averaged(steps):
+    return f"mean of the {len(steps)} checkpoints of steps {steps[0]}-{steps[-1]}"
+
+
+def _average(config, validation, record, chief):
+    """Averages the run's newest `config.average_checkpoints` checkpoints, keeps the average in
+    the workdir's selected/ and its validation scores in the record's `selected`.
+
+    Returns:
+      `(mask_net, steps)` of `averaging.average_mask_net`.
+    """
+    mask_net, steps = averaging.average_mask_net(config.workdir, config, config.average_checkpoints)
+    scores = evaluation.evaluate(mask_net, validation)
+    callbacks.save_selected(config.workdir, chief, mask_net, steps[-1])
+    record.add_selected(dict(scores, step=steps[-1], averaged_steps=steps))
+    log.info(
+        "validation, %s: %.2f dB PSNR, %.3f SSIM, %.1f%% swapped (final checkpoint %.2f dB, %.3f)",
+        _averaged(steps),
+        scores["psnr_db"],
+        scores["ssim"],
+        100 * scores["swapped_fraction"],
+        record.results["psnr_db"],
+        record.results["ssim"],
+    )
+    return mask_net, steps
 
 
 def score_test(mask_net, split, step, which):
@@ -285,7 +330,8 @@ def score_test(mask_net, split, step, which):
       mask_net: the mask net of the checkpoint to score.
       split: the test `MixtureSplit`.
       step: the step of that checkpoint, recorded as the scores' `step`.
-      which: how it was chosen ("final" or "selected"), for the log line.
+      which: what the mask net is ("final checkpoint", "selected checkpoint" or the checkpoints
+        averaged), for the log line.
 
     Returns:
       `evaluation.evaluate`'s scores with the split's half-mask baseline and `step` added.
@@ -294,7 +340,7 @@ def score_test(mask_net, split, step, which):
         evaluation.evaluate(mask_net, split), **evaluation.half_mask_baseline(split), step=step
     )
     log.info(
-        "test (%d mixtures, %s checkpoint, step %d): %.2f dB PSNR, %.3f SSIM, %.1f%% swapped "
+        "test (%d mixtures, %s, step %d): %.2f dB PSNR, %.3f SSIM, %.1f%% swapped "
         "(half mask %.2f dB, %.3f)",
         len(split.mixtures),
         which,

@@ -13,8 +13,8 @@ Writes into DIR (default W/export):
   export.json           this export's report: files, opset, parity figures
 
 The computation is `aur_tf.separator.separation_function` of the float32 mask net restored from
-the run's latest checkpoint, or its selected one under `--select=unsupervised` (a mixed-precision
-run's variables are float32 too). Inverted runs
+the run's latest checkpoint, or its selected one under `--select=unsupervised` or
+`--average_checkpoints` (a mixed-precision run's variables are float32 too). Inverted runs
 take natural images: the inversion is part of the exported function.
 
 How the ONNX file is made: tf2onnx (`tf2onnx.convert.from_function`) converts the

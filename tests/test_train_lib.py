@@ -485,3 +485,58 @@ def test_without_select_test_scores_the_final_checkpoint(make_config, stroke_dat
     assert results["test"]["step"] == 6
     assert "selected" not in results
     assert not os.path.exists(os.path.join(make_config().workdir, "selected"))
+
+
+def test_average_checkpoints_tests_and_exports_the_mean_of_the_newest_checkpoints(
+    make_config, stroke_data
+):
+    from aur_tf import evaluation, rundir
+
+    config = make_config(
+        average_checkpoints=3, train_steps=8, eval_every=4, checkpoint_every=2, keep_checkpoints=3
+    )
+    results = train_lib.train(config, data=stroke_data)
+    workdir = config.workdir
+    newest = [
+        _weights(workdir, config, os.path.join(workdir, "checkpoints", f"ckpt-{s}"))
+        for s in (4, 6, 8)
+    ]
+    net, prefix = rundir.restore_mask_net(workdir, config)
+    assert prefix == os.path.join(workdir, "selected", "ckpt-8")
+    for averaged, *each in zip(net.get_weights(), *newest):
+        np.testing.assert_allclose(averaged, np.mean(each, axis=0), rtol=1e-6, atol=1e-7)
+    assert not np.array_equal(net.get_weights()[0], newest[-1][0])
+    assert results["test"]["averaged_steps"] == results["selected"]["averaged_steps"] == [4, 6, 8]
+    assert results["test"]["psnr_db"] == evaluation.evaluate(net, stroke_data.test)["psnr_db"]
+    assert (
+        results["selected"]["psnr_db"]
+        == evaluation.evaluate(net, stroke_data.validation)["psnr_db"]
+    )
+    # The record's top level stays the final checkpoint's evaluation, as in its history.
+    assert results["psnr_db"] == results["history"][-1]["psnr_db"] != results["selected"]["psnr_db"]
+    with open(os.path.join(workdir, "eval.json")) as f:
+        assert json.load(f)["selected"]["averaged_steps"] == [4, 6, 8]
+
+
+def test_an_averaged_run_trained_on_replaces_its_average(make_config, stroke_data, monkeypatch):
+    from aur_tf import callbacks, rundir
+
+    config = make_config(average_checkpoints=2, train_steps=4, eval_every=2, checkpoint_every=2)
+    train_lib.train(config, data=stroke_data)
+    fit = train_lib._fit
+    stale_during_training = []
+
+    def fit_and_look(*args):
+        stale_during_training.append(rundir.selected_checkpoint(config.workdir))
+        return fit(*args)
+
+    monkeypatch.setattr(train_lib, "_fit", fit_and_look)
+    saved = []
+    save_selected = callbacks.save_selected
+    monkeypatch.setattr(
+        callbacks, "save_selected", lambda *args: saved.append(args[-1]) or save_selected(*args)
+    )
+    results = train_lib.train(dataclasses.replace(config, train_steps=8), data=stroke_data)
+    assert stale_during_training == [None]
+    assert saved == [8]
+    assert results["test"]["averaged_steps"] == [6, 8]

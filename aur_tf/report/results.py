@@ -82,6 +82,7 @@ _BEFORE_THEY_EXISTED = {
         "trial_steps",
         "trial_rounds",
         "trial_min_score_db",
+        "average_checkpoints",
     }
 }
 _FIGURE_SCALE = 3  # pixels per image pixel, so 32x32 digits are readable
@@ -308,8 +309,9 @@ def _test_scores(runs, metric, digits):
 
 
 def _validation(run, metric):
-    """`metric` of the run's validation scores at the checkpoint its test scores are of: the
-    selected one under `--select=unsupervised`, else the final one."""
+    """`metric` of the run's validation scores of the mask net its test scores are of: the
+    selected checkpoint under `--select=unsupervised`, the average under
+    `--average_checkpoints`, else the final checkpoint."""
     return run.results.get("selected", run.results)[metric]
 
 
