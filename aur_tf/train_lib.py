@@ -302,7 +302,8 @@ def _averaged(steps):
 
 def _average(config, validation, record, chief):
     """Averages the run's newest `config.average_checkpoints` checkpoints, keeps the average in
-    the workdir's selected/ and its validation scores in the record's `selected`.
+    the workdir's selected/, its validation scores in the record's `selected` and its estimates
+    in samples.npz.
 
     Returns:
       `(mask_net, steps)` of `averaging.average_mask_net`.
@@ -310,6 +311,9 @@ def _average(config, validation, record, chief):
     mask_net, steps = averaging.average_mask_net(config.workdir, config, config.average_checkpoints)
     scores = evaluation.evaluate(mask_net, validation)
     callbacks.save_selected(config.workdir, chief, mask_net, steps[-1])
+    if chief:
+        masks = evaluation.predict_masks(mask_net, validation.mixtures[: rundir.SAMPLE_COUNT])
+        rundir.write_mask_samples(config.workdir, validation, masks, scores["permutation"])
     record.add_selected(dict(scores, step=steps[-1], averaged_steps=steps))
     log.info(
         "validation, %s: %.2f dB PSNR, %.3f SSIM, %.1f%% swapped (final checkpoint %.2f dB, %.3f)",

@@ -516,6 +516,13 @@ def test_average_checkpoints_tests_and_exports_the_mean_of_the_newest_checkpoint
     assert results["psnr_db"] == results["history"][-1]["psnr_db"] != results["selected"]["psnr_db"]
     with open(os.path.join(workdir, "eval.json")) as f:
         assert json.load(f)["selected"]["averaged_steps"] == [4, 6, 8]
+    # The report's figure shows the average's estimates.
+    mixtures = stroke_data.validation.mixtures[: rundir.SAMPLE_COUNT]
+    estimates = 2 * mixtures * evaluation.predict_masks(net, mixtures)
+    with np.load(os.path.join(workdir, "samples.npz")) as samples:
+        permuted = tuple(results["selected"]["permutation"]) != (0, 1)
+        key = "estimates_b" if permuted else "estimates_a"
+        np.testing.assert_allclose(samples[key], estimates, rtol=1e-5, atol=1e-6)
 
 
 def test_an_averaged_run_trained_on_replaces_its_average(make_config, stroke_data, monkeypatch):
