@@ -102,7 +102,13 @@ from absl import app, flags  # noqa: E402
 from aur_tf import cli, evaluation  # noqa: E402
 from aur_tf.data.mixtures import MixtureSplit, load_mixture_dataset  # noqa: E402
 from aur_tf.errors import UserError  # noqa: E402
-from aur_tf.rundir import exclusive, load_run, restore_mask_net, writes_to  # noqa: E402
+from aur_tf.rundir import (  # noqa: E402
+    SELECTED_DIR,
+    exclusive,
+    load_run,
+    restore_mask_net,
+    writes_to,
+)
 from aur_tf.separator import (  # noqa: E402
     INPUT_NAME,
     OUTPUT_NAMES,
@@ -203,7 +209,12 @@ def aur_tf_version():
 
 
 def run_metadata(config, evaluation, checkpoint):
-    """Metadata of every artifact of a run, as strings (the type of ONNX metadata_props)."""
+    """Metadata of every artifact of a run, as strings (the type of ONNX metadata_props).
+
+    The `eval_` figures are the validation scores of the net exported: eval.json's `selected`
+    when `checkpoint` is the run's selected one (`--select=unsupervised`, or the average of
+    `--average_checkpoints`, whose steps go into `averaged_steps`), else its latest evaluation.
+    """
     metadata = {
         "image_size": str(config.image_size),
         "channels": str(config.channels),
@@ -213,9 +224,15 @@ def run_metadata(config, evaluation, checkpoint):
         "checkpoint": os.path.basename(checkpoint),
         "aur_tf_version": aur_tf_version(),
     }
-    for key in ("psnr_db", "ssim", "step", "split"):
-        if key in evaluation:
-            metadata[f"eval_{key}"] = str(evaluation[key])
+    selected = os.path.basename(os.path.dirname(checkpoint)) == SELECTED_DIR
+    scored = evaluation.get("selected", evaluation) if selected else evaluation
+    for key in ("psnr_db", "ssim", "step"):
+        if key in scored:
+            metadata[f"eval_{key}"] = str(scored[key])
+    if "split" in evaluation:
+        metadata["eval_split"] = str(evaluation["split"])
+    if "averaged_steps" in scored:
+        metadata["averaged_steps"] = ",".join(str(step) for step in scored["averaged_steps"])
     for key in ("psnr_db", "ssim"):
         if key in evaluation.get("test", {}):
             metadata[f"test_{key}"] = str(evaluation["test"][key])

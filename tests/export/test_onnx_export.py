@@ -204,6 +204,30 @@ def test_metadata_round_trip(exported):
     }
 
 
+@pytest.mark.parametrize(
+    "checkpoint, eval_psnr_db, averaged_steps",
+    [
+        ("run/checkpoints/ckpt-8", "20.0", None),
+        ("run/selected/ckpt-8", "21.0", "4,6,8"),
+    ],
+)
+def test_the_eval_figures_are_those_of_the_net_exported(
+    exported, checkpoint, eval_psnr_db, averaged_steps
+):
+    evaluation = {
+        "psnr_db": 20.0,
+        "ssim": 0.8,
+        "step": 8,
+        "split": "validation",
+        "selected": {"psnr_db": 21.0, "ssim": 0.9, "step": 8, "averaged_steps": [4, 6, 8]},
+        "test": {"psnr_db": 20.5, "ssim": 0.85},
+    }
+    metadata = export_onnx.run_metadata(exported.config, evaluation, checkpoint)
+    assert metadata["eval_psnr_db"] == eval_psnr_db
+    assert metadata["eval_split"] == "validation" and metadata["test_psnr_db"] == "20.5"
+    assert metadata.get("averaged_steps") == averaged_steps
+
+
 def test_missing_evaluation_is_omitted(exported):
     config, evaluation = export_onnx.load_run(str(exported.inverted_workdir))
     assert evaluation == {} and config.invert
