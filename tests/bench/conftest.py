@@ -37,3 +37,8 @@ def export_speed():
 @pytest.fixture(scope="session")
 def shipped_model():
     return _load_script("shipped_model")
+
+
+@pytest.fixture(scope="session")
+def checkpoint_averaging():
+    return _load_script("checkpoint_averaging")
