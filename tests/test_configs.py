@@ -8,9 +8,9 @@ from synthetic import tiny_config
 from aur_tf.errors import UserError
 
 REPOSITORY = pathlib.Path(__file__).resolve().parents[1]
-# Settings each run gave on its own command line (workdir, seed) or that do not change what it
-# learns (both kernel kinds train alike: tests/test_train_lib.py).
-NOT_FROM_THE_FLAGFILE = {"workdir", "seed", "conv_kernels"}
+# Settings each run gave on its own command line (workdir, seed, keep_checkpoints) or that do not
+# change what it learns (both kernel kinds train alike: tests/test_train_lib.py).
+NOT_FROM_THE_FLAGFILE = {"workdir", "seed", "keep_checkpoints", "conv_kernels"}
 
 
 def _settings_of_flagfile(flagfile):
@@ -23,7 +23,8 @@ def _settings_of_flagfile(flagfile):
     "flagfile, record",
     [
         ("configs/mnist.cfg", "mnist_paper_b32_beta09_seed0"),
-        ("configs/mnist_fast.cfg", "mnist_fast_seed0"),
+        ("configs/mnist_fast.cfg", "mnist_fast_test_seed0"),
+        ("configs/fashion_shoes_bags.cfg", "fashion_shoes_bags_fade_seed0"),
     ],
 )
 def test_each_flagfile_gives_the_settings_of_its_committed_results(flagfile, record, monkeypatch):

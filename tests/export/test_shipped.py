@@ -38,8 +38,12 @@ def test_the_shipped_metadata_carries_the_runs_validation_and_test_figures(name,
     assert separator.metadata["eval_split"] == "validation"
     with open(os.path.join(ROOT, "docs", "results", "runs", record, "eval.json")) as f:
         run = json.load(f)
-    # The shipped file is the committed run's final checkpoint, with that run's figures.
-    assert float(separator.metadata["eval_psnr_db"]) == run["psnr_db"]
+    # The shipped file is the net the committed run's test scored (the average of its newest
+    # checkpoints), with that run's figures.
+    assert separator.metadata["averaged_steps"] == ",".join(
+        str(step) for step in run["selected"]["averaged_steps"]
+    )
+    assert float(separator.metadata["eval_psnr_db"]) == run["selected"]["psnr_db"]
     assert float(separator.metadata["test_psnr_db"]) == run["test"]["psnr_db"]
     assert float(separator.metadata["test_ssim"]) == run["test"]["ssim"]
     assert run["test"]["psnr_db"] > run["test"]["half_mask_psnr_db"] + 3
