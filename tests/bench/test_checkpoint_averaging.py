@@ -2,9 +2,9 @@
 
 import numpy as np
 from cli_helpers import write_npz_source
+from synthetic import tiny_config
 
 from aur_tf import averaging, evaluation, rundir, train_lib
-from aur_tf.config import Config
 from aur_tf.data.mixtures import load_mixture_dataset
 
 
@@ -13,22 +13,19 @@ def test_each_count_scores_the_average_of_that_many_newest_checkpoints(
 ):
     archive = tmp_path / "digits.npz"
     write_npz_source(archive, train_count=60, test_count=40)
-    config = Config(
-        workdir=str(tmp_path / "run"),
+    config = tiny_config(
+        tmp_path / "run",
         source_a=f"npz:{archive}?labels=0-4",
         source_b=f"npz:{archive}?labels=5-9",
+        channels=1,
         train_mixtures=12,
         validation_mixtures=8,
         test_mixtures=8,
-        mask_width=4,
-        disc_width=4,
         batch_pairs=4,
         train_steps=4,
         eval_every=4,
         checkpoint_every=1,
         keep_checkpoints=4,
-        log_every=4,
-        cache_dir=str(tmp_path / "cache"),
     )
     train_lib.train(config)
     scores = checkpoint_averaging.averaged_scores(config.workdir, [1, 3])
