@@ -1,31 +1,16 @@
 """bench/checkpoint_averaging.py: averages scored on validation, and their table."""
 
 import numpy as np
-from cli_helpers import write_npz_source
-from synthetic import tiny_config
 
 from aur_tf import averaging, evaluation, rundir, train_lib
 from aur_tf.data.mixtures import load_mixture_dataset
 
 
 def test_each_count_scores_the_average_of_that_many_newest_checkpoints(
-    checkpoint_averaging, tmp_path
+    checkpoint_averaging, labelled_npz_config
 ):
-    archive = tmp_path / "digits.npz"
-    write_npz_source(archive, train_count=60, test_count=40)
-    config = tiny_config(
-        tmp_path / "run",
-        source_a=f"npz:{archive}?labels=0-4",
-        source_b=f"npz:{archive}?labels=5-9",
-        channels=1,
-        train_mixtures=12,
-        validation_mixtures=8,
-        test_mixtures=8,
-        batch_pairs=4,
-        train_steps=4,
-        eval_every=4,
-        checkpoint_every=1,
-        keep_checkpoints=4,
+    config = labelled_npz_config(
+        "0-4", "5-9", train_steps=4, eval_every=4, checkpoint_every=1, keep_checkpoints=4
     )
     train_lib.train(config)
     scores = checkpoint_averaging.averaged_scores(config.workdir, [1, 3])

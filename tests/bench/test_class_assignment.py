@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 import pytest
-from cli_helpers import ROOT, write_npz_source
+from cli_helpers import ROOT
 
 from aur_tf import train_lib
 from aur_tf.config import Config
@@ -50,23 +50,9 @@ def test_a_source_without_labels_filter_is_a_user_error(class_assignment, unlabe
 
 
 @pytest.mark.slow
-def test_a_run_on_labelled_sources_gets_one_cell_per_class_pair(tmp_path):
-    archive = tmp_path / "digits.npz"
-    write_npz_source(archive, train_count=60, test_count=40)  # labels 0..9 in turn
-    config = Config(
-        workdir=str(tmp_path / "run"),
-        source_a=f"npz:{archive}?labels=0-1",
-        source_b=f"npz:{archive}?labels=2-3",
-        train_mixtures=12,
-        validation_mixtures=8,
-        mask_width=4,
-        disc_width=4,
-        batch_pairs=4,
-        train_steps=2,
-        eval_every=2,
-        checkpoint_every=2,
-        log_every=2,
-        cache_dir=str(tmp_path / "cache"),
+def test_a_run_on_labelled_sources_gets_one_cell_per_class_pair(labelled_npz_config):
+    config = labelled_npz_config(
+        "0-1", "2-3", train_steps=2, eval_every=2, checkpoint_every=2, log_every=2
     )
     train_lib.train(config)
     result = subprocess.run(
