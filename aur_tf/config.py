@@ -158,6 +158,16 @@ class Config:
     mask_learning_rate: float = setting(1e-4, "Adam learning rate of the mask net.")
     disc_learning_rate: float = setting(1e-4, "Adam learning rate of the discriminator.")
     adam_beta1: float = setting(0.5, "Adam beta_1 of both optimizers.")
+    learning_rate_decay_start: int = setting(
+        0,
+        "Steps trained at the full learning rates before they decay (with "
+        "--learning_rate_decay_steps > 0).",
+    )
+    learning_rate_decay_steps: int = setting(
+        0,
+        "Steps over which both learning rates fall linearly to 0, after "
+        "--learning_rate_decay_start; 0 after them. 0: constant learning rates.",
+    )
     alpha: float = setting(5.0, "Weight of the adversarial loss L_M (Eq. 10).")
     beta: float = setting(5.0, "Weight of the energy-equity loss L_E (Eq. 10).")
     energy: str = setting(
@@ -295,7 +305,12 @@ class Config:
                 raise UserError(f"--{name}={getattr(self, name)} must be finite and >= 0")
         # A fade of --beta=0 or of --energy=none is allowed: it changes nothing, and refusing it
         # would keep a flagfile that fades from being run with those ablations.
-        for name in ("beta_fade_start", "beta_fade_steps"):
+        for name in (
+            "beta_fade_start",
+            "beta_fade_steps",
+            "learning_rate_decay_start",
+            "learning_rate_decay_steps",
+        ):
             if not 0 <= getattr(self, name) <= MAX_COUNT:
                 raise UserError(f"--{name}={getattr(self, name)} must be in 0 .. {MAX_COUNT}")
         if 2 * self.batch_pairs > self.train_mixtures:

@@ -125,31 +125,6 @@ def energy_loss(name, margin=0.5):
     return ENERGY_LOSSES[name]
 
 
-def energy_weight(beta, step, fade_start=0, fade_steps=0):
-    """The weight of L_E at a training step: beta, faded linearly to 0 if `fade_steps` > 0.
-
-    beta * clip(1 - (step - fade_start) / fade_steps, 0, 1): the full beta up to `fade_start`,
-    then linearly down to 0 at `fade_start + fade_steps`, and 0 after; beta throughout when
-    `fade_steps` is 0. The pull toward equal energy is what leads training away from the trivial
-    separation early on, but held to the end it biases the outputs toward equal shares when the
-    sources carry unequal energy; fading it leaves the end of training to L_C and L_M.
-
-    Args:
-      beta: the full weight, a Python number >= 0.
-      step: the steps trained before this one (0 at the first), an integer scalar or tensor
-        (the trainer's step counter, so the schedule follows `--train_steps` and resumes with it).
-      fade_start, fade_steps: Python integers >= 0.
-
-    Returns:
-      A float32 scalar tensor.
-    """
-    if fade_steps == 0:
-        return tf.constant(beta, tf.float32)
-    # The steps into the fade, clipped while exact integers, then a float32 fraction in [0, 1].
-    faded = tf.clip_by_value(tf.cast(step, tf.int64) - fade_start, 0, fade_steps)
-    return beta * (1.0 - tf.cast(faded, tf.float32) / float(fade_steps))
-
-
 def cycle_loss_eq9(y_bar, y):
     """L_C, Eq. 9: mean absolute difference between the twice unmixed-and-remixed pair and y.
 

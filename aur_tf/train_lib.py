@@ -38,6 +38,7 @@ from aur_tf import (
     machine,
     models,
     rundir,
+    schedules,
 )
 from aur_tf import trainer as trainer_lib
 from aur_tf.config import Config
@@ -77,8 +78,12 @@ def build_trainer(config, synchronized_bn=False):
         config.image_size, config.channels, config.mask_width, dtype, synchronized_bn, by_phases
     )
     mask_optimizer = trainer_lib.make_optimizer(config.mask_learning_rate, config.adam_beta1, dtype)
+    decay = {
+        "learning_rate_decay_start": config.learning_rate_decay_start,
+        "learning_rate_decay_steps": config.learning_rate_decay_steps,
+    }
     if config.mode == "supervised":
-        model = trainer_lib.SupervisedTrainer(mask_net)
+        model = trainer_lib.SupervisedTrainer(mask_net, **decay)
         model.compile(mask_optimizer, jit_compile=config.jit_compile)
         return model, {"mask_net": mask_net, "mask_optimizer": mask_optimizer}
     discriminator = models.build_discriminator(
@@ -95,6 +100,7 @@ def build_trainer(config, synchronized_bn=False):
         beta_fade_start=config.beta_fade_start,
         beta_fade_steps=config.beta_fade_steps,
         mask_steps_per_disc_step=config.mask_steps_per_disc_step,
+        **decay,
     )
     model.compile(mask_optimizer, disc_optimizer, jit_compile=config.jit_compile)
     return model, {
@@ -105,18 +111,27 @@ def build_trainer(config, synchronized_bn=False):
     }
 
 
-def _use_configured_learning_rates(config, trackables):
-    """Sets each optimizer's learning rate to the config's after a checkpoint restored it.
+def _use_configured_learning_rates(config, trackables, step):
+    """Sets each optimizer's learning rate to the config's at `step` after a checkpoint restored it.
 
     Keras checkpoints an optimizer's learning rate as a variable, so without this a run resumed
     with another `--*_learning_rate` (say, lowered to fine-tune) would keep the old one while its
-    config.json recorded the new one.
+    config.json recorded the new one. With a decay the trainer sets the rates at every step;
+    this only says when the checkpoint's differ from the schedule's.
     """
     for name in ("mask", "disc"):
         optimizer = trackables.get(f"{name}_optimizer")
         if optimizer is None:
             continue
-        rate = getattr(config, f"{name}_learning_rate")
+        rate = float(
+            schedules.linear_fade(
+                getattr(config, f"{name}_learning_rate"),
+                # The rate of the last step trained, which set the variable.
+                max(step - 1, 0),
+                config.learning_rate_decay_start,
+                config.learning_rate_decay_steps,
+            )
+        )
         restored = float(np.asarray(optimizer.learning_rate))
         if not np.isclose(restored, rate, rtol=1e-6, atol=0.0):  # the variable is float32
             log.info("--%s_learning_rate=%g replaces the checkpoint's %g", name, rate, restored)
@@ -256,7 +271,7 @@ def _train(config, data, strategy, chief, final_test):
         rundir.write_json(rundir.path(config.workdir, rundir.CONFIG_FILE), config.to_dict())
     if restored:
         log.info("resumed from %s at step %d", restored, state.step)
-        _use_configured_learning_rates(config, trackables)
+        _use_configured_learning_rates(config, trackables, state.step)
     writer = _summary_writer(config, chief)
     machines = list(dict.fromkeys(machines + [machine.describe()]))
     selection = callbacks.Selection(config, chief) if config.select == "unsupervised" else None

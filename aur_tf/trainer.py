@@ -9,9 +9,10 @@ sources.
 """
 
 import keras
+import numpy as np
 import tensorflow as tf
 
-from aur_tf import losses
+from aur_tf import losses, schedules
 
 LOSS_NAMES = ("loss_total", "loss_cycle", "loss_adversarial", "loss_energy", "loss_disc")
 
@@ -99,9 +100,21 @@ def _cond_on_every_replica(pred, true_fn, false_fn, args):
 class _StepCountingModel(keras.Model):
     """Shared bookkeeping: a global step variable and one mean tracker per reported scalar."""
 
-    def __init__(self, mask_net, tracker_names, **kwargs):
+    def __init__(
+        self,
+        mask_net,
+        tracker_names,
+        learning_rate_decay_start=0,
+        learning_rate_decay_steps=0,
+        **kwargs,
+    ):
+        decaying = ("learning_rate_scale",) if learning_rate_decay_steps > 0 else ()
         super().__init__(**kwargs)
         self.mask_net = mask_net
+        self.learning_rate_decay_start = learning_rate_decay_start
+        self.learning_rate_decay_steps = learning_rate_decay_steps
+        # Each optimizer with the rate it was made with, which the decay scales (`compile`).
+        self._configured_rates = []
         # Every replica counts the same steps (skips are agreed across replicas, see
         # `_apply_gradients`), so one replica's increment is the update.
         self.step_counter = keras.Variable(
@@ -114,7 +127,7 @@ class _StepCountingModel(keras.Model):
             name="skipped_steps",
             aggregation="only_first_replica",
         )
-        self._trackers = {name: keras.metrics.Mean(name=name) for name in tracker_names}
+        self._trackers = {name: keras.metrics.Mean(name=name) for name in tracker_names + decaying}
 
     @property
     def metrics(self):
@@ -125,6 +138,28 @@ class _StepCountingModel(keras.Model):
     def call(self, mixtures, training=False):
         """`[batch, H, W, C]` mixtures in [0, 1] -> masks M(y) of the same shape in (0, 1)."""
         return self.mask_net(mixtures, training=training)
+
+    def _remember_learning_rates(self, *optimizers):
+        """Records each optimizer's learning rate as made, the rate that `--train_steps`'
+        schedule scales; called by `compile`, before any checkpoint is restored."""
+        # np.asarray reads a tf.distribute variable too, which float() refuses.
+        self._configured_rates = [(o, float(np.asarray(o.learning_rate))) for o in optimizers]
+
+    def _decay_learning_rates(self):
+        """Sets this step's learning rates: each configured rate, faded linearly to 0 over the
+        `learning_rate_decay_steps` after `learning_rate_decay_start` (`schedules.linear_fade`).
+
+        Returns the fraction of the configured rates used now (a float32 scalar in [0, 1]), or
+        None when nothing decays.
+        """
+        if self.learning_rate_decay_steps == 0:
+            return None
+        scale = schedules.linear_fade(
+            1.0, self.step_counter, self.learning_rate_decay_start, self.learning_rate_decay_steps
+        )
+        for optimizer, rate in self._configured_rates:
+            optimizer.learning_rate = rate * scale
+        return scale
 
     def _report(self, values):
         """Tracks one step's scalars and counts the step; returns every tracker's mean, `[1]` each.
@@ -150,7 +185,11 @@ class UnmixRemixTrainer(_StepCountingModel):
       4. unmix and remix z again: y_bar1 = x_bar1 + b_bar1, ...          (Eq. 7-8)
       5. update M on L_C + alpha L_M + beta_t L_E                        (Eq. 5, 6, 9, 10)
     beta_t is beta, or with `beta_fade_steps` > 0 beta faded to 0 over the steps after
-    `beta_fade_start` (`losses.energy_weight`), counted by `step_counter` like `--train_steps`.
+    `beta_fade_start` (`schedules.linear_fade`). The pull toward equal energy is what leads
+    training away from the trivial separation early on, but held to the end it biases the outputs
+    toward equal shares when the sources carry unequal energy; fading it leaves the end of
+    training to L_C and L_M. With `learning_rate_decay_steps` > 0 both learning rates fade the
+    same way after `learning_rate_decay_start`.
     """
 
     def __init__(
@@ -188,6 +227,7 @@ class UnmixRemixTrainer(_StepCountingModel):
         # call must not create variables.
         mask_optimizer.build(self.mask_net.trainable_variables)
         disc_optimizer.build(self.discriminator.trainable_variables)
+        self._remember_learning_rates(mask_optimizer, disc_optimizer)
 
     def _disc_update(self, mixtures, remixes):
         with tf.GradientTape() as tape:
@@ -202,6 +242,7 @@ class UnmixRemixTrainer(_StepCountingModel):
         return loss, skipped
 
     def train_step(self, mixtures):
+        learning_rate_scale = self._decay_learning_rates()
         with tf.GradientTape() as tape:
             masks = self.mask_net(mixtures, training=True)
             x_tilde = mixtures * masks
@@ -227,7 +268,7 @@ class UnmixRemixTrainer(_StepCountingModel):
             )
             energy = self.energy_loss(x_tilde, b_tilde)
             # Read before `_report` counts this step: the first step is step 0.
-            beta_now = losses.energy_weight(
+            beta_now = schedules.linear_fade(
                 self.beta, self.step_counter, self.beta_fade_start, self.beta_fade_steps
             )
             total = cycle + self.alpha * adversarial + beta_now * energy
@@ -253,6 +294,8 @@ class UnmixRemixTrainer(_StepCountingModel):
         }
         if self.beta_fade_steps > 0:
             scalars["beta_now"] = beta_now
+        if learning_rate_scale is not None:
+            scalars["learning_rate_scale"] = learning_rate_scale
         return self._report(scalars)
 
 
@@ -271,9 +314,11 @@ class SupervisedTrainer(_StepCountingModel):
         # Built now so that a checkpoint restores (and a damaged one fails) at restore time,
         # not later at the first step, as with UnmixRemixTrainer.
         mask_optimizer.build(self.mask_net.trainable_variables)
+        self._remember_learning_rates(mask_optimizer)
 
     def train_step(self, data):
         mixtures, sources_a = data
+        learning_rate_scale = self._decay_learning_rates()
         with tf.GradientTape() as tape:
             loss = losses.supervised_loss(
                 2.0 * mixtures * self.mask_net(mixtures, training=True), sources_a
@@ -283,4 +328,7 @@ class SupervisedTrainer(_StepCountingModel):
             self.mask_optimizer, tape, scaled_loss, self.mask_net.trainable_variables
         )
         self.skipped_steps.assign_add(skipped)
-        return self._report({"loss_total": loss})
+        scalars = {"loss_total": loss}
+        if learning_rate_scale is not None:
+            scalars["learning_rate_scale"] = learning_rate_scale
+        return self._report(scalars)

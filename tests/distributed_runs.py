@@ -33,12 +33,14 @@ LOGGED = (
     "mask_mean",
     "energy_share",
     "beta_now",
+    "learning_rate_scale",
 )
 
 
 def run_config(workdir, **overrides):
     """The tiny run every process trains: log (and so reset the means) after every step; the
-    energy term's weight fades over steps 2-5, so a resume to step 7 continues it past its end."""
+    energy term's weight fades over steps 2-5, so a resume to step 7 continues it past its end,
+    and the learning rates decay from step 3 on."""
     settings = dict(
         train_steps=TRAIN_STEPS,
         log_every=1,
@@ -46,6 +48,8 @@ def run_config(workdir, **overrides):
         checkpoint_every=TRAIN_STEPS,
         beta_fade_start=1,
         beta_fade_steps=4,
+        learning_rate_decay_start=2,
+        learning_rate_decay_steps=8,
     )
     return tiny_config(workdir, **{**settings, **overrides})
 

@@ -136,17 +136,26 @@ def test_a_bad_seed_trial_flag_is_one_line_on_the_command_line(run_cli, tmp_path
         ({"beta_fade_start": -1}, r"--beta_fade_start=-1 must be in 0 \.\. 1000000000"),
         ({"beta_fade_steps": -5}, r"--beta_fade_steps=-5 must be in 0 \.\. 1000000000"),
         ({"beta_fade_steps": 10**9 + 1}, r"--beta_fade_steps=1000000001 must be in 0 \.\. "),
+        (
+            {"learning_rate_decay_start": -1},
+            r"--learning_rate_decay_start=-1 must be in 0 \.\. 1000000000",
+        ),
+        (
+            {"learning_rate_decay_steps": 10**9 + 1},
+            r"--learning_rate_decay_steps=1000000001 must be in 0 \.\. ",
+        ),
     ],
 )
-def test_bad_energy_fade_settings_are_one_line_errors(tmp_path, settings, message):
+def test_bad_fade_and_decay_settings_are_one_line_errors(tmp_path, settings, message):
     with pytest.raises(UserError, match=message) as refused:
         tiny_config(tmp_path, **settings)
     assert "\n" not in str(refused.value)
 
 
-def test_energy_fade_settings_at_their_limits_are_accepted(tmp_path):
+def test_fade_and_decay_settings_at_their_limits_are_accepted(tmp_path):
     tiny_config(tmp_path, beta_fade_start=0, beta_fade_steps=0)
     tiny_config(tmp_path, beta_fade_start=10**9, beta_fade_steps=10**9)
     # A fade that changes nothing (no energy term, or none to fade) is allowed.
     tiny_config(tmp_path, beta=0.0, beta_fade_steps=100)
     tiny_config(tmp_path, energy="none", beta_fade_steps=100)
+    tiny_config(tmp_path, learning_rate_decay_start=10**9, learning_rate_decay_steps=10**9)

@@ -98,6 +98,7 @@ def test_two_devices_log_the_losses_of_one_device(mirrored_runs):
     _assert_same_losses(report["mirrored"], report["default"])
     # The energy term's weight as `run_config` fades it.
     assert report["mirrored"]["beta_now"] == pytest.approx([5.0, 5.0, 3.75, 2.5, 1.25])
+    assert report["mirrored"]["learning_rate_scale"] == pytest.approx([1, 1, 1, 0.875, 0.75])
 
 
 def test_two_devices_reach_the_state_of_one_device(mirrored_runs):
@@ -159,6 +160,7 @@ def test_two_workers_train_as_one_device_and_the_chief_checkpoint_resumes_on_one
     logged = distributed_runs.logged_scalars(str(workdir))
     _assert_same_losses(logged, distributed_runs.logged_scalars(one_device.workdir))
     assert logged["beta_now"] == pytest.approx([5.0, 5.0, 3.75, 2.5, 1.25, 0.0, 0.0])
+    assert logged["learning_rate_scale"] == pytest.approx([1, 1, 1, 0.875, 0.75, 0.625, 0.5])
     _assert_same_checkpoint(workdir, one_device.workdir)
 
 

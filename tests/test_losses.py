@@ -84,37 +84,6 @@ def test_energy_loss_passes_the_margin_to_the_hinge_only():
     assert losses.energy_loss("batch", 0.7) is losses.energy_equity_loss_batch
 
 
-@pytest.mark.parametrize(
-    "step, fade_start, fade_steps, expected",
-    [
-        (500, 0, 0, 5.0),  # no fading: beta at every step
-        (3, 10, 20, 5.0),  # before the fade
-        (10, 10, 20, 5.0),  # at its start
-        (15, 10, 20, 3.75),  # a quarter of the way down
-        (29, 10, 20, 0.25),
-        (30, 10, 20, 0.0),  # at its end
-        (10**9, 10, 20, 0.0),  # long after
-        (0, 0, 4, 5.0),  # fading from the first step
-        (1, 0, 4, 3.75),
-    ],
-)
-def test_energy_weight_hand_computed(step, fade_start, fade_steps, expected):
-    weight = losses.energy_weight(5.0, step, fade_start, fade_steps)
-    assert weight.dtype == tf.float32 and weight.shape == []
-    assert float(weight) == pytest.approx(expected, abs=1e-6)
-
-
-def test_energy_weight_follows_a_step_variable_without_retracing():
-    step = tf.Variable(0, dtype=tf.int64)
-    weight = tf.function(lambda: losses.energy_weight(2.0, step, 2, 4))
-    values = []
-    for t in range(8):
-        step.assign(t)
-        values.append(float(weight()))
-    assert values == pytest.approx([2.0, 2.0, 2.0, 1.5, 1.0, 0.5, 0.0, 0.0])
-    assert weight.experimental_get_tracing_count() == 1
-
-
 def test_cycle_loss_eq9_is_mean_absolute_error():
     y = tf.constant(np.arange(8, dtype=np.float32).reshape(2, 2, 2, 1) / 8)
     y_bar = y + tf.constant([0.1, -0.3] * 4, shape=[2, 2, 2, 1])

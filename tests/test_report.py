@@ -325,18 +325,25 @@ def test_settings_added_later_group_new_runs_with_old_records_at_their_defaults(
     ]
 
 
-def test_a_fade_of_the_energy_term_groups_apart_and_old_records_group_without_one(tmp_path):
-    _fake_run(tmp_path / "ours_seed0", 22.0, 0.91, seed=0)  # from before the fade settings
-    _fake_run(tmp_path / "ours_seed1", 22.2, 0.91, seed=1, beta_fade_start=0, beta_fade_steps=0)
-    # Without a fade its start changes nothing.
-    _fake_run(tmp_path / "ours_seed2", 22.1, 0.91, seed=2, beta_fade_start=900, beta_fade_steps=0)
-    _fake_run(tmp_path / "fade_seed0", 22.4, 0.92, seed=0, beta_fade_start=0, beta_fade_steps=500)
-    _fake_run(tmp_path / "late_seed0", 22.5, 0.92, seed=0, beta_fade_start=100, beta_fade_steps=500)
+@pytest.mark.parametrize(
+    "start, steps",
+    [
+        ("beta_fade_start", "beta_fade_steps"),
+        ("learning_rate_decay_start", "learning_rate_decay_steps"),
+    ],
+)
+def test_a_schedule_groups_apart_and_old_records_group_without_one(tmp_path, start, steps):
+    _fake_run(tmp_path / "ours_seed0", 22.0, 0.91, seed=0)  # from before the schedule's settings
+    _fake_run(tmp_path / "ours_seed1", 22.2, 0.91, seed=1, **{start: 0, steps: 0})
+    # Without a schedule its start changes nothing.
+    _fake_run(tmp_path / "ours_seed2", 22.1, 0.91, seed=2, **{start: 900, steps: 0})
+    _fake_run(tmp_path / "fade_seed0", 22.4, 0.92, seed=0, **{start: 0, steps: 500})
+    _fake_run(tmp_path / "late_seed0", 22.5, 0.92, seed=0, **{start: 100, steps: 500})
     groups = report.group_runs(report.find_runs([str(tmp_path / "*")]))
     assert [(g.name, len(g.runs), g.settings) for g in groups] == [
-        ("fade", 1, "beta_fade_start=0, beta_fade_steps=500"),
-        ("late", 1, "beta_fade_start=100, beta_fade_steps=500"),
-        ("ours", 3, "beta_fade_steps=0"),
+        ("fade", 1, f"{start}=0, {steps}=500"),
+        ("late", 1, f"{start}=100, {steps}=500"),
+        ("ours", 3, f"{steps}=0"),
     ]
 
 

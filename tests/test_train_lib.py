@@ -419,6 +419,73 @@ def test_the_energy_weight_fades_by_the_run_step_across_a_resume(make_config, st
     assert logged == pytest.approx([5.0, 5.0, 3.75, 2.5, 1.25, 0.0])
 
 
+@pytest.mark.parametrize("precision", ["float32", "mixed_float16"])
+@pytest.mark.parametrize("mode", ["unsupervised", "supervised"])
+def test_the_trainer_decays_every_learning_rate_by_the_step(
+    make_config, stroke_data, mode, precision
+):
+    import tensorflow as tf
+
+    config = make_config(
+        mode=mode,
+        mask_learning_rate=4e-4,
+        disc_learning_rate=2e-4,
+        learning_rate_decay_start=2,
+        learning_rate_decay_steps=4,
+        mixed_precision=precision,
+    )
+    model, trackables = train_lib.build_trainer(config)
+    step = tf.function(model.train_step)
+    count = 2 * config.batch_pairs
+    batch = tf.constant(stroke_data.train.mixtures[:count])
+    if mode == "supervised":
+        batch = (batch, tf.constant(stroke_data.train.sources_a[:count]))
+    # The step counter before a step is the steps trained; the decay ends at step 2 + 4.
+    for before, fraction in [(0, 1.0), (2, 1.0), (3, 0.75), (5, 0.25), (6, 0.0), (40, 0.0)]:
+        model.step_counter.assign(before)
+        model.reset_metrics()
+        logs = {name: float(value.numpy().item()) for name, value in step(batch).items()}
+        assert logs["learning_rate_scale"] == pytest.approx(fraction)
+        assert float(trackables["mask_optimizer"].learning_rate) == pytest.approx(4e-4 * fraction)
+        if mode == "unsupervised":
+            rate = float(trackables["disc_optimizer"].learning_rate)
+            assert rate == pytest.approx(2e-4 * fraction)
+    assert step.experimental_get_tracing_count() == 1
+
+
+def test_without_a_decay_the_learning_rates_stay_as_configured(make_config, stroke_data):
+    import tensorflow as tf
+
+    config = make_config(mask_learning_rate=4e-4, learning_rate_decay_start=2)
+    model, trackables = train_lib.build_trainer(config)
+    model.step_counter.assign(10**6)
+    logs = model.train_step(tf.constant(stroke_data.train.mixtures[: 2 * config.batch_pairs]))
+    assert "learning_rate_scale" not in logs
+    assert float(trackables["mask_optimizer"].learning_rate) == pytest.approx(4e-4)
+
+
+def test_the_learning_rates_decay_by_the_run_step_across_a_resume(make_config, stroke_data, caplog):
+    caplog.set_level(logging.INFO, logger="aur_tf")
+    config = make_config(
+        train_steps=3,
+        log_every=1,
+        mask_learning_rate=4e-4,
+        learning_rate_decay_start=1,
+        learning_rate_decay_steps=4,
+    )
+    train_lib.train(config, data=stroke_data)
+    train_lib.train(dataclasses.replace(config, train_steps=6), data=stroke_data)
+    logged = [
+        float(re.search(r"learning_rate_scale (\d+\.\d+)", message).group(1))
+        for message in caplog.messages
+        if re.match(r"step \d+/\d+ \|", message)
+    ]
+    # The fraction of the rates during steps 1..6 (the step counter 0..5 before each).
+    assert logged == pytest.approx([1.0, 1.0, 0.75, 0.5, 0.25, 0.0])
+    # The restored rate is the schedule's, so the resume does not report it replaced.
+    assert not any("replaces the checkpoint's" in message for message in caplog.messages)
+
+
 def _script_remix_consistency(monkeypatch, values):
     """Makes the remix consistencies computed from now on `values`, in order (dB)."""
     from aur_tf.unsupervised import scores

@@ -83,6 +83,8 @@ _BEFORE_THEY_EXISTED = {
         "trial_rounds",
         "trial_min_score_db",
         "average_checkpoints",
+        "learning_rate_decay_start",
+        "learning_rate_decay_steps",
     }
 }
 _FIGURE_SCALE = 3  # pixels per image pixel, so 32x32 digits are readable
@@ -116,8 +118,12 @@ class Run:
         config = self.results["config"]
         if config.get("energy") != "hinge":
             unused |= {"energy_margin"}
-        if not config.get("beta_fade_steps", _BEFORE_THEY_EXISTED["beta_fade_steps"]):
-            unused |= {"beta_fade_start"}
+        for start, steps in [
+            ("beta_fade_start", "beta_fade_steps"),
+            ("learning_rate_decay_start", "learning_rate_decay_steps"),
+        ]:
+            if not config.get(steps, _BEFORE_THEY_EXISTED[steps]):
+                unused |= {start}
         return unused
 
     @property
