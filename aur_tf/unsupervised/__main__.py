@@ -3,10 +3,11 @@
 
 W is the workdir of a training run (`python main.py`) or of a baseline (`python -m
 aur_tf.baselines`, recognised by the `method` in its eval.json). For a run it prints one line per
-checkpoint not scored yet; for a baseline it recomputes the one entry of its separation (identity,
-half_mask and rpca, from the data settings and method settings in its eval.json) unless the
-baseline wrote it when it ran: a glo baseline cannot be recomputed (its trained generators are not
-saved) and must be run again. Either way it writes W/unsupervised_scores.json (see
+checkpoint not scored yet, and one for its selected net (the average or pick that export takes)
+unless that is scored already; for a baseline it recomputes the one entry of its separation
+(identity, half_mask and rpca, from the data settings and method settings in its eval.json) unless
+the baseline wrote it when it ran: a glo baseline cannot be recomputed (its trained generators are
+not saved) and must be run again. Either way it writes W/unsupervised_scores.json (see
 `aur_tf.unsupervised.runs`). Reads the validation mixtures, never their clean sources. Bad input
 ends with one line on stderr and exit status 2.
 """
@@ -60,7 +61,9 @@ def main(argv):
     scored = (
         f"the {baseline['method']} baseline scored"
         if baseline
-        else f"{len(record['checkpoints'])} checkpoints scored"
+        else f"{len(record['checkpoints'])} checkpoints"
+        + (" and the selected net" if "selected" in record else "")
+        + " scored"
     )
     print(f"{scored}; results in {os.path.join(workdir, runs.SCORES_FILE)}")
 

@@ -5,6 +5,10 @@ The file holds `settings` (the held-out mixture count and the judge's settings) 
 one entry per scored checkpoint: its `step` and every score of `scores.candidate_scores`. Scoring
 again scores only the checkpoints not in the file yet (all of them when the settings changed), so
 a long run can be scored as it trains; the file is rewritten after every checkpoint scored.
+A run with a selected net (`WORKDIR/selected/`: the average of its newest checkpoints, or the
+checkpoint `--select=unsupervised` picked), the net that the test scoring and export take, also
+gets `selected`: the `step` and, for an average, `averaged_steps` that its eval.json records for
+it, and the same scores; it is scored again when eval.json names another selected net.
 `write_scores` is the one writer of the file, for training runs and baselines alike.
 
 A baseline's workdir (`aur_tf.baselines.runner`: an eval.json with `method`, no config.json) holds
@@ -30,9 +34,11 @@ from aur_tf.rundir import (
     EVAL_FILE,
     list_checkpoints,
     load_run,
+    path,
     read_json_object,
     read_record,
     restore_mask_net,
+    selected_checkpoint,
     write_json,
 )
 from aur_tf.unsupervised import scores
@@ -52,23 +58,57 @@ def settings_of(mixtures, judge):
     return {"mixtures": mixtures, "judge": dataclasses.asdict(judge)}
 
 
-def _previous(path, settings):
-    """The entries of an earlier scoring with the same settings, `{step: entry}`; none when there
-    is no such file or it cannot be read (its checkpoints are then scored again)."""
+def _previous(scores_path, settings):
+    """The entries of an earlier scoring with the same settings, `{step: entry}`, and its
+    `selected` entry (or None); none of either when there is no such file or it cannot be read
+    (what it held is then scored again)."""
     try:
-        previous = read_json_object(path, "it is scored again")
+        previous = read_json_object(scores_path, "it is scored again")
     except UserError:
-        return {}
+        return {}, None
     if previous is None or previous.get("settings") != settings:
-        return {}
+        return {}, None
     entries = previous.get("checkpoints")
-    if not isinstance(entries, list):
-        return {}
-    return {
-        entry["step"]: entry
-        for entry in entries
-        if isinstance(entry, dict) and isinstance(entry.get("step"), int)
-    }
+    selected = previous.get("selected")
+    return (
+        {
+            entry["step"]: entry
+            for entry in (entries if isinstance(entries, list) else [])
+            if isinstance(entry, dict) and isinstance(entry.get("step"), int)
+        },
+        selected if isinstance(selected, dict) else None,
+    )
+
+
+def _selected_identity(workdir):
+    """`{"step": ...}` (and `"averaged_steps"` for an average) of the run's selected net as its
+    eval.json records it, or None when the run has no selected net."""
+    record = read_record(path(workdir, EVAL_FILE), "train the run on to record it") or {}
+    selected = record.get("selected")
+    if not isinstance(selected, dict) or "step" not in selected:
+        return None
+    return {key: selected[key] for key in ("step", "averaged_steps") if key in selected}
+
+
+def _score_selected(workdir, config, previous, held_out, judge, log):
+    """The `selected` entry of the scores file (see the module docstring), scored unless
+    `previous` is the entry of the same net; None when the run has no selected net."""
+    prefix = selected_checkpoint(workdir)
+    identity = _selected_identity(workdir) if prefix else None
+    if identity is None:
+        return None
+    if previous is not None and {k: previous.get(k) for k in identity} == identity:
+        return previous
+    mask_net, _ = restore_mask_net(workdir, config, prefix)
+    entry = score_separation(
+        identity["step"],
+        scores.mask_separation(mask_net),
+        held_out,
+        judge,
+        lambda line: log(f"selected net, {line}"),
+    )
+    tf.keras.backend.clear_session()
+    return {**identity, **entry}
 
 
 def score_separation(step, separate, held_out, judge, log=print):
@@ -94,10 +134,12 @@ def score_separation(step, separate, held_out, judge, log=print):
     return entry
 
 
-def write_scores(workdir, settings, entries):
-    """Writes and returns the record of `entries` (`{step: entry}`) as the workdir's
-    `SCORES_FILE`, the file's one writer."""
+def write_scores(workdir, settings, entries, selected=None):
+    """Writes and returns the record of `entries` (`{step: entry}`) and, if not None, of the
+    `selected` entry as the workdir's `SCORES_FILE`, the file's one writer."""
     record = {"settings": settings, "checkpoints": [entries[step] for step in sorted(entries)]}
+    if selected is not None:
+        record["selected"] = selected
     write_json(os.path.join(workdir, SCORES_FILE), record)
     return record
 
@@ -110,8 +152,8 @@ def score_run(
     log=print,
     validation_mixtures=None,
 ):
-    """Scores the run's checkpoints (or only its latest), or a baseline's separation, and updates
-    its scores file.
+    """Scores the run's checkpoints (or only its latest) and its selected net, or a baseline's
+    separation, and updates its scores file.
 
     Args:
       workdir: a training run's workdir, or a baseline's (see the module docstring).
@@ -141,12 +183,13 @@ def score_run(
     if latest_only:
         found = found[-1:]
     settings = settings_of(mixtures, judge)
-    entries = _previous(os.path.join(workdir, SCORES_FILE), settings)
+    entries, selected = _previous(os.path.join(workdir, SCORES_FILE), settings)
     held_out = (
         held_out_mixtures(config, mixtures)
         if validation_mixtures is None
         else validation_mixtures[:mixtures]
     )
+    selected = _score_selected(workdir, config, selected, held_out, judge, log)
     for step, prefix in found:
         if step in entries:
             continue
@@ -156,8 +199,8 @@ def score_run(
         )
         tf.keras.backend.clear_session()
         # Written after every checkpoint, so a scoring that is stopped keeps what it scored.
-        write_scores(workdir, settings, entries)
-    return write_scores(workdir, settings, entries)
+        write_scores(workdir, settings, entries, selected)
+    return write_scores(workdir, settings, entries, selected)
 
 
 def baseline_record(workdir):
@@ -180,7 +223,7 @@ def _score_baseline(workdir, record, mixtures, judge, log):
 
     method, step = record["method"], record["step"]
     settings = settings_of(mixtures, judge)
-    entries = _previous(os.path.join(workdir, SCORES_FILE), settings)
+    entries, _ = _previous(os.path.join(workdir, SCORES_FILE), settings)
     if step in entries:
         return write_scores(workdir, settings, {step: entries[step]})
     eval_path = os.path.join(workdir, EVAL_FILE)

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from aur_tf import train_lib
+from aur_tf import averaging, train_lib
 from aur_tf.baselines import glo, runner
 from aur_tf.data.mixtures import MixtureSplit
 from aur_tf.errors import UserError
@@ -31,11 +31,14 @@ def _digit_halves(npz_source):
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory, npz_source):
-    """A tiny run on the npz source's labels 0-4 vs 5-9 with checkpoints at steps 3 and 6."""
+    """A tiny run on the npz source's labels 0-4 vs 5-9 with checkpoints at steps 3 and 6, and
+    their average as its selected net."""
     from synthetic import tiny_config
 
     root = tmp_path_factory.mktemp("unsupervised")
-    config = tiny_config(root / "run", **_digit_halves(npz_source), keep_checkpoints=5)
+    config = tiny_config(
+        root / "run", **_digit_halves(npz_source), keep_checkpoints=5, average_checkpoints=2
+    )
     train_lib.train(config)
     return config
 
@@ -45,7 +48,17 @@ def test_every_checkpoint_is_scored_once(trained_run):
     lines = []
     record = runs.score_run(trained_run.workdir, mixtures=8, judge=TINY_JUDGE, log=lines.append)
     assert [entry["step"] for entry in record["checkpoints"]] == [3, 6]
-    assert len(lines) == 2 and lines[0].startswith("step 3: remix_consistency_db ")
+    assert len(lines) == 3 and lines[0].startswith("selected net, step 6: remix_consistency_db ")
+    assert lines[1].startswith("step 3: remix_consistency_db ")
+    assert record["selected"]["averaged_steps"] == [3, 6]
+    assert set(record["selected"]) == {"averaged_steps", *record["checkpoints"][0]}
+    # The scores are the average's, as the test scoring and export take it.
+    average, _ = averaging.average_mask_net(trained_run.workdir, trained_run, 2)
+    held_out = runs.held_out_mixtures(trained_run, 8)
+    expected = runs.score_separation(
+        6, scores.mask_separation(average), held_out, TINY_JUDGE, log=print
+    )
+    assert record["selected"] == {"averaged_steps": [3, 6], **expected}
     with open(f"{trained_run.workdir}/{runs.SCORES_FILE}") as f:
         assert json.load(f) == json.loads(json.dumps(record))
     again = []
@@ -58,6 +71,29 @@ def test_every_checkpoint_is_scored_once(trained_run):
         trained_run.workdir, mixtures=6, judge=TINY_JUDGE, latest_only=True, log=again.append
     )
     assert [entry["step"] for entry in other["checkpoints"]] == [6]
+    assert other["selected"]["averaged_steps"] == [3, 6]
+
+
+@pytest.mark.slow
+def test_the_selected_net_is_scored_again_when_eval_json_names_another(trained_run, tmp_path):
+    workdir = tmp_path / "run"
+    shutil.copytree(trained_run.workdir, workdir, ignore=shutil.ignore_patterns(runs.SCORES_FILE))
+    runs.score_run(str(workdir), mixtures=8, judge=TINY_JUDGE, log=print)
+    record = json.loads((workdir / "eval.json").read_text())
+    record["selected"]["averaged_steps"] = [6]
+    (workdir / "eval.json").write_text(json.dumps(record))
+    lines = []
+    rescored = runs.score_run(str(workdir), mixtures=8, judge=TINY_JUDGE, log=lines.append)
+    assert [line.split(":")[0] for line in lines] == ["selected net, step 6"]
+    assert rescored["selected"]["averaged_steps"] == [6]
+
+
+@pytest.mark.slow
+def test_a_run_without_a_selected_net_has_no_selected_scores(trained_run, tmp_path):
+    workdir = tmp_path / "run"
+    shutil.copytree(trained_run.workdir, workdir, ignore=shutil.ignore_patterns(runs.SCORES_FILE))
+    shutil.rmtree(workdir / "selected")
+    assert "selected" not in runs.score_run(str(workdir), mixtures=8, judge=TINY_JUDGE, log=print)
 
 
 def _garbage_sources(load):
