@@ -405,20 +405,6 @@ def test_without_fading_the_trainer_weighs_the_energy_term_by_beta(make_config, 
     assert energy_part == pytest.approx(3.0 * logs["loss_energy"], abs=1e-5)
 
 
-def test_the_energy_weight_fades_by_the_run_step_across_a_resume(make_config, stroke_data, caplog):
-    caplog.set_level(logging.INFO, logger="aur_tf")
-    config = make_config(train_steps=3, log_every=1, beta_fade_start=1, beta_fade_steps=4)
-    train_lib.train(config, data=stroke_data)
-    train_lib.train(dataclasses.replace(config, train_steps=6), data=stroke_data)
-    logged = [
-        float(re.search(r"beta_now (\d+\.\d+)", message).group(1))
-        for message in caplog.messages
-        if re.match(r"step \d+/\d+ \|", message)
-    ]
-    # The weight during steps 1..6 (the step counter 0..5 before each).
-    assert logged == pytest.approx([5.0, 5.0, 3.75, 2.5, 1.25, 0.0])
-
-
 @pytest.mark.parametrize("precision", ["float32", "mixed_float16"])
 @pytest.mark.parametrize("mode", ["unsupervised", "supervised"])
 def test_the_trainer_decays_every_learning_rate_by_the_step(
@@ -464,24 +450,26 @@ def test_without_a_decay_the_learning_rates_stay_as_configured(make_config, stro
     assert float(trackables["mask_optimizer"].learning_rate) == pytest.approx(4e-4)
 
 
-def test_the_learning_rates_decay_by_the_run_step_across_a_resume(make_config, stroke_data, caplog):
+def test_the_schedules_follow_the_run_step_across_a_resume(make_config, stroke_data, caplog):
     caplog.set_level(logging.INFO, logger="aur_tf")
     config = make_config(
         train_steps=3,
         log_every=1,
-        mask_learning_rate=4e-4,
-        learning_rate_decay_start=1,
+        beta_fade_start=1,
+        beta_fade_steps=4,
+        learning_rate_decay_start=2,
         learning_rate_decay_steps=4,
     )
     train_lib.train(config, data=stroke_data)
     train_lib.train(dataclasses.replace(config, train_steps=6), data=stroke_data)
-    logged = [
-        float(re.search(r"learning_rate_scale (\d+\.\d+)", message).group(1))
-        for message in caplog.messages
-        if re.match(r"step \d+/\d+ \|", message)
-    ]
-    # The fraction of the rates during steps 1..6 (the step counter 0..5 before each).
-    assert logged == pytest.approx([1.0, 1.0, 0.75, 0.5, 0.25, 0.0])
+    progress = [message for message in caplog.messages if re.match(r"step \d+/\d+ \|", message)]
+
+    def logged(name):
+        return [float(re.search(rf"{name} (\d+\.\d+)", line).group(1)) for line in progress]
+
+    # The values during steps 1..6 (the step counter 0..5 before each).
+    assert logged("beta_now") == pytest.approx([5.0, 5.0, 3.75, 2.5, 1.25, 0.0])
+    assert logged("learning_rate_scale") == pytest.approx([1.0, 1.0, 1.0, 0.75, 0.5, 0.25])
     # The restored rate is the schedule's, so the resume does not report it replaced.
     assert not any("replaces the checkpoint's" in message for message in caplog.messages)
 
