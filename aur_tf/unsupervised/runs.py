@@ -34,7 +34,6 @@ from aur_tf.rundir import (
     EVAL_FILE,
     list_checkpoints,
     load_run,
-    path,
     read_json_object,
     read_record,
     restore_mask_net,
@@ -80,34 +79,37 @@ def _previous(scores_path, settings):
     )
 
 
-def _selected_identity(workdir):
-    """`{"step": ...}` (and `"averaged_steps"` for an average) of the run's selected net as its
-    eval.json records it, or None when the run has no selected net."""
-    record = read_record(path(workdir, EVAL_FILE), "train the run on to record it") or {}
-    selected = record.get("selected")
-    if not isinstance(selected, dict) or "step" not in selected:
-        return None
-    return {key: selected[key] for key in ("step", "averaged_steps") if key in selected}
+def _score_checkpoint(workdir, config, prefix, step, held_out, judge, log):
+    """The entry of the mask net in checkpoint `prefix` (see `score_separation`)."""
+    mask_net, _ = restore_mask_net(workdir, config, prefix)
+    entry = score_separation(step, scores.mask_separation(mask_net), held_out, judge, log)
+    tf.keras.backend.clear_session()
+    return entry
 
 
-def _score_selected(workdir, config, previous, held_out, judge, log):
+def _score_selected(workdir, config, record, previous, held_out, judge, log):
     """The `selected` entry of the scores file (see the module docstring), scored unless
-    `previous` is the entry of the same net; None when the run has no selected net."""
+    `previous` is the entry of the same net; None when the run has no selected net.
+
+    Args:
+      record: the run's eval.json record, whose `selected` names the net in selected/.
+    """
     prefix = selected_checkpoint(workdir)
-    identity = _selected_identity(workdir) if prefix else None
-    if identity is None:
+    selected = record.get("selected")
+    if prefix is None or not isinstance(selected, dict) or "step" not in selected:
         return None
+    identity = {key: selected[key] for key in ("step", "averaged_steps") if key in selected}
     if previous is not None and {k: previous.get(k) for k in identity} == identity:
         return previous
-    mask_net, _ = restore_mask_net(workdir, config, prefix)
-    entry = score_separation(
+    entry = _score_checkpoint(
+        workdir,
+        config,
+        prefix,
         identity["step"],
-        scores.mask_separation(mask_net),
         held_out,
         judge,
         lambda line: log(f"selected net, {line}"),
     )
-    tf.keras.backend.clear_session()
     return {**identity, **entry}
 
 
@@ -176,7 +178,7 @@ def score_run(
     baseline = baseline_record(workdir)
     if baseline is not None:
         return _score_baseline(workdir, baseline, mixtures, judge, log)
-    config, _ = load_run(workdir)
+    config, eval_record = load_run(workdir)
     found = list_checkpoints(workdir)
     if not found:
         raise UserError(f"no checkpoint in {workdir}/checkpoints: train the run first")
@@ -189,15 +191,11 @@ def score_run(
         if validation_mixtures is None
         else validation_mixtures[:mixtures]
     )
-    selected = _score_selected(workdir, config, selected, held_out, judge, log)
+    selected = _score_selected(workdir, config, eval_record, selected, held_out, judge, log)
     for step, prefix in found:
         if step in entries:
             continue
-        mask_net, _ = restore_mask_net(workdir, config, prefix)
-        entries[step] = score_separation(
-            step, scores.mask_separation(mask_net), held_out, judge, log
-        )
-        tf.keras.backend.clear_session()
+        entries[step] = _score_checkpoint(workdir, config, prefix, step, held_out, judge, log)
         # Written after every checkpoint, so a scoring that is stopped keeps what it scored.
         write_scores(workdir, settings, entries, selected)
     return write_scores(workdir, settings, entries, selected)
