@@ -149,17 +149,17 @@ class _StepCountingModel(keras.Model):
         """Sets this step's learning rates: each configured rate, faded linearly to 0 over the
         `learning_rate_decay_steps` after `learning_rate_decay_start` (`schedules.linear_fade`).
 
-        Returns the fraction of the configured rates used now (a float32 scalar in [0, 1]), or
-        None when nothing decays.
+        Returns the scalars to report: `learning_rate_scale`, the fraction of the configured rates
+        used now (a float32 scalar in [0, 1]), or none when nothing decays.
         """
         if self.learning_rate_decay_steps == 0:
-            return None
+            return {}
         scale = schedules.linear_fade(
             1.0, self.step_counter, self.learning_rate_decay_start, self.learning_rate_decay_steps
         )
         for optimizer, rate in self._configured_rates:
             optimizer.learning_rate = rate * scale
-        return scale
+        return {"learning_rate_scale": scale}
 
     def _report(self, values):
         """Tracks one step's scalars and counts the step; returns every tracker's mean, `[1]` each.
@@ -242,7 +242,7 @@ class UnmixRemixTrainer(_StepCountingModel):
         return loss, skipped
 
     def train_step(self, mixtures):
-        learning_rate_scale = self._decay_learning_rates()
+        scheduled = self._decay_learning_rates()
         with tf.GradientTape() as tape:
             masks = self.mask_net(mixtures, training=True)
             x_tilde = mixtures * masks
@@ -294,9 +294,7 @@ class UnmixRemixTrainer(_StepCountingModel):
         }
         if self.beta_fade_steps > 0:
             scalars["beta_now"] = beta_now
-        if learning_rate_scale is not None:
-            scalars["learning_rate_scale"] = learning_rate_scale
-        return self._report(scalars)
+        return self._report({**scalars, **scheduled})
 
 
 class SupervisedTrainer(_StepCountingModel):
@@ -318,7 +316,7 @@ class SupervisedTrainer(_StepCountingModel):
 
     def train_step(self, data):
         mixtures, sources_a = data
-        learning_rate_scale = self._decay_learning_rates()
+        scheduled = self._decay_learning_rates()
         with tf.GradientTape() as tape:
             loss = losses.supervised_loss(
                 2.0 * mixtures * self.mask_net(mixtures, training=True), sources_a
@@ -328,7 +326,4 @@ class SupervisedTrainer(_StepCountingModel):
             self.mask_optimizer, tape, scaled_loss, self.mask_net.trainable_variables
         )
         self.skipped_steps.assign_add(skipped)
-        scalars = {"loss_total": loss}
-        if learning_rate_scale is not None:
-            scalars["learning_rate_scale"] = learning_rate_scale
-        return self._report(scalars)
+        return self._report({"loss_total": loss, **scheduled})
