@@ -2,6 +2,8 @@
 
 import json
 import os
+import re
+import shlex
 import subprocess
 import sys
 
@@ -273,16 +275,30 @@ def test_copy_runs_refuses_two_workdirs_of_one_name(tmp_path):
         report.write_report([str(tmp_path / "*" / "seed0")], str(tmp_path / "out"), copy_runs=True)
 
 
+def _regenerate_command():
+    """The flags of the command docs/results.md gives for regenerating the README's results."""
+    with open(os.path.join(ROOT, "docs", "results.md")) as f:
+        (line,) = [
+            line
+            for line in f
+            if line.startswith("python -m aur_tf.report ") and "--readme=README.md" in line
+        ]
+    return dict(arg.removeprefix("--").split("=", 1) for arg in shlex.split(line)[3:])
+
+
 def test_the_readme_results_regenerate_from_the_committed_run_records(tmp_path):
-    results = os.path.join(ROOT, "docs", "results")
+    flags = _regenerate_command()
+    assert (flags["runs"], flags["out"]) == ("docs/results/runs/*", "docs/results")
+    results = os.path.join(ROOT, flags["out"])
     with open(os.path.join(ROOT, "README.md")) as f:
         readme = f.read()
     (tmp_path / "README.md").write_text(readme)
     # The report goes beside a README copy so the figure's link is the real README's.
     report.write_report(
-        [os.path.join(results, report.RUNS_DIR, "*")],
-        str(tmp_path / "docs" / "results"),
+        [os.path.join(ROOT, flags["runs"])],
+        str(tmp_path / flags["out"]),
         readme=str(tmp_path / "README.md"),
+        readme_runs=flags["readme_runs"].split(","),
     )
     with open(os.path.join(results, report.TABLE_FILE)) as f:
         assert (tmp_path / "docs" / "results" / report.TABLE_FILE).read_text() == f.read()
@@ -298,12 +314,68 @@ def test_readme_gets_the_table_and_figure_between_its_markers_only(runs, tmp_pat
     table = report.write_report([str(runs / "*")], str(tmp_path / "out"), readme=str(readme))
     before, between, after = _split_at_markers(readme.read_text())
     assert before == "# Title\n\n" and after == "\nText after.\n"
-    assert between.startswith("\n" + table + "\n![Separations: mixture | ")
-    assert between.endswith("](../out/separations.png)\n\n")
+    # The README has the report's table less its list of settings, which the link leads to.
+    rows, settings = table.split("\nRuns:\n")
+    assert "- ours_pixel: unsupervised; energy=pixel" in settings
+    assert between.startswith("\n" + rows + "\n![Separations: mixture | ")
+    assert between.endswith(
+        "](../out/separations.png)\n\n"
+        "Every run, with the settings that tell them apart: [../out/results.md](../out/results.md)."
+        "\n\n"
+    )
     assert "an old table" not in between
+    assert sorted(os.listdir(tmp_path / "out")) == [report.TABLE_FILE, report.FIGURE_FILE]
     once = readme.read_text()
     report.write_report([str(runs / "*")], str(tmp_path / "out"), readme=str(readme))
     assert readme.read_text() == once
+
+
+def test_readme_runs_pick_the_readme_rows_and_figure_columns(runs, tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{report.README_BEGIN}\n{report.README_END}\n")
+    table = report.write_report(
+        [str(runs / "*")], str(tmp_path / "out"), readme=str(readme), readme_runs=["ours", "rpca"]
+    )
+    _, between, _ = _split_at_markers(readme.read_text())
+    assert [line.split(" | ")[0] for line in table.split("\n") if line.startswith("| ")][1:] == [
+        "| rpca",
+        "| glo",
+        "| ours",
+        "| ours_pixel",
+    ]
+    assert [line.split(" | ")[0] for line in between.split("\n") if line.startswith("| ")][1:] == [
+        "| rpca",
+        "| ours",
+    ]
+    assert "![Separations: mixture | rpca | ours | ground truth](out/readme_separations.png)" in (
+        between
+    )
+    assert Image.open(tmp_path / "out" / report.README_FIGURE_FILE).width < (
+        Image.open(tmp_path / "out" / report.FIGURE_FILE).width
+    )
+
+
+@pytest.mark.parametrize(
+    "readme_runs, readme, message",
+    [
+        (["ours", "theirs"], True, "--readme_runs: no run is named theirs; the runs are rpca, glo"),
+        (["ours"], False, "--readme_runs names what --readme shows: give --readme too"),
+    ],
+)
+def test_bad_readme_runs_are_a_user_error_before_anything_is_written(
+    runs, tmp_path, readme_runs, readme, message
+):
+    path = tmp_path / "README.md"
+    path.write_text(f"{report.README_BEGIN}\n{report.README_END}\n")
+    with pytest.raises(UserError, match=re.escape(message)):
+        report.write_report(
+            [str(runs / "*")],
+            str(tmp_path / "out"),
+            readme=str(path) if readme else None,
+            readme_runs=readme_runs,
+        )
+    assert path.read_text() == f"{report.README_BEGIN}\n{report.README_END}\n"
+    assert not (tmp_path / "out").exists()
 
 
 def _split_at_markers(text):

@@ -2,8 +2,8 @@
 
 Writes OUT/results.md (Markdown table beside the paper's figures) and OUT/separations.png (a
 Fig. 2-style comparison), and prints the table; `--readme=README.md` also puts both into the
-README between its marker lines. Bad input ends with one line on stderr and exit
-status 2.
+README between its marker lines (`--readme_runs` picks the rows it shows). Bad input ends
+with one line on stderr and exit status 2.
 """
 
 from absl import app, flags
@@ -33,6 +33,13 @@ flags.DEFINE_string(
     "between its two marker lines (see aur_tf.report.results.README_BEGIN and "
     "README_END), replacing what is there.",
 )
+flags.DEFINE_list(
+    "readme_runs",
+    None,
+    "With --readme: the runs (table rows, by the names the table gives them) the README shows, "
+    "comma-separated; default all. The README's tables then link the full report for the rest "
+    "and for every run's settings.",
+)
 flags.DEFINE_integer(
     "figure_mixtures", 4, f"Test mixtures shown in the figure (1 to {SAMPLE_COUNT})."
 )
@@ -55,6 +62,7 @@ def main(argv):
                 flags.FLAGS.figure_mixtures,
                 flags.FLAGS.copy_runs,
                 flags.FLAGS.readme,
+                flags.FLAGS.readme_runs,
             ),
             end="",
         )

@@ -40,6 +40,8 @@ log = logging.getLogger("aur_tf")
 
 TABLE_FILE = "results.md"
 FIGURE_FILE = "separations.png"
+# The README's figure where it shows fewer groups than the report (`readme_runs`).
+README_FIGURE_FILE = "readme_separations.png"
 RUNS_DIR = "runs"  # under OUT, the copied run records (`copy_runs`)
 # The lines of a Markdown file (the README) between which `readme` puts the table and the figure.
 README_BEGIN = "<!-- python -m aur_tf.report --readme: table and figure from here -->"
@@ -321,10 +323,10 @@ def _validation(run, metric):
     return run.results.get("selected", run.results)[metric]
 
 
-def markdown_table(groups):
+def markdown_table(groups, describe=True):
     """The results table: one row per group, test scores first, then validation (what every
-    choice was made on), the paper's MNIST figures beside ours; under it, each group's method
-    and distinguishing settings."""
+    choice was made on), the paper's MNIST figures beside ours; under it, with `describe`, each
+    group's method and distinguishing settings."""
     lines = [
         "| run | test PSNR (dB) | test SSIM | validation PSNR (dB) | validation SSIM | "
         "paper PSNR / SSIM | seeds | steps | train time | "
@@ -366,7 +368,9 @@ def markdown_table(groups):
             "",
             f"Half mask (M = 1/2) on these validation mixtures: {psnr:.2f} dB, {ssim:.3f} SSIM.",
         ]
-    described = [group for group in groups if group.settings or group.name != group.method]
+    described = [
+        group for group in groups if describe and (group.settings or group.name != group.method)
+    ]
     if described:
         lines += ["", "Runs:", ""]
         lines += [
@@ -519,13 +523,16 @@ def split_by_dataset(runs):
     return sorted(by_dataset.items(), key=lambda item: (not _is_paper_mnist(item[1][0]), item[0]))
 
 
-def _figure_name(index):
-    """The figure file of the `index`-th dataset section: separations.png, separations_2.png..."""
-    stem, extension = os.path.splitext(FIGURE_FILE)
-    return FIGURE_FILE if index == 0 else f"{stem}_{index + 1}{extension}"
+def _figure_name(first, index):
+    """The figure file of the `index`-th dataset section: `first` (separations.png),
+    separations_2.png..."""
+    stem, extension = os.path.splitext(first)
+    return first if index == 0 else f"{stem}_{index + 1}{extension}"
 
 
-def write_report(patterns, out_dir, figure_mixtures=4, copy_runs=False, readme=None):
+def write_report(
+    patterns, out_dir, figure_mixtures=4, copy_runs=False, readme=None, readme_runs=None
+):
     """Reads the runs, writes `OUT/results.md` and `OUT/separations.png`; returns the table.
 
     Args:
@@ -535,29 +542,49 @@ def write_report(patterns, out_dir, figure_mixtures=4, copy_runs=False, readme=N
       copy_runs: also copy the runs' records into OUT/runs (`copy_run_records`).
       readme: a Markdown file whose lines between README_BEGIN and README_END become the table
         and the figure, or None. It is checked before anything is written.
+      readme_runs: the names of the groups (table rows) the README shows, or None for all. Its
+        tables leave out the list of settings and link the full report instead; where they
+        show fewer groups than the report, their figures are drawn apart (README_FIGURE_FILE).
+
+    Raises:
+      UserError: bad runs (`find_runs`), a bad README (`read_readme`), `readme_runs` without
+        `readme` or with a name that no group has, or a file that cannot be written.
     """
+    if readme_runs is not None and readme is None:
+        raise UserError("--readme_runs names what --readme shows: give --readme too")
     readme_lines = read_readme(readme) if readme is not None else None
     runs = find_runs(patterns)
+    datasets = [(name, group_runs(dataset_runs)) for name, dataset_runs in split_by_dataset(runs)]
+    _check_readme_runs(readme_runs, datasets)
     try:
         os.makedirs(out_dir, exist_ok=True)
     except OSError as e:
         raise UserError(f"cannot create --out={out_dir} ({e.strerror})") from None
     if copy_runs:
         copy_run_records(runs, out_dir)
-    datasets = split_by_dataset(runs)
     tables, sections, readme_sections = [], [], []
-    for index, (name, dataset_runs) in enumerate(datasets):
-        groups = group_runs(dataset_runs)
-        figure_path = os.path.join(out_dir, _figure_name(index))
+    for index, (name, groups) in enumerate(datasets):
+        figure_path = os.path.join(out_dir, _figure_name(FIGURE_FILE, index))
         shown = render_figure(groups, figure_path, figure_mixtures)
         heading = f"### {name}\n\n" if len(datasets) > 1 else ""
         table = heading + markdown_table(groups)
         tables.append(table)
-        sections.append(table + "\n" + _figure_link(shown, _figure_name(index)))
-        if readme is not None:
-            link = os.path.relpath(figure_path, os.path.dirname(os.path.abspath(readme)))
-            readme_sections.append(table + "\n" + _figure_link(shown, link.replace(os.sep, "/")))
-    with open(os.path.join(out_dir, TABLE_FILE), "w") as f:
+        sections.append(table + "\n" + _figure_link(shown, _figure_name(FIGURE_FILE, index)))
+        readme_groups = [g for g in groups if readme_runs is None or g.name in readme_runs]
+        if readme is None or not readme_groups:
+            continue
+        if len(readme_groups) < len(groups):
+            figure_path = os.path.join(out_dir, _figure_name(README_FIGURE_FILE, index))
+            shown = render_figure(readme_groups, figure_path, figure_mixtures)
+        link = os.path.relpath(figure_path, os.path.dirname(os.path.abspath(readme)))
+        readme_sections.append(
+            heading
+            + markdown_table(readme_groups, describe=False)
+            + "\n"
+            + _figure_link(shown, link.replace(os.sep, "/"))
+        )
+    table_path = os.path.join(out_dir, TABLE_FILE)
+    with open(table_path, "w") as f:
         f.write("# Separation results\n\n" + "\n\n".join(sections) + "\n\n")
         f.write(
             "Each mixture takes two rows of a figure: the estimate matched to source a, "
@@ -565,8 +592,22 @@ def write_report(patterns, out_dir, figure_mixtures=4, copy_runs=False, readme=N
             "only; the scores use them as they are.\n"
         )
     if readme is not None:
+        link = os.path.relpath(table_path, os.path.dirname(os.path.abspath(readme)))
+        readme_sections.append(
+            f"Every run, with the settings that tell them apart: [{link}]({link})."
+        )
         write_readme(readme, readme_lines, "\n\n".join(readme_sections))
     return "\n".join(tables)
+
+
+def _check_readme_runs(names, datasets):
+    """Raises UserError unless every name in `names` (or None) is a group of `datasets`."""
+    known = [group.name for _, groups in datasets for group in groups]
+    unknown = [name for name in names or () if name not in known]
+    if unknown:
+        raise UserError(
+            f"--readme_runs: no run is named {', '.join(unknown)}; the runs are " + ", ".join(known)
+        )
 
 
 def _figure_link(shown, path):
