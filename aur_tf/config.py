@@ -92,10 +92,11 @@ def setting(default, help_text):
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """Every setting of a training run; defaults are the paper's MNIST setup (Sec. 4-5)."""
+    """Every setting of a training run; defaults are the paper's MNIST setup (Sec. 4-5), the
+    settings of configs/mnist_paper.cfg."""
 
     workdir: str = setting(
-        "runs/mnist",
+        "runs/mnist_paper",
         "Directory for checkpoints, TensorBoard logs and "
         "eval.json; running again with the same workdir resumes.",
     )
@@ -153,11 +154,11 @@ class Config:
     # Optimisation (Eq. 10 and Sec. 4).
     train_steps: int = setting(25_000, "Total mask-net steps.")
     batch_pairs: int = setting(
-        64, "Pairs (y1, y2) per step; each step reads twice as many mixtures."
+        32, "Pairs (y1, y2) per step; each step reads twice as many mixtures."
     )
     mask_learning_rate: float = setting(1e-4, "Adam learning rate of the mask net.")
     disc_learning_rate: float = setting(1e-4, "Adam learning rate of the discriminator.")
-    adam_beta1: float = setting(0.5, "Adam beta_1 of both optimizers.")
+    adam_beta1: float = setting(0.9, "Adam beta_1 of both optimizers.")
     learning_rate_decay_start: int = setting(
         0,
         "Steps trained at the full learning rates before they decay (with "

@@ -5,6 +5,7 @@ import pytest
 from cli_helpers import config_from_flags
 from synthetic import tiny_config
 
+from aur_tf.config import Config
 from aur_tf.errors import UserError
 
 REPOSITORY = pathlib.Path(__file__).resolve().parents[1]
@@ -50,6 +51,13 @@ def test_every_flagfile_gives_valid_settings(flagfile, monkeypatch):
     settings = _settings_of_flagfile(flagfile)
     assert settings["workdir"].startswith("runs/")
     assert settings["workdir"] != "runs/mnist" or flagfile == "configs/mnist.cfg"
+
+
+def test_the_defaults_are_the_papers_mnist_setup(monkeypatch):
+    """A run without flags is configs/mnist_paper.cfg's, in its workdir, so it can never take
+    the workdir of the recommended configs/mnist.cfg (a resume there would refuse the width)."""
+    monkeypatch.chdir(REPOSITORY)
+    assert Config().to_dict() == _settings_of_flagfile("configs/mnist_paper.cfg")
 
 
 def test_shoes_bags_flagfile_is_the_papers_mnist_setup_on_shoes_and_bags(monkeypatch):
