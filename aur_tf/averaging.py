@@ -23,10 +23,9 @@ def average_mask_net(workdir, config, count):
     """A mask net whose every weight is the mean of that weight over the run's newest `count`
     checkpoints.
 
-    BatchNorm's moving statistics are averaged like the other weights: measured on validation
-    mixtures, that scores higher than re-estimating them on training mixtures for the averaged
-    weights. A checkpoint that does not load is left out, with a warning. Nothing in the workdir
-    is written.
+    BatchNorm's moving statistics are averaged like the other weights (docs/method.md has why
+    they are not re-estimated). A checkpoint that does not load is left out, with a warning.
+    Nothing in the workdir is written.
 
     Args:
       workdir: the run's workdir.

@@ -2,19 +2,18 @@
 
 Every pass of a convolution is one of three TensorFlow ops: Conv2D (the forward pass), the filter
 gradient, and Conv2DBackpropInput, which is both a convolution's input gradient and a transposed
-convolution's forward pass. On AVX2 CPUs TensorFlow's oneDNN Conv2DBackpropInput is very slow for
-small images with many channels: for 128 images, 2x2x512 -> 4x4x256 takes 0.9 s (2 GFLOP/s) where
-the same multiply-adds as a Conv2D take 35 ms, and at the paper's widths it is more than half of a
-training step. So each transposed convolution here is computed as four 2x2 stride-1 Conv2Ds, one
+convolution's forward pass. On AVX2 CPUs TensorFlow's oneDNN Conv2DBackpropInput is many times
+slower than a Conv2D of the same multiply-adds for small images with many channels, and at the
+paper's widths it is more than half of a training step (docs/training-speed.md has the figures).
+So each transposed convolution here is computed as four 2x2 stride-1 Conv2Ds, one
 per output phase, interleaved (the sub-pixel identity: output pixel (2m + a, 2l + b) sees only
 input pixels m + a - 1 + {0, 1} and l + b - 1 + {0, 1}, through the kernel taps 3 - a - 2s and
 3 - b - 2t). The layers keep Keras's kernels, names and results (equal up to float rounding), so
 checkpoints and exports are unchanged; export writes the stock Keras layers.
 
 On CPUs with AVX-512 oneDNN runs the same Conv2DBackpropInput with its brgemm avx512_core kernel
-at matmul speed (the example above: 15 ms, 143 GFLOP/s), and there TensorFlow's own kernels make
-a whole training step ~15% faster than the phases do; `native_kernels_are_fast` tells the two
-kinds of machine apart.
+at matmul speed, and there TensorFlow's own kernels make a whole training step faster than the
+phases do; `native_kernels_are_fast` tells the two kinds of machine apart.
 """
 
 import keras
@@ -29,8 +28,8 @@ def native_kernels_are_fast():
     """Whether TensorFlow's own transposed-convolution kernels beat the phases here.
 
     True with a visible GPU (cuDNN) or a CPU with AVX-512 (oneDNN's avx512_core kernels). False on
-    other CPUs (AVX2: ~2 GFLOP/s) and where the CPU's flags cannot be read: a wrong guess there
-    costs the phases ~15-20% of a step, the native kernels up to 3x.
+    other CPUs and where the CPU's flags cannot be read: a wrong guess there costs the phases a
+    fraction of a step, the native kernels a multiple of one.
     """
     return bool(tf.config.list_logical_devices("GPU")) or machine.has_avx512_core(
         machine.cpu_flags()

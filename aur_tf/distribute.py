@@ -21,7 +21,7 @@ _ROLES = ("chief", "worker")
 # host:port, the host a name, an IPv4 address or a bracketed IPv6 one.
 _ADDRESS = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):([0-9]{1,5})")
 _MAX_PORT = 65535
-_SCALING_OUT = "see README, Scaling out"
+_SCALING_OUT = "see docs/scaling-out.md"
 
 
 def make_strategy(name):

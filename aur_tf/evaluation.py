@@ -20,7 +20,7 @@ def quality_mark_key(mark):
 
 
 def seconds_to_quality_marks(history):
-    """First training time (s) at which each test metric reached each of its `QUALITY_MARKS`.
+    """First training time (s) at which each validation metric reached each of its `QUALITY_MARKS`.
 
     Args:
       history: evaluations in step order, dicts with `train_seconds` and every metric of

@@ -1,8 +1,7 @@
-"""The machine a run trains on: its time per step, and which convolution kernels are fast on it.
+"""The machine a run trains on: its description, and which convolution kernels are fast on it.
 
-Runs of this repository have moved between CPUs whose steps differ 4x in time, so every eval.json
-names the machines its run trained on (`describe`), and `--conv_kernels=auto` reads the CPU's
-instruction sets (`cpu_flags`).
+A run's step time depends several-fold on the CPU, so every eval.json names the machines its run
+trained on (`describe`), and `--conv_kernels=auto` reads the CPU's instruction sets (`cpu_flags`).
 """
 
 import os

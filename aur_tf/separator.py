@@ -414,9 +414,9 @@ def _cpu_threads(options):
 def _data_parallel(run_threaded, run_single, workers):
     """A run function that splits batches of >= `workers` images over `workers` threads.
 
-    onnxruntime's CPU Conv and ConvTranspose parallelise one batch poorly on a few cores: on 2
-    cores, two single-threaded runs of half a batch each separate 1.3-1.6x the images per second
-    of one 2-thread run at batch 16 to 256 (docs/deployment.md). Below one image per thread the
+    onnxruntime's CPU Conv and ConvTranspose parallelise one batch poorly on a few cores, so
+    single-threaded runs of a part of the batch each beat one multi-threaded run
+    (docs/deployment.md has the figures). Below one image per thread the
     intra-op threads are the only parallelism there is, so `run_threaded` takes those batches.
 
     Args:

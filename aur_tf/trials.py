@@ -6,11 +6,11 @@ seeds for S steps each, keeps the one with the highest combined score at step S 
 to `--train_steps`. The combined score (`scores.remix_minus_judge_db`, dB, higher is better) is
 the remix consistency of the trial's evaluation at step S less 20 dB per unit of judge AUC above
 chance. The judge, a fresh discriminator, is trained to tell mixtures from the remixes of the
-trial's final checkpoint (step S) by `unsupervised.runs.score_run`: about 10 s per trial on 2 CPU
-cores with 1 000 mixtures. Remix consistency alone can rate a seed stuck in a consistent wrong
-split as high as one that separated; the judge tells the stuck seed's remixes from real mixtures
-better (docs/unsupervised-score.md has the figures). Both read the first
-`--unsupervised_mixtures` validation mixtures alone: no clean source takes part in the choice.
+trial's final checkpoint (step S) by `unsupervised.runs.score_run`. Remix consistency alone can
+rate a seed stuck in a consistent wrong split as high as one that separated; the judge tells the
+stuck seed's remixes from real mixtures better (docs/unsupervised-score.md has the figures). Both
+read the first `--unsupervised_mixtures` validation mixtures alone: no clean source takes part in
+the choice.
 While no trial has reached `--trial_min_score_db` (of the combined score), another round of N
 fresh seeds is trained, up to `--trial_rounds` rounds; the winner is the best trial of all rounds.
 

@@ -10,8 +10,8 @@ those flags) x {real tf.data pipeline, one in-memory batch} it times `--steps` s
 k-th step the step times are bimodal, and a median would land anywhere between the two modes, so
 `--steps` must be whole cycles of k. FLOPs are counted from the layers' shapes (2 multiply-adds per
 weight use in every convolution; the backward pass counted as twice the forward, input and weight
-gradients), so GFLOP/s is what the step achieves of the machine's matmul rate (55-70 GFLOP/s on the
-2 AVX2 cores of README, Training speed).
+gradients), so GFLOP/s is what the step achieves of the machine's matmul rate
+(docs/training-speed.md has the rates measured here).
 
 With --torch_python (a Python that has torch, e.g. `pip install torch==2.13.0` in its own venv;
 torch is never an aur_tf dependency) the same network and batch run in the independent PyTorch
@@ -166,7 +166,8 @@ def print_time_to_quality(path):
     for metric, marks in evaluation.seconds_to_quality_marks(results["history"]).items():
         for mark, seconds in marks.items():
             reached = "not yet" if seconds is None else f"{seconds / 60:.1f} min of training"
-            print(f"test set at {mark} {evaluation.QUALITY_MARK_UNITS[metric]}: {reached} ({now})")
+            unit = evaluation.QUALITY_MARK_UNITS[metric]
+            print(f"validation at {mark} {unit}: {reached} ({now})")
 
 
 def main():

@@ -31,7 +31,7 @@ _BN_MOMENTUM = 0.9
 
 @dataclasses.dataclass(frozen=True)
 class GloSettings:
-    """Settings of the GLO baseline; the defaults train in about 20 minutes on 2 CPU cores."""
+    """Settings of the GLO baseline."""
 
     glo_latent_dim: int = setting(
         32, "GLO: dimension of each mixture's latent code (on the unit sphere)."

@@ -267,7 +267,8 @@ def _steps(group):
 
 
 def _time_to_quality(group):
-    """Minutes of training until each test metric first reached each quality mark, over the seeds.
+    """Minutes of training until each validation metric first reached each quality mark, over
+    the seeds.
 
     Read from each run's evaluation history, so runs written before a mark was added have it too.
     `—` for methods without a history (baselines); `not reached` where no seed did; a mark only

@@ -200,9 +200,8 @@ def remix_minus_judge_db(remix_consistency_db, judge_auc):
     Remix consistency alone rates a mask that splits every mixture the same wrong way as high as
     one that separates; the judge tells the remixes of such a mask from real mixtures, and its
     AUC costs it here: an AUC of 0.6 costs 2 dB, one of 0.9 costs 8 dB (one below chance adds
-    as much). The weight 20 was fixed before the judge's
-    figures on Fashion-MNIST were seen and has not been tuned on them; docs/unsupervised-score.md
-    has how well the combination ranks checkpoints and runs.
+    as much). docs/unsupervised-score.md has how well the combination ranks checkpoints and
+    runs.
 
     Args:
       remix_consistency_db: `remix_consistency_db` of the separation, in dB.
