@@ -25,13 +25,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from aur_tf import distribute, evaluation, rundir
+from aur_tf import distribute, evaluation, metrics, rundir
 from aur_tf.errors import TrainingDiverged
 from aur_tf.unsupervised import scores as unsupervised_scores
 
 log = logging.getLogger("aur_tf")
-
-_GRID_IMAGES = 8  # validation mixtures in the TensorBoard image grid and samples.npz
 
 
 def _is_due(step, every, last):
@@ -319,11 +317,9 @@ def _image_grid(split, masks):
     """`[1, n*H, 5*W, C]` rows of mixture | estimate a | estimate b | true a | true b."""
     n = len(masks)
     mixtures = split.mixtures[:n]
-    estimate_a = 2.0 * mixtures * masks
     columns = [
         mixtures,
-        estimate_a,
-        2.0 * mixtures - estimate_a,
+        *metrics.estimates_from_mask(mixtures, masks),
         split.sources_a[:n],
         split.sources_b[:n],
     ]
@@ -431,7 +427,7 @@ class Evaluation(keras.callbacks.Callback):
         )
         if self.selection is not None and self.selection.best is not None:
             self.results["selected"] = self.selection.best
-        masks = evaluation.predict_masks(mask_net, self.split.mixtures[:_GRID_IMAGES])
+        masks = evaluation.predict_masks(mask_net, self.split.mixtures[: rundir.SAMPLE_COUNT])
         if self.chief:
             self._write_record()
             rundir.write_mask_samples(self.config.workdir, self.split, masks, scores["permutation"])

@@ -120,9 +120,8 @@ def energy_equity_loss_hinge(x_tilde, b_tilde, margin=0.5):
 def energy_loss(name, margin=0.5):
     """The energy-equity term `--energy=name` as a function of `(x_tilde, b_tilde)`; `margin` is
     the hinge term's dead zone (`energy_equity_loss_hinge`), unused by the others."""
-    if name == "hinge":
-        return functools.partial(energy_equity_loss_hinge, margin=margin)
-    return ENERGY_LOSSES[name]
+    loss = ENERGY_LOSSES[name]
+    return functools.partial(loss, margin=margin) if name == "hinge" else loss
 
 
 def cycle_loss_eq9(y_bar, y):

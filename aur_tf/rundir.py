@@ -56,7 +56,7 @@ SELECTED_DIR = "selected"
 SAMPLES_FILE = "samples.npz"
 TRIALS_DIR = "trials"
 TRIALS_FILE = "trials.json"
-SAMPLE_COUNT = 8  # mixtures in samples.npz
+SAMPLE_COUNT = 8  # mixtures in samples.npz and in the TensorBoard image grid
 
 # Settings a resumed run must share with the checkpoint it resumes: they change the data or the
 # shapes of what was saved. Everything else (steps, logging, learning rates) may change.

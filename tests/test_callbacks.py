@@ -125,3 +125,22 @@ def test_training_stops_at_train_steps():
     assert not trainer.stop_training
     _steps(stop, trainer, {}, 1)
     assert trainer.stop_training
+
+
+def test_image_grid_rows_are_mixture_estimates_and_sources():
+    rng = np.random.default_rng(0)
+    split = types.SimpleNamespace(
+        **{name: rng.random((3, 4, 5, 1), np.float32) for name in ("sources_a", "sources_b")}
+    )
+    split.mixtures = (split.sources_a + split.sources_b) / 2
+    masks = np.stack([np.ones((4, 5, 1)), np.zeros((4, 5, 1))])  # two of the three mixtures
+    grid = callbacks._image_grid(split, masks)
+    assert grid.shape == (1, 2 * 4, 5 * 5, 1)
+    first, second = grid[0, :4], grid[0, 4:]
+    y0, y1 = split.mixtures[0], split.mixtures[1]
+    columns = [first[:, 5 * i : 5 * (i + 1)] for i in range(5)]
+    expected = [y0, np.clip(2 * y0, 0, 1), 0 * y0, split.sources_a[0], split.sources_b[0]]
+    for column, want in zip(columns, expected):
+        np.testing.assert_allclose(column, want, atol=1e-6)
+    np.testing.assert_allclose(second[:, 5:10], 0 * y1, atol=1e-6)
+    np.testing.assert_allclose(second[:, 10:15], np.clip(2 * y1, 0, 1), atol=1e-6)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from aur_tf import losses
+from aur_tf import config, losses
 
 
 def test_discriminator_loss_eq4_hand_computed():
@@ -105,6 +105,10 @@ def test_losses_return_float32_scalars_for_half_precision_inputs(name):
         losses.discriminator_loss_eq4(x[:, 0, 0, :1], x[:, 0, 0, :1]),
     ):
         assert value.dtype == tf.float32 and value.shape == ()
+
+
+def test_every_energy_term_the_config_accepts_is_a_loss():
+    assert sorted(losses.ENERGY_LOSSES) == sorted(config.ENERGY_TERMS)
 
 
 def test_energy_none_is_zero():
