@@ -36,16 +36,23 @@ def native_kernels_are_fast():
     )
 
 
-def _pad_one_pixel(images):
+def pad_one_pixel(images):
+    """`[batch, H, W, C]` -> `[batch, H + 2, W + 2, C]`, zero-padded: what every phase reads."""
     return tf.pad(images, [[0, 0], [1, 1], [1, 1], [0, 0]])
+
+
+def phase_tap(kernel, row_phase, column_phase, row, column):
+    """The `[out, in]` tap of a `[4, 4, out, in]` transposed-convolution kernel through which
+    output pixel (2m + row_phase, 2l + column_phase) sees the padded input pixel
+    (m + row_phase + row, l + column_phase + column), `row` and `column` in {0, 1}."""
+    return kernel[
+        KERNEL_SIZE - 1 - row_phase - 2 * row, KERNEL_SIZE - 1 - column_phase - 2 * column
+    ]
 
 
 def _phase_kernel(kernel, row_phase, column_phase):
     """`[4, 4, out, in]` transposed-convolution kernel -> `[2, 2, in, out]` kernel of one phase."""
-    taps = [
-        [kernel[3 - row_phase - 2 * s, 3 - column_phase - 2 * t] for t in range(2)]
-        for s in range(2)
-    ]
+    taps = [[phase_tap(kernel, row_phase, column_phase, s, t) for t in range(2)] for s in range(2)]
     return tf.transpose(tf.stack([tf.stack(row) for row in taps]), [0, 1, 3, 2])
 
 
@@ -61,7 +68,7 @@ def _transposed_by_phases(images, kernel):
     """
     shape = tf.shape(images)
     batch, height, width = shape[0], shape[1], shape[2]
-    padded = _pad_one_pixel(images)
+    padded = pad_one_pixel(images)
     phases = tf.stack(
         [
             tf.stack(

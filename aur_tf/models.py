@@ -11,9 +11,8 @@ import math
 import keras
 
 from aur_tf.config import CHANNEL_COUNTS, IMAGE_SIZES
-from aur_tf.convolutions import PhaseConv2D, PhaseConv2DTranspose
+from aur_tf.convolutions import KERNEL_SIZE, PhaseConv2D, PhaseConv2DTranspose
 
-_KERNEL = 4
 _DOWN_STEPS = 4  # DiscoGAN: 32x32 -> 2x2 and 64x64 -> 4x4 bottleneck.
 _LEAK = 0.2
 # PyTorch-style running averages (keras momentum 0.9 == torch momentum 0.1) so the inference-mode
@@ -34,7 +33,7 @@ def _conv(filters, dtype, name, strides=2, padding="same", by_phases=False):
     layer = PhaseConv2D if by_phases else keras.layers.Conv2D
     return layer(
         filters,
-        _KERNEL,
+        KERNEL_SIZE,
         strides=strides,
         padding=padding,
         use_bias=False,
@@ -48,7 +47,7 @@ def _conv_transpose(filters, dtype, name, by_phases=False):
     layer = PhaseConv2DTranspose if by_phases else keras.layers.Conv2DTranspose
     return layer(
         filters,
-        _KERNEL,
+        KERNEL_SIZE,
         strides=2,
         padding="same",
         use_bias=False,
@@ -143,7 +142,7 @@ def build_discriminator(
     """
     _check_shape(image_size, channels)
     layers = [keras.Input((image_size, image_size, channels), name="image")]
-    for i in range(int(math.log2(image_size // _KERNEL))):
+    for i in range(int(math.log2(image_size // KERNEL_SIZE))):
         layers.append(_conv(width * 2**i, dtype, f"down{i}_conv", by_phases=phase_convolutions))
         if i > 0:
             layers.append(_batch_norm(dtype, f"down{i}_bn", synchronized_bn))

@@ -27,11 +27,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-KERNEL = 4
-
-
-def _pad_one_pixel(images):
-    return tf.pad(images, [[0, 0], [1, 1], [1, 1], [0, 0]])
+from aur_tf.convolutions import KERNEL_SIZE, pad_one_pixel, phase_tap
 
 
 def _constant_weight(layer, name, value):
@@ -58,14 +54,14 @@ class MatMulConv2D(keras.layers.Layer):
 
     def call(self, images):
         _, height, width, _ = images.shape
-        padded = _pad_one_pixel(images)
+        padded = pad_one_pixel(images)
         # Tap (u, v) of every output pixel: one strided slice; their concatenation along the
         # channels is the im2col matrix, in the kernel's [u, v, in] order.
         patches = tf.concat(
             [
                 padded[:, u : u + height : 2, v : v + width : 2]
-                for u in range(KERNEL)
-                for v in range(KERNEL)
+                for u in range(KERNEL_SIZE)
+                for v in range(KERNEL_SIZE)
             ],
             axis=-1,
         )
@@ -88,7 +84,7 @@ class MatMulConv2DTranspose(keras.layers.Layer):
                 f"phase{a}{b}",
                 np.stack(
                     [
-                        np.stack([kernel[3 - a - 2 * s, 3 - b - 2 * t].T for t in range(2)])
+                        np.stack([phase_tap(kernel, a, b, s, t).T for t in range(2)])
                         for s in range(2)
                     ]
                 ).reshape(-1, kernel.shape[2]),
@@ -99,7 +95,7 @@ class MatMulConv2DTranspose(keras.layers.Layer):
 
     def call(self, images):
         _, height, width, _ = images.shape
-        padded = _pad_one_pixel(images)
+        padded = pad_one_pixel(images)
         phases = []
         for a in range(2):
             for b in range(2):
@@ -133,7 +129,7 @@ class SubpixelConv2DTranspose(keras.layers.Layer):
             for b in range(2):
                 for s in range(2):
                     for t in range(2):
-                        window[a + s, b + t, :, 2 * a + b] = kernel[3 - a - 2 * s, 3 - b - 2 * t].T
+                        window[a + s, b + t, :, 2 * a + b] = phase_tap(kernel, a, b, s, t).T
         self.window = _constant_weight(self, "window", window.reshape(3, 3, depth, 4 * out))
 
     def call(self, images):
