@@ -59,6 +59,8 @@ def predict_masks(mask_net, mixtures, batch_size=500):
 
 
 def is_collapsed(energy_share):
+    """Whether one output carries nearly all energy: `energy_share`, source a's share of both
+    estimates' energy in [0, 1], outside (1 - COLLAPSE_ENERGY_SHARE, COLLAPSE_ENERGY_SHARE)."""
     return not 1 - COLLAPSE_ENERGY_SHARE < energy_share < COLLAPSE_ENERGY_SHARE
 
 

@@ -111,12 +111,17 @@ def check(needed, what, fix, available=None):
         )
 
 
-def check_training(config, available=None):
-    """`check` for a whole training run of `config`: its mixtures and one training step."""
-    counts = " ".join(
+def mixture_count_flags(config):
+    """`config`'s mixture counts as the flags that set them, for messages that name the fix."""
+    return " ".join(
         f"--{split}_mixtures={getattr(config, f'{split}_mixtures')}"
         for split in ("train", "validation", "test")
     )
+
+
+def check_training(config, available=None):
+    """`check` for a whole training run of `config`: its mixtures and one training step."""
+    counts = mixture_count_flags(config)
     check(
         mixture_bytes(config) + training_bytes(config),
         f"{counts} --batch_pairs={config.batch_pairs} --mask_width={config.mask_width} "

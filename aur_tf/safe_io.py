@@ -41,6 +41,11 @@ _FILE_TYPES = (
     (stat.S_ISBLK, "a block device"),
 )
 _NPY_SUFFIX = ".npy"
+# The .npy format versions read, with their header parsers; 3.0 (UTF-8 headers) is refused.
+NPY_HEADER_READERS = {
+    (1, 0): np.lib.format.read_array_header_1_0,
+    (2, 0): np.lib.format.read_array_header_2_0,
+}
 _READ_CHUNK = 1 << 24  # bytes per read of array data: large, yet short reads are detected early
 
 
@@ -129,16 +134,12 @@ def _read_npy(stream, size, max_bytes):
       ValueError: a header NumPy cannot parse.
     """
     version = np.lib.format.read_magic(stream)
-    readers = {
-        (1, 0): np.lib.format.read_array_header_1_0,
-        (2, 0): np.lib.format.read_array_header_2_0,
-    }
-    if version not in readers:
+    if version not in NPY_HEADER_READERS:
         raise FileRefused(
             f".npy format version {version[0]}.{version[1]} is not supported: save "
             "it with numpy.save"
         )
-    shape, fortran_order, dtype = readers[version](stream)
+    shape, fortran_order, dtype = NPY_HEADER_READERS[version](stream)
     if dtype.hasobject:
         raise FileRefused("it holds Python objects, which are never unpickled: store numbers")
     if any(n < 0 for n in shape):

@@ -149,15 +149,9 @@ def make_mixture_dataset(source_a, source_b, config):
     except MemoryError:
         shape = "x".join(str(n) for n in prepared["a", "train"].shape[1:])
         raise UserError(
-            f"not enough memory for {_mixture_counts(config)} mixtures of {shape} "
+            f"not enough memory for {memory.mixture_count_flags(config)} mixtures of {shape} "
             "(three float32 copies each): lower them"
         ) from None
-
-
-def _mixture_counts(config):
-    return " ".join(
-        f"--{split}_mixtures={getattr(config, f'{split}_mixtures')}" for split in SPLITS
-    )
 
 
 def load_mixture_dataset(config):
@@ -174,7 +168,7 @@ def load_mixture_dataset(config):
         )
     memory.check(
         memory.mixture_bytes(config),
-        f"{_mixture_counts(config)} of {config.image_size}x{config.image_size}x"
+        f"{memory.mixture_count_flags(config)} of {config.image_size}x{config.image_size}x"
         f"{config.channels} (three float32 copies each)",
         "lower them",
     )

@@ -428,13 +428,9 @@ def _load_npz(spec: SourceSpec, name: str, cache_dir: str):
 
 def _holds_one_array(path: str) -> bool:
     """Whether `path` starts with a valid .npy header: np.save's output, not np.savez's."""
-    readers = {
-        (1, 0): np.lib.format.read_array_header_1_0,
-        (2, 0): np.lib.format.read_array_header_2_0,
-    }
     try:
         with safe_io.open_regular(path) as f:
-            reader = readers.get(np.lib.format.read_magic(f))
+            reader = safe_io.NPY_HEADER_READERS.get(np.lib.format.read_magic(f))
             return reader is not None and reader(f) is not None
     except (OSError, ValueError, safe_io.FileRefused):
         return False

@@ -127,7 +127,14 @@ def remix_consistency_db(separate, mixtures, partner):
 
 
 def roc_auc(positive, negative):
-    """The probability that a random positive scores above a random negative (ties count 1/2)."""
+    """The probability that a random positive scores above a random negative (ties count 1/2).
+
+    Args:
+      positive, negative: `[P]` and `[N]` scores, P, N >= 1, any real values.
+
+    Returns:
+      The ROC AUC, a float in [0, 1].
+    """
     scores = np.concatenate([positive, negative])
     ranks = _average_ranks(scores)
     wins = ranks[: len(positive)].sum() - len(positive) * (len(positive) + 1) / 2
