@@ -7,14 +7,12 @@ trained on (`describe`), and `--conv_kernels=auto` reads the CPU's instruction s
 import os
 import platform
 
-import tensorflow as tf
-
 CPUINFO = "/proc/cpuinfo"
 # The instruction sets of oneDNN's avx512_core kernels.
 AVX512_CORE_FLAGS = frozenset({"avx512f", "avx512bw", "avx512dq", "avx512vl"})
 
 
-def _first_cpu_fields(cpuinfo_path):
+def cpu_fields(cpuinfo_path=CPUINFO):
     """The `key: value` lines of the first CPU in `cpuinfo_path`; empty where it is unreadable."""
     fields = {}
     try:
@@ -35,18 +33,19 @@ def _flags(cpu_fields):
 
 def cpu_flags(cpuinfo_path=CPUINFO):
     """The CPU's instruction-set flags (`avx2`, `avx512f`, ...); empty where they cannot be read."""
-    return _flags(_first_cpu_fields(cpuinfo_path))
+    return _flags(cpu_fields(cpuinfo_path))
 
 
 def has_avx512_core(flags):
     return AVX512_CORE_FLAGS <= flags
 
 
-def _usable_cores():
+def usable_cores():
+    """The CPU cores this process may run on (its affinity, e.g. in a container), >= 1."""
     try:
-        return len(os.sched_getaffinity(0))  # What this process may use, e.g. in a container.
-    except AttributeError:
-        return os.cpu_count()
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # no affinity outside Linux
+        return os.cpu_count() or 1
 
 
 def describe(cpuinfo_path=CPUINFO):
@@ -54,11 +53,14 @@ def describe(cpuinfo_path=CPUINFO):
 
     E.g. "AMD EPYC, 2 cores, AVX-512" or "Intel(R) Xeon(R) ..., 8 cores, AVX2, GPU: NVIDIA A100".
     """
-    fields = _first_cpu_fields(cpuinfo_path)
+    # Imported here: the deployment path (aur_tf.separator) uses this module without TensorFlow.
+    import tensorflow as tf
+
+    fields = cpu_fields(cpuinfo_path)
     flags = _flags(fields)
     parts = [
         fields.get("model name") or platform.processor() or platform.machine() or "CPU",
-        f"{_usable_cores()} cores",
+        f"{usable_cores()} cores",
     ]
     if has_avx512_core(flags):
         parts.append("AVX-512")

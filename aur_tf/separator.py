@@ -31,7 +31,7 @@ import os
 
 import numpy as np
 
-from aur_tf import safe_io
+from aur_tf import machine, safe_io
 from aur_tf.errors import UserError
 
 INPUT_NAME = "mixture"
@@ -403,12 +403,7 @@ def _load_onnx(path, provider, options):
 
 def _cpu_threads(options):
     """CPU threads of a separator on onnxruntime's CPU provider (`ProviderOptions.threads`)."""
-    if options.threads:
-        return options.threads
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # no affinity outside Linux
-        return os.cpu_count() or 1
+    return options.threads or machine.usable_cores()
 
 
 def _data_parallel(run_threaded, run_single, workers):

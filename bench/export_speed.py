@@ -23,13 +23,14 @@ idle machine.
 
 import json
 import os
+import platform
 import statistics
 import time
 
 import numpy as np
 from absl import app, flags
 
-from aur_tf import cli
+from aur_tf import cli, machine
 from aur_tf.errors import UserError
 from aur_tf.separator import ONNX_PROVIDERS, Separator
 from export.separate import define_provider_option_flags, provider_options_from_flags
@@ -97,18 +98,11 @@ def matmul_gflops(repetitions=5, size=_MATMUL_SIZE):
     return statistics.median(rates)
 
 
-def cpu_description(cpuinfo="/proc/cpuinfo"):
+def cpu_description(cpuinfo=machine.CPUINFO):
     """`model name (avx2, avx512f, ...)` of the first CPU in `cpuinfo`, or the platform's name."""
-    try:
-        with open(cpuinfo) as f:
-            fields = dict(
-                line.split(":", 1) for line in f.read().split("\n\n")[0].splitlines() if ":" in line
-            )
-    except OSError:
-        import platform
-
+    fields = machine.cpu_fields(cpuinfo)
+    if not fields:
         return platform.processor() or platform.machine()
-    fields = {key.strip(): value.strip() for key, value in fields.items()}
     wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
     present = [flag for flag in wanted if flag in fields.get("flags", "").split()]
     return f"{fields.get('model name', 'unknown CPU')} ({', '.join(present) or 'no AVX2'})"

@@ -22,7 +22,7 @@ _AVX512_CORE = "avx512f avx512dq avx512bw avx512vl avx512_vnni"
 def cpuinfo(tmp_path, monkeypatch):
     """Writes a fake /proc/cpuinfo (None: none at all), no GPUs; returns its path."""
     monkeypatch.setattr(tf.config, "list_physical_devices", lambda device_type=None: [])
-    monkeypatch.setattr(machine, "_usable_cores", lambda: 2)
+    monkeypatch.setattr(machine, "usable_cores", lambda: 2)
     path = tmp_path / "cpuinfo"
 
     def write(text):
@@ -81,4 +81,4 @@ def test_describe_names_the_gpus(cpuinfo, monkeypatch):
 
 
 def test_describe_this_machine_names_its_cores():
-    assert f"{machine._usable_cores()} cores" in machine.describe()
+    assert f"{machine.usable_cores()} cores" in machine.describe()
