@@ -15,21 +15,15 @@ def test_flops_of_the_papers_net(export_speed):
     assert export_speed.mask_net_flops(64, 1, 64) == 4 * export_speed.mask_net_flops(32, 1, 64)
 
 
-def test_flops_match_the_keras_layers(export_speed):
-    import keras
-
+@pytest.mark.parametrize("image_size, channels, width", [(32, 3, 8), (64, 1, 4)])
+def test_flops_match_the_keras_layers(export_speed, train_speed, image_size, channels, width):
+    """export_speed counts without TensorFlow what train_speed counts from the built layers."""
     from aur_tf import models
 
-    mask_net = models.build_mask_net(32, 3, 8)
-    multiply_adds = 0
-    for layer in mask_net.layers:
-        if isinstance(layer, keras.layers.Conv2DTranspose):
-            _, height, width, depth = layer.input.shape
-            multiply_adds += height * width * 16 * depth * layer.filters
-        elif isinstance(layer, keras.layers.Conv2D):
-            _, height, width, _ = layer.output.shape
-            multiply_adds += height * width * 16 * layer.input.shape[-1] * layer.filters
-    assert export_speed.mask_net_flops(32, 3, 8) == 2 * multiply_adds
+    mask_net = models.build_mask_net(image_size, channels, width)
+    assert export_speed.mask_net_flops(image_size, channels, width) == (
+        train_speed.forward_flops(mask_net)
+    )
 
 
 def test_cpu_description_names_model_and_vector_flags(export_speed, tmp_path):
