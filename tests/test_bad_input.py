@@ -827,7 +827,7 @@ def test_bad_cluster_config_is_refused_in_one_line(
     monkeypatch.setenv("TF_CONFIG", json.dumps(tf_config))
     before = snapshot(case)
     status, _, err = run_cli(*BASE_ARGS, "--strategy=multi_worker", FRESH)
-    assert_one_line_error(status, err, r"\$TF_CONFIG.*" + expected + r".*Scaling out")
+    assert_one_line_error(status, err, r"\$TF_CONFIG.*" + expected + r".*see docs/scaling-out\.md")
     assert snapshot(case) == before
 
 
