@@ -253,10 +253,24 @@ def unsupervised_evaluation(mask_net, split, count):
     }
 
 
+def selectable_from(train_steps):
+    """The first step whose evaluation `--select=unsupervised` may pick: half of `train_steps`.
+
+    Early in a run the untrained masks split every mixture the same way whatever its partner
+    (by strokes, not by source), and their remix consistency can match or beat that of the
+    separated net at the end: picked by the score alone, some MNIST runs would keep their
+    step-500 net, 9-11 dB below their best (docs/unsupervised-score.md). A run that separates
+    late still ends with its best scores in the second half, where the plateau's pair-dependent
+    masks score lower than the separated ones.
+    """
+    return train_steps // 2
+
+
 class Selection:
-    """With `--select=unsupervised`: the evaluation with the highest remix consistency so far,
-    whose mask net is kept in the workdir's `selected/` (one tf.train checkpoint of the mask net
-    alone, replaced by each better evaluation).
+    """With `--select=unsupervised`: of the evaluations from `selectable_from(train_steps)` on,
+    the one with the highest remix consistency so far, whose mask net is kept in the workdir's
+    `selected/` (one tf.train checkpoint of the mask net alone, replaced by each better
+    evaluation).
 
     Only the score of mixtures decides; the clean-source PSNR and SSIM of the selected
     evaluation are recorded beside it (`best`) for the report, never compared.
@@ -288,8 +302,16 @@ class Selection:
 
     def offer(self, mask_net, entry):
         """Selects the evaluation `entry` (a history entry of `mask_net`'s current weights) if
-        its score beats the selected one's; returns whether it did."""
-        if self.best is not None and entry[self.SCORE] <= self.best[self.SCORE]:
+        it may be picked and its score beats the selected one's, or the selected one may no
+        longer be picked (a resumed run given more --train_steps); returns whether it did."""
+        start = selectable_from(self.config.train_steps)
+        if entry["step"] < start:
+            return False
+        if (
+            self.best is not None
+            and self.best["step"] >= start
+            and entry[self.SCORE] <= self.best[self.SCORE]
+        ):
             return False
         save_selected(self.config.workdir, self.chief, mask_net, entry["step"])
         self.best = {k: entry[k] for k in ("step", self.SCORE, "psnr_db", "ssim")}
@@ -444,7 +466,11 @@ class Evaluation(keras.callbacks.Callback):
             " | COLLAPSED: one output takes nearly all energy" if scores["collapsed"] else "",
         )
         if selected:
-            log.info("selected step %d: the highest remix consistency so far", step)
+            log.info(
+                "selected step %d: the highest remix consistency since step %d",
+                step,
+                selectable_from(self.config.train_steps),
+            )
         with rundir.writes_to(rundir.path(self.config.workdir, rundir.TENSORBOARD_DIR)):
             with self.writer.as_default(step=step):
                 for name in ("psnr_db", "ssim", "energy_share", "swapped_fraction"):

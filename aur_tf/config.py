@@ -226,8 +226,9 @@ class Config:
     select: str = setting(
         "last",
         "The checkpoint that the test scoring and export take: last (the final one) or "
-        "unsupervised (the evaluation with the highest remix consistency, a score of mixtures "
-        "alone, kept in WORKDIR/selected/; needs --unsupervised_mixtures >= 2).",
+        "unsupervised (of the evaluations from half of --train_steps on, the one with the "
+        "highest remix consistency, a score of mixtures alone, kept in WORKDIR/selected/; needs "
+        "--unsupervised_mixtures >= 2).",
     )
     average_checkpoints: int = setting(
         1,

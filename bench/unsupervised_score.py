@@ -28,7 +28,10 @@ Per dataset (the pair of sources) and candidate, over the points that have it, i
              SEPARATED_MARGIN_DB above the run's half mask) from the others;
   loss_db    per run, the validation PSNR of the best checkpoint minus that of the checkpoint the
              score picks, averaged over the runs that have more than one point (a baseline's
-             single point leaves nothing to choose, and would pull the average toward 0).
+             single point leaves nothing to choose, and would pull the average toward 0);
+  select_db  the same for the pick among the evaluations `--select=unsupervised` may pick, from
+             half of the run's train_steps on (`callbacks.selectable_from`): the early phase's
+             scores, high for untrained masks, take no part.
 The runs and points counted include the baselines. The clean sources were used only to compute
 the validation PSNR in eval.json, never the scores.
 """
@@ -41,6 +44,7 @@ import sys
 
 import numpy as np
 
+from aur_tf.callbacks import selectable_from
 from aur_tf.evaluation import is_collapsed
 from aur_tf.unsupervised import runs as score_runs
 from aur_tf.unsupervised.scores import remix_minus_judge_db, roc_auc, spearman
@@ -72,8 +76,9 @@ def _candidates():
 
 
 def load_points(workdir):
-    """`(dataset, half_mask_psnr_db, [(step, psnr_db, {score: value})])` of one run or baseline,
-    or None when it has no eval.json or none of its evaluations has an unsupervised score."""
+    """`(dataset, half_mask_psnr_db, [(step, psnr_db, {score: value})], selectable_from_step)` of
+    one run or baseline, or None when it has no eval.json or none of its evaluations has an
+    unsupervised score. A record without train_steps (a baseline) may be picked from step 0."""
     if not os.path.isfile(os.path.join(workdir, "eval.json")):
         return None
     with open(os.path.join(workdir, "eval.json")) as f:
@@ -100,7 +105,12 @@ def load_points(workdir):
     if not points:
         return None
     config = record["config"]
-    return (f"{config['source_a']} vs {config['source_b']}", record["half_mask_psnr_db"], points)
+    return (
+        f"{config['source_a']} vs {config['source_b']}",
+        record["half_mask_psnr_db"],
+        points,
+        selectable_from(config.get("train_steps", 0)),
+    )
 
 
 def collapsed(scores):
@@ -119,18 +129,18 @@ def _ranked(keys):
 
 
 def summarize(runs):
-    """`{dataset: {score: {"spearman", "auc", "loss_db", "points", "runs"}}}` over `runs`, a list
-    of `load_points` results; a score appears where some run has it, over the points that do.
-    Collapsed points (`collapsed`) rank below all others for every score."""
+    """`{dataset: {score: {"spearman", "auc", "loss_db", "select_db", "points", "runs"}}}` over
+    `runs`, a list of `load_points` results; a score appears where some run has it, over the
+    points that do. Collapsed points (`collapsed`) rank below all others for every score."""
     by_dataset = {}
-    for dataset, half_mask, points in runs:
-        by_dataset.setdefault(dataset, []).append((half_mask, points))
+    for dataset, half_mask, points, start in runs:
+        by_dataset.setdefault(dataset, []).append((half_mask, points, start))
     summary = {}
     for dataset, members in by_dataset.items():
         summary[dataset] = {}
         for name, (needed, orient) in _candidates().items():
-            keys, psnrs, separated, losses, runs_counted = [], [], [], [], 0
-            for half_mask, points in members:
+            keys, psnrs, separated, losses, select_losses, runs_counted = [], [], [], [], [], 0
+            for half_mask, points, start in members:
                 points = [point for point in points if all(k in point[2] for k in needed)]
                 if not points:
                     continue
@@ -144,6 +154,10 @@ def summarize(runs):
                     # The run's pick: its first point of the highest key.
                     pick = max(range(len(run_keys)), key=run_keys.__getitem__)
                     losses.append(max(run_psnrs) - run_psnrs[pick])
+                    selectable = [i for i, point in enumerate(points) if point[0] >= start]
+                    if selectable:
+                        pick = max(selectable, key=run_keys.__getitem__)
+                        select_losses.append(max(run_psnrs) - run_psnrs[pick])
             if not keys:
                 continue
             separated = np.array(separated)
@@ -157,6 +171,7 @@ def summarize(runs):
                 "spearman": spearman(values, psnrs),
                 "auc": auc,
                 "loss_db": float(np.mean(losses)) if losses else float("nan"),
+                "select_db": float(np.mean(select_losses)) if select_losses else float("nan"),
                 "points": len(values),
                 "runs": runs_counted,
             }
@@ -176,11 +191,15 @@ def main():
         sys.exit(2)
     for dataset, by_score in summarize(loaded).items():
         print(dataset)
-        print(f"  {'score':<22}{'runs':>5}{'points':>7}{'spearman':>9}{'auc':>8}{'loss_db':>9}")
+        print(
+            f"  {'score':<22}{'runs':>5}{'points':>7}{'spearman':>9}{'auc':>8}{'loss_db':>9}"
+            f"{'select_db':>10}"
+        )
         for name, figures in by_score.items():
             print(
                 f"  {name:<22}{figures['runs']:>5}{figures['points']:>7}"
                 f"{figures['spearman']:>9.3f}{figures['auc']:>8.3f}{figures['loss_db']:>9.2f}"
+                f"{figures['select_db']:>10.2f}"
             )
 
 

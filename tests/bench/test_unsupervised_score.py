@@ -5,14 +5,18 @@ import json
 import pytest
 
 
-def _run(directory, half_mask, history, scores=None):
+def _run(directory, half_mask, history, scores=None, train_steps=None):
     """A run record: eval.json's history `[(step, psnr_db)]` or `[(step, psnr_db, remix
-    consistency)]`, and unless None, unsupervised_scores.json's `{step: {name: value}}`."""
+    consistency)]`, unless None its config's train_steps, and unless None,
+    unsupervised_scores.json's `{step: {name: value}}`."""
     directory.mkdir()
+    config = {"source_a": "a", "source_b": "b"}
+    if train_steps is not None:
+        config["train_steps"] = train_steps
     (directory / "eval.json").write_text(
         json.dumps(
             {
-                "config": {"source_a": "a", "source_b": "b"},
+                "config": config,
                 "half_mask_psnr_db": half_mask,
                 "history": [
                     dict(zip(("step", "psnr_db", "remix_consistency_db"), entry))
@@ -46,8 +50,8 @@ def test_points_join_history_and_scores_by_step(tmp_path, unsupervised_score):
         [(1, 12.0), (2, 20.0), (3, 21.0)],
         {2: _scores(20.0, 0.6), 3: _scores(25.0, 0.55)},
     )
-    dataset, half_mask, points = unsupervised_score.load_points(str(run))
-    assert dataset == "a vs b" and half_mask == 16.0
+    dataset, half_mask, points, start = unsupervised_score.load_points(str(run))
+    assert dataset == "a vs b" and half_mask == 16.0 and start == 0
     assert [(step, psnr) for step, psnr, _ in points] == [(2, 20.0), (3, 21.0)]
     assert unsupervised_score.load_points(str(tmp_path)) is None
 
@@ -83,12 +87,12 @@ def test_the_histories_remix_consistency_counts_where_no_checkpoint_was_scored(
         [(1, 12.0, 17.0), (2, 20.0, 19.0)],
         {2: _scores(25.0, 0.55)},
     )
-    _, _, points = unsupervised_score.load_points(str(trained))
+    _, _, points, _ = unsupervised_score.load_points(str(trained))
     assert [scores for _, _, scores in points] == [
         {"remix_consistency_db": 17.0},
         {"remix_consistency_db": 19.0},
     ]
-    _, _, points = unsupervised_score.load_points(str(rescored))
+    _, _, points, _ = unsupervised_score.load_points(str(rescored))
     assert points[0][2] == {"remix_consistency_db": 17.0}
     assert points[1][2] == _scores(25.0, 0.55)
     summary = unsupervised_score.summarize(
@@ -97,6 +101,17 @@ def test_the_histories_remix_consistency_counts_where_no_checkpoint_was_scored(
     assert summary["remix_consistency_db"]["points"] == 4
     assert summary["remix_consistency_db"]["runs"] == 2
     assert summary["judge_auc"]["points"] == 1 and summary["judge_auc"]["runs"] == 1
+
+
+def test_select_db_picks_from_half_of_train_steps_on(tmp_path, unsupervised_score):
+    """The untrained net of step 1 has the highest remix consistency: picked by the score alone
+    it loses 10 dB, but `--select=unsupervised` may pick only from step 2 (half of 4) on."""
+    history = [(1, 12.0, 21.0), (2, 18.0, 17.0), (3, 22.0, 20.0), (4, 21.5, 19.0)]
+    run = unsupervised_score.load_points(str(_run(tmp_path / "run", 16.0, history, None, 4)))
+    assert run[3] == 2
+    summary = unsupervised_score.summarize([run])["a vs b"]["remix_consistency_db"]
+    assert summary["loss_db"] == pytest.approx(10.0)
+    assert summary["select_db"] == pytest.approx(0.0)
 
 
 def test_the_combination_penalises_consistent_remixes_the_judge_tells_apart(
@@ -137,8 +152,8 @@ def _baseline(directory, psnr, scores=None):
 def test_a_baseline_is_one_point_at_its_validation_psnr(tmp_path, unsupervised_score):
     identity = _scores(100.0, 0.5)
     run = _baseline(tmp_path / "identity", 11.0, dict(identity, energy_share=1.0))
-    dataset, half_mask, points = unsupervised_score.load_points(str(run))
-    assert (dataset, half_mask) == ("a vs b", 16.0)
+    dataset, half_mask, points, start = unsupervised_score.load_points(str(run))
+    assert (dataset, half_mask, start) == ("a vs b", 16.0, 0)
     assert points == [(0, 11.0, dict(identity, energy_share=1.0))]
     assert unsupervised_score.load_points(str(_baseline(tmp_path / "unscored", 11.0))) is None
 
@@ -156,15 +171,16 @@ def test_a_collapsed_point_ranks_below_every_other_for_every_score(unsupervised_
             (2, 10.0, dict(_scores(30.0, 0.52), energy_share=0.97, mask_confidence=0.95)),
             (3, 21.0, dict(_scores(25.0, 0.55), energy_share=0.55, mask_confidence=0.9)),
         ],
+        0,
     )
-    identity = ("a vs b", 16.0, [(0, 11.0, collapsed)])
+    identity = ("a vs b", 16.0, [(0, 11.0, collapsed)], 0)
     summary = unsupervised_score.summarize([run, identity])["a vs b"]
     for name in ("remix_consistency_db", "judge_auc", "remix_minus_judge", "mask_confidence"):
         assert summary[name]["points"] == 4 and summary[name]["runs"] == 2, name
         assert summary[name]["spearman"] == pytest.approx(1.0), name
         assert summary[name]["loss_db"] == 0.0, name  # the run picks step 3, not step 2
         assert summary[name]["auc"] == 1.0, name
-    losing = ("a vs b", 16.0, [(1, 20.0, _scores(25.0, 0.5)), (2, 21.0, _scores(24.0, 0.5))])
+    losing = ("a vs b", 16.0, [(1, 20.0, _scores(25.0, 0.5)), (2, 21.0, _scores(24.0, 0.5))], 0)
     losses = unsupervised_score.summarize([losing, identity])["a vs b"]["remix_consistency_db"]
     assert losses["runs"] == 2
     assert losses["loss_db"] == pytest.approx(1.0)  # the baseline's single point does not count
