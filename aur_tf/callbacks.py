@@ -285,13 +285,23 @@ class Selection:
 
     def restore(self, split):
         """Re-scores the selected checkpoint a resumed run left on the validation `split`, so
-        that later evaluations are compared with it."""
+        that later evaluations are compared with it; one from before `selectable_from` (a run
+        given more --train_steps) is not, and the first evaluation that may be picked replaces
+        it."""
         prefix = rundir.selected_checkpoint(self.config.workdir)
         if prefix is None:
             return
-        mask_net, prefix = rundir.restore_mask_net(self.config.workdir, self.config, prefix)
-        scores = evaluation.evaluate(mask_net, split)
         step = rundir.checkpoint_step(prefix)
+        start = selectable_from(self.config.train_steps)
+        if step < start:
+            log.info(
+                "selected so far: step %d, before step %d, from which --select=unsupervised picks",
+                step,
+                start,
+            )
+            return
+        mask_net, _ = rundir.restore_mask_net(self.config.workdir, self.config, prefix)
+        scores = evaluation.evaluate(mask_net, split)
         self.best = {
             "step": step,
             **unsupervised_evaluation(mask_net, split, self.config.unsupervised_mixtures),
@@ -302,16 +312,10 @@ class Selection:
 
     def offer(self, mask_net, entry):
         """Selects the evaluation `entry` (a history entry of `mask_net`'s current weights) if
-        it may be picked and its score beats the selected one's, or the selected one may no
-        longer be picked (a resumed run given more --train_steps); returns whether it did."""
-        start = selectable_from(self.config.train_steps)
-        if entry["step"] < start:
+        it may be picked and its score beats the selected one's; returns whether it did."""
+        if entry["step"] < selectable_from(self.config.train_steps):
             return False
-        if (
-            self.best is not None
-            and self.best["step"] >= start
-            and entry[self.SCORE] <= self.best[self.SCORE]
-        ):
+        if self.best is not None and entry[self.SCORE] <= self.best[self.SCORE]:
             return False
         save_selected(self.config.workdir, self.chief, mask_net, entry["step"])
         self.best = {k: entry[k] for k in ("step", self.SCORE, "psnr_db", "ssim")}

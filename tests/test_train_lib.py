@@ -524,19 +524,20 @@ def test_select_unsupervised_keeps_the_best_scored_checkpoint_for_test_and_expor
         assert json.load(f)["selected"]["step"] == selected
 
 
-# The first run (4 steps) selects step 4; resumed to 8 steps, steps 4 to 8 may be picked, and
-# to 12 steps, steps 6 to 12: step 4 then gives way to any later evaluation.
+# The first run (4 steps) selects step 4. Resumed to 8 steps, steps 4 to 8 may be picked: the
+# resumed run first re-scores the selected checkpoint (30 dB again). Resumed to 12 steps, steps
+# 6 to 12 may be picked: step 4 is not re-scored and gives way to the first later evaluation.
 @pytest.mark.parametrize(
-    "train_steps, later, selected", [(8, [20, 25], 4), (8, [20, 40], 8), (12, [20, 25, 10, 5], 8)]
+    "train_steps, scripted, selected",
+    [(8, [30, 20, 25], 4), (8, [30, 20, 40], 8), (12, [20, 25, 10, 5], 8)],
 )
 def test_a_resumed_run_compares_later_evaluations_with_the_selected_one(
-    make_config, stroke_data, monkeypatch, train_steps, later, selected
+    make_config, stroke_data, monkeypatch, train_steps, scripted, selected
 ):
     config = make_config(select="unsupervised", train_steps=4, eval_every=2, checkpoint_every=2)
     _script_remix_consistency(monkeypatch, [10, 30])
     train_lib.train(config, data=stroke_data)
-    # The resumed run first re-scores the selected checkpoint (30 dB again).
-    _script_remix_consistency(monkeypatch, [30, *later])
+    _script_remix_consistency(monkeypatch, scripted)
     resumed = dataclasses.replace(config, train_steps=train_steps)
     results = train_lib.train(resumed, data=stroke_data)
     assert results["selected"]["step"] == results["test"]["step"] == selected
