@@ -38,6 +38,8 @@ ADVERSARIAL_SETTINGS = frozenset(
         "beta_fade_start",
         "beta_fade_steps",
         "mask_steps_per_disc_step",
+        "instance_noise",
+        "instance_noise_steps",
     }
 )
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
@@ -191,6 +193,16 @@ class Config:
         "--beta_fade_start; 0 after them. 0: no fading, --beta throughout.",
     )
     mask_steps_per_disc_step: int = setting(4, "Mask-net updates per discriminator update.")
+    instance_noise: float = setting(
+        0.0,
+        "Standard deviation of the Gaussian noise added to every image the discriminator sees, "
+        "mixtures and remixes alike, in the images' [0, 1] units. 0: none (the paper's).",
+    )
+    instance_noise_steps: int = setting(
+        0,
+        "Steps over which --instance_noise falls linearly to 0; 0 after them. 0: no fading, "
+        "--instance_noise throughout.",
+    )
     mixed_precision: str = setting(
         "float32", "float32, mixed_float16 (GPUs; with dynamic loss scaling) or mixed_bfloat16."
     )
@@ -302,7 +314,7 @@ class Config:
             raise UserError(f"--adam_beta1={self.adam_beta1} must be in [0, 1)")
         if not 0 <= self.energy_margin < 1:
             raise UserError(f"--energy_margin={self.energy_margin} must be in [0, 1)")
-        for name in ("alpha", "beta"):
+        for name in ("alpha", "beta", "instance_noise"):
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
                 raise UserError(f"--{name}={getattr(self, name)} must be finite and >= 0")
         # A fade of --beta=0 or of --energy=none is allowed: it changes nothing, and refusing it
@@ -312,6 +324,7 @@ class Config:
             "beta_fade_steps",
             "learning_rate_decay_start",
             "learning_rate_decay_steps",
+            "instance_noise_steps",
         ):
             if not 0 <= getattr(self, name) <= MAX_COUNT:
                 raise UserError(f"--{name}={getattr(self, name)} must be in 0 .. {MAX_COUNT}")

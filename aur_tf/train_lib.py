@@ -100,6 +100,8 @@ def build_trainer(config, synchronized_bn=False):
         beta_fade_start=config.beta_fade_start,
         beta_fade_steps=config.beta_fade_steps,
         mask_steps_per_disc_step=config.mask_steps_per_disc_step,
+        instance_noise=config.instance_noise,
+        instance_noise_steps=config.instance_noise_steps,
         **decay,
     )
     model.compile(mask_optimizer, disc_optimizer, jit_compile=config.jit_compile)

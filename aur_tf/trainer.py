@@ -190,6 +190,12 @@ class UnmixRemixTrainer(_StepCountingModel):
     toward equal shares when the sources carry unequal energy; fading it leaves the end of
     training to L_C and L_M. With `learning_rate_decay_steps` > 0 both learning rates fade the
     same way after `learning_rate_decay_start`.
+
+    With `instance_noise` sigma > 0, D sees every image, mixture or remix, in its update and in
+    L_M, plus Gaussian noise N(0, sigma_t^2) per pixel (Sonderby et al., 2016), sigma_t faded to 0
+    over the first `instance_noise_steps` steps (constant when 0). The noise blurs the line
+    between the two distributions, so D cannot win by details M cannot yet get right and its
+    gradient stays informative.
     """
 
     def __init__(
@@ -204,10 +210,14 @@ class UnmixRemixTrainer(_StepCountingModel):
         beta_fade_start=0,
         beta_fade_steps=0,
         mask_steps_per_disc_step=4,
+        instance_noise=0.0,
+        instance_noise_steps=0,
         **kwargs,
     ):
-        # The weight of L_E is reported only in runs where it changes.
+        # The weight of L_E and the noise are reported only in runs where they change.
         fade_names = ("beta_now",) if beta_fade_steps > 0 else ()
+        if instance_noise > 0 and instance_noise_steps > 0:
+            fade_names += ("instance_noise_now",)
         super().__init__(
             mask_net, LOSS_NAMES + ("mask_mean", "energy_share") + fade_names, **kwargs
         )
@@ -218,6 +228,8 @@ class UnmixRemixTrainer(_StepCountingModel):
         self.beta_fade_steps = beta_fade_steps
         self.energy_loss = losses.energy_loss(energy, energy_margin)
         self.mask_steps_per_disc_step = mask_steps_per_disc_step
+        self.instance_noise = instance_noise
+        self.instance_noise_steps = instance_noise_steps
 
     def compile(self, mask_optimizer, disc_optimizer, jit_compile=False):
         super().compile(optimizer=mask_optimizer, jit_compile=jit_compile)
@@ -241,8 +253,17 @@ class UnmixRemixTrainer(_StepCountingModel):
         )
         return loss, skipped
 
+    def _disc_input(self, images, noise_std):
+        """What D sees of `[batch, H, W, C]` images: the images, plus instance noise if any."""
+        if self.instance_noise == 0:
+            return images
+        return images + noise_std * tf.random.normal(tf.shape(images), dtype=images.dtype)
+
     def train_step(self, mixtures):
         scheduled = self._decay_learning_rates()
+        noise_std = schedules.linear_fade(
+            self.instance_noise, self.step_counter, 0, self.instance_noise_steps
+        )
         with tf.GradientTape() as tape:
             masks = self.mask_net(mixtures, training=True)
             x_tilde = mixtures * masks
@@ -255,7 +276,10 @@ class UnmixRemixTrainer(_StepCountingModel):
                 disc_step,
                 self._disc_update,
                 lambda *_: (tf.constant(0.0), tf.constant(0, tf.int64)),
-                args=(mixtures, tf.stop_gradient(remixes)),
+                args=(
+                    self._disc_input(mixtures, noise_std),
+                    self._disc_input(tf.stop_gradient(remixes), noise_std),
+                ),
             )
 
             x_bar = remixes * self.mask_net(remixes, training=True)
@@ -264,7 +288,7 @@ class UnmixRemixTrainer(_StepCountingModel):
 
             cycle = losses.cycle_loss_eq9(y_bar, mixtures)
             adversarial = losses.mask_adversarial_loss_eq5(
-                self.discriminator(remixes, training=True)
+                self.discriminator(self._disc_input(remixes, noise_std), training=True)
             )
             energy = self.energy_loss(x_tilde, b_tilde)
             # Read before `_report` counts this step: the first step is step 0.
@@ -294,6 +318,8 @@ class UnmixRemixTrainer(_StepCountingModel):
         }
         if self.beta_fade_steps > 0:
             scalars["beta_now"] = beta_now
+        if "instance_noise_now" in self._trackers:
+            scalars["instance_noise_now"] = noise_std
         return self._report({**scalars, **scheduled})
 
 

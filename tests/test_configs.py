@@ -153,6 +153,9 @@ def test_a_bad_seed_trial_flag_is_one_line_on_the_command_line(run_cli, tmp_path
             {"learning_rate_decay_steps": 10**9 + 1},
             r"--learning_rate_decay_steps=1000000001 must be in 0 \.\. ",
         ),
+        ({"instance_noise": -0.1}, r"--instance_noise=-0\.1 must be finite and >= 0"),
+        ({"instance_noise": float("nan")}, r"--instance_noise=nan must be finite and >= 0"),
+        ({"instance_noise_steps": -1}, r"--instance_noise_steps=-1 must be in 0 \.\. 1000000000"),
     ],
 )
 def test_bad_fade_and_decay_settings_are_one_line_errors(tmp_path, settings, message):
@@ -168,3 +171,4 @@ def test_fade_and_decay_settings_at_their_limits_are_accepted(tmp_path):
     tiny_config(tmp_path, beta=0.0, beta_fade_steps=100)
     tiny_config(tmp_path, energy="none", beta_fade_steps=100)
     tiny_config(tmp_path, learning_rate_decay_start=10**9, learning_rate_decay_steps=10**9)
+    tiny_config(tmp_path, instance_noise=0.0, instance_noise_steps=10**9)

@@ -419,6 +419,24 @@ def test_a_schedule_groups_apart_and_old_records_group_without_one(tmp_path, sta
     ]
 
 
+def test_instance_noise_groups_apart_and_its_fade_only_with_noise(tmp_path):
+    _fake_run(tmp_path / "ours_seed0", 22.0, 0.91, seed=0)  # from before instance noise existed
+    # Without noise its fade changes nothing.
+    _fake_run(
+        tmp_path / "ours_seed1", 22.1, 0.91, seed=1, instance_noise=0.0, instance_noise_steps=9
+    )
+    _fake_run(tmp_path / "noise_seed0", 22.4, 0.92, seed=0, instance_noise=0.1)
+    _fake_run(
+        tmp_path / "faded_seed0", 22.5, 0.92, seed=0, instance_noise=0.1, instance_noise_steps=500
+    )
+    groups = report.group_runs(report.find_runs([str(tmp_path / "*")]))
+    assert [(g.name, len(g.runs), g.settings) for g in groups] == [
+        ("ours", 2, "instance_noise=0"),
+        ("noise", 1, "instance_noise=0.1, instance_noise_steps=0"),
+        ("faded", 1, "instance_noise=0.1, instance_noise_steps=500"),
+    ]
+
+
 def test_each_dataset_gets_its_own_table_and_figure_mnist_first(tmp_path):
     shoes = {"source_a": "fashion_mnist?labels=5,7,9", "source_b": "fashion_mnist?labels=8"}
     _fake_run(tmp_path / "runs" / "fashion_seed0", 17.0, 0.75, seed=0, test=(17.1, 0.76), **shoes)

@@ -450,6 +450,61 @@ def test_without_a_decay_the_learning_rates_stay_as_configured(make_config, stro
     assert float(trackables["mask_optimizer"].learning_rate) == pytest.approx(4e-4)
 
 
+@pytest.mark.parametrize("precision", ["float32", "mixed_float16"])
+def test_the_discriminator_sees_instance_noise_of_the_faded_std(make_config, precision):
+    import keras
+    import tensorflow as tf
+
+    class InputSpread(keras.Model):
+        """D, recording the smallest and largest standard deviation of its inputs."""
+
+        def __init__(self, discriminator):
+            super().__init__()
+            self.discriminator = discriminator
+            self.low = keras.Variable(np.inf, trainable=False)
+            self.high = keras.Variable(0.0, trainable=False)
+
+        def call(self, images, training=False):
+            spread = tf.math.reduce_std(tf.cast(images, tf.float32))
+            self.low.assign(tf.minimum(self.low, spread))
+            self.high.assign(tf.maximum(self.high, spread))
+            return self.discriminator(images, training=training)
+
+    config = make_config(
+        instance_noise=0.4, instance_noise_steps=4, batch_pairs=8, mixed_precision=precision
+    )
+    model, _ = train_lib.build_trainer(config)
+    spread = InputSpread(model.discriminator)
+    model.discriminator = spread
+    step = tf.function(model.train_step)
+    # On blank mixtures every image D sees, mixture or remix, is the noise alone.
+    size, channels = config.image_size, config.channels
+    blank = tf.zeros([2 * config.batch_pairs, size, size, channels])
+    # The step counter before a step is the steps trained; the fade ends at step 4. Step 0 is a
+    # discriminator step, so D's update and L_M both see the noise.
+    for before, std in [(0, 0.4), (2, 0.2), (3, 0.1), (4, 0.0), (40, 0.0)]:
+        model.step_counter.assign(before)
+        model.reset_metrics()
+        spread.low.assign(np.inf)
+        spread.high.assign(0.0)
+        logs = {name: float(value.numpy().item()) for name, value in step(blank).items()}
+        assert logs["instance_noise_now"] == pytest.approx(std)
+        assert float(spread.low) == pytest.approx(std, rel=0.1, abs=1e-6)
+        assert float(spread.high) == pytest.approx(std, rel=0.1, abs=1e-6)
+    assert step.experimental_get_tracing_count() == 1
+
+
+@pytest.mark.parametrize("steps", [0, 4])
+def test_without_instance_noise_the_discriminator_sees_the_images(make_config, stroke_data, steps):
+    import tensorflow as tf
+
+    config = make_config(instance_noise=0.0, instance_noise_steps=steps)
+    model, _ = train_lib.build_trainer(config)
+    mixtures = tf.constant(stroke_data.train.mixtures[: 2 * config.batch_pairs])
+    assert model._disc_input(mixtures, tf.constant(1.0)) is mixtures
+    assert "instance_noise_now" not in model.train_step(mixtures)
+
+
 def test_the_schedules_follow_the_run_step_across_a_resume(make_config, stroke_data, caplog):
     caplog.set_level(logging.INFO, logger="aur_tf")
     config = make_config(

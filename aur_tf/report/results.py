@@ -87,6 +87,8 @@ _BEFORE_THEY_EXISTED = {
         "average_checkpoints",
         "learning_rate_decay_start",
         "learning_rate_decay_steps",
+        "instance_noise",
+        "instance_noise_steps",
     }
 }
 _FIGURE_SCALE = 3  # pixels per image pixel, so 32x32 digits are readable
@@ -126,6 +128,8 @@ class Run:
         ]:
             if not config.get(steps, _BEFORE_THEY_EXISTED[steps]):
                 unused |= {start}
+        if not config.get("instance_noise", _BEFORE_THEY_EXISTED["instance_noise"]):
+            unused |= {"instance_noise_steps"}
         return unused
 
     @property
