@@ -40,6 +40,7 @@ ADVERSARIAL_SETTINGS = frozenset(
         "mask_steps_per_disc_step",
         "instance_noise",
         "instance_noise_steps",
+        "disc_normalization",
     }
 )
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
@@ -48,6 +49,7 @@ CHANNEL_COUNTS = (1, 3)
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 CONV_KERNELS = ("auto", "phases", "native")
 SELECTIONS = ("last", "unsupervised")
+DISC_NORMALIZATIONS = ("batch", "spectral")
 # The fewest held-out mixtures the unsupervised scores (`aur_tf.unsupervised`) take: the judge
 # trains on one half and tests on the other, and each half needs a partner for every mixture.
 MIN_SCORED_MIXTURES = 4
@@ -153,6 +155,11 @@ class Config:
         64, "Mask net channels at the layer before last; doubling toward the bottleneck."
     )
     disc_width: int = setting(64, "Discriminator channels at its first layer.")
+    disc_normalization: str = setting(
+        "batch",
+        "batch (DC-GAN's BatchNorm, the paper's) or spectral (every convolution of the "
+        "discriminator spectrally normalised, no BatchNorm).",
+    )
     # Optimisation (Eq. 10 and Sec. 4).
     train_steps: int = setting(25_000, "Total mask-net steps.")
     batch_pairs: int = setting(
@@ -285,6 +292,7 @@ class Config:
         self._check_choice("strategy", STRATEGIES)
         self._check_choice("conv_kernels", CONV_KERNELS)
         self._check_choice("select", SELECTIONS)
+        self._check_choice("disc_normalization", DISC_NORMALIZATIONS)
         for name in COUNT_FIELDS:
             if getattr(self, name) < 1:
                 raise UserError(f"--{name}={getattr(self, name)} must be a positive integer")

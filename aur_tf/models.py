@@ -10,7 +10,7 @@ import math
 
 import keras
 
-from aur_tf.config import CHANNEL_COUNTS, IMAGE_SIZES
+from aur_tf.config import CHANNEL_COUNTS, DISC_NORMALIZATIONS, IMAGE_SIZES
 from aur_tf.convolutions import KERNEL_SIZE, PhaseConv2D, PhaseConv2DTranspose
 
 _DOWN_STEPS = 4  # DiscoGAN: 32x32 -> 2x2 and 64x64 -> 4x4 bottleneck.
@@ -122,11 +122,16 @@ def build_discriminator(
     dtype="float32",
     synchronized_bn=False,
     phase_convolutions=False,
+    normalization="batch",
 ):
     """DC-GAN discriminator without the final sigmoid (LS-GAN scores, Eq. 4-5).
 
     Strided convolutions halve the image down to 4x4 (width, 2 width, ... channels); a final
     4x4 'valid' convolution gives one score per image.
+
+    With `normalization="spectral"` every convolution's kernel is divided by its largest singular
+    value (SN-GAN, Miyato et al., 2018: one power iteration per training call, which rewrites the
+    kernel in place) and there is no BatchNorm, which would undo that scale.
 
     Args:
       image_size: 32 or 64.
@@ -135,19 +140,31 @@ def build_discriminator(
       dtype: a Keras dtype policy name.
       synchronized_bn: as for `build_mask_net`.
       phase_convolutions: as for `build_mask_net` (here: the strided layers' input gradients).
+      normalization: "batch" (DC-GAN's BatchNorm after every convolution but the first and the
+        last) or "spectral".
 
     Returns:
       A `keras.Model` mapping `[batch, image_size, image_size, channels]` in [0, 1] to raw scores
       `[batch, 1]`, float32.
     """
     _check_shape(image_size, channels)
+    if normalization not in DISC_NORMALIZATIONS:
+        raise ValueError(f"normalization must be one of {DISC_NORMALIZATIONS}, got {normalization}")
+    spectral = normalization == "spectral"
+
+    def normalized(conv):
+        if not spectral:
+            return conv
+        return keras.layers.SpectralNormalization(conv, dtype=dtype, name=f"{conv.name}_sn")
+
     layers = [keras.Input((image_size, image_size, channels), name="image")]
     for i in range(int(math.log2(image_size // KERNEL_SIZE))):
-        layers.append(_conv(width * 2**i, dtype, f"down{i}_conv", by_phases=phase_convolutions))
-        if i > 0:
+        conv = _conv(width * 2**i, dtype, f"down{i}_conv", by_phases=phase_convolutions)
+        layers.append(normalized(conv))
+        if i > 0 and not spectral:
             layers.append(_batch_norm(dtype, f"down{i}_bn", synchronized_bn))
         layers.append(keras.layers.LeakyReLU(_LEAK, dtype=dtype, name=f"down{i}_lrelu"))
-    layers.append(_conv(1, dtype, "score_conv", strides=1, padding="valid"))
+    layers.append(normalized(_conv(1, dtype, "score_conv", strides=1, padding="valid")))
     layers.append(keras.layers.Flatten(dtype=dtype, name="flatten"))
     layers.append(keras.layers.Activation("linear", dtype="float32", name="score"))
     return keras.Sequential(layers, name="discriminator")

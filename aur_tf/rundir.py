@@ -29,6 +29,7 @@ Importing this module does not import TensorFlow (the report reads workdirs with
 """
 
 import contextlib
+import dataclasses
 import fcntl
 import glob
 import io
@@ -60,7 +61,14 @@ SAMPLE_COUNT = 8  # mixtures in samples.npz and in the TensorBoard image grid
 
 # Settings a resumed run must share with the checkpoint it resumes: they change the data or the
 # shapes of what was saved. Everything else (steps, logging, learning rates) may change.
-RUN_IDENTITY = ("mode", *DATA_SETTINGS, "mask_width", "disc_width", "mixed_precision")
+RUN_IDENTITY = (
+    "mode",
+    *DATA_SETTINGS,
+    "mask_width",
+    "disc_width",
+    "disc_normalization",
+    "mixed_precision",
+)
 # What every entry of eval.json's `history` holds, one per evaluation.
 HISTORY_FIELDS = ("step", "train_seconds") + tuple(QUALITY_MARKS)
 # Top-level numbers every record holds, whoever wrote it.
@@ -340,9 +348,11 @@ def check_resumable(config, chief):
         "restore it, or delete it to resume without checking the settings",
     )
     if saved:
-        changed = [k for k in RUN_IDENTITY if k in saved and saved[k] != getattr(config, k)]
+        # A setting added after the run was made has its default there: what the run did.
+        made = {f.name: f.default for f in dataclasses.fields(Config)} | saved
+        changed = [k for k in RUN_IDENTITY if made[k] != getattr(config, k)]
         if changed:
-            was = ", ".join(f"--{k}={saved[k]}" for k in changed)
+            was = ", ".join(f"--{k}={made[k]}" for k in changed)
             raise UserError(
                 f"--workdir={config.workdir} holds a run made with {was}: resume it "
                 "with the same settings or start a new run in another --workdir"

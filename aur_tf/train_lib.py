@@ -87,7 +87,13 @@ def build_trainer(config, synchronized_bn=False):
         model.compile(mask_optimizer, jit_compile=config.jit_compile)
         return model, {"mask_net": mask_net, "mask_optimizer": mask_optimizer}
     discriminator = models.build_discriminator(
-        config.image_size, config.channels, config.disc_width, dtype, synchronized_bn, by_phases
+        config.image_size,
+        config.channels,
+        config.disc_width,
+        dtype,
+        synchronized_bn,
+        by_phases,
+        normalization=config.disc_normalization,
     )
     disc_optimizer = trainer_lib.make_optimizer(config.disc_learning_rate, config.adam_beta1, dtype)
     model = trainer_lib.UnmixRemixTrainer(

@@ -257,6 +257,13 @@ CASES = [
     ("energy-margin-1", None, ["--energy_margin=1"], r"--energy_margin=1.0 must be in \[0, 1\)"),
     ("energy-margin-nan", None, ["--energy_margin=nan"], r"--energy_margin=nan must be in"),
     ("beta-fade-negative", None, ["--beta_fade_steps=-1"], r"--beta_fade_steps=-1 must be in 0"),
+    ("noise-negative", None, ["--instance_noise=-1"], r"--instance_noise=-1.0 must be finite"),
+    (
+        "disc-normalization-unknown",
+        None,
+        ["--disc_normalization=layer"],
+        r"--disc_normalization=layer is not one of: batch, spectral",
+    ),
     (
         "select-without-score",
         None,

@@ -174,10 +174,13 @@ def test_evaluations_score_validation_and_test_is_scored_once_at_the_end(
 
 
 @pytest.mark.slow
-def test_resume_continues_the_same_step_count_and_result(make_config, stroke_data):
-    straight = make_config("straight")
+@pytest.mark.parametrize("disc_normalization", ["batch", "spectral"])
+def test_resume_continues_the_same_step_count_and_result(
+    make_config, stroke_data, disc_normalization
+):
+    straight = make_config("straight", disc_normalization=disc_normalization)
     train_lib.train(straight, data=stroke_data)
-    interrupted = make_config("interrupted", train_steps=3)
+    interrupted = make_config("interrupted", train_steps=3, disc_normalization=disc_normalization)
     train_lib.train(interrupted, data=stroke_data)
     resumed = train_lib.train(dataclasses.replace(interrupted, train_steps=6), data=stroke_data)
     assert resumed["step"] == 6
@@ -248,11 +251,39 @@ def test_finished_run_is_not_trained_again(make_config, stroke_data):
     ]
 
 
-def test_resume_with_other_model_settings_is_refused(make_config, stroke_data):
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"mask_width": 8}, "--mask_width=4"),
+        ({"disc_normalization": "spectral"}, "--disc_normalization=batch"),
+    ],
+)
+def test_resume_with_other_model_settings_is_refused(make_config, stroke_data, change, message):
     config = make_config()
     train_lib.train(config, data=stroke_data)
-    with pytest.raises(UserError, match="mask_width=4"):
-        train_lib.train(dataclasses.replace(config, mask_width=8), data=stroke_data)
+    with pytest.raises(UserError, match=message):
+        train_lib.train(dataclasses.replace(config, **change), data=stroke_data)
+
+
+def test_a_run_from_before_a_model_setting_existed_resumes_with_its_default(
+    make_config, stroke_data
+):
+    config = make_config(train_steps=3)
+    train_lib.train(config, data=stroke_data)
+    config_path = os.path.join(config.workdir, "config.json")
+    with open(config_path) as f:
+        saved = json.load(f)
+    del saved["disc_normalization"]
+    with open(config_path, "w") as f:
+        json.dump(saved, f)
+    with pytest.raises(UserError, match="--disc_normalization=batch"):
+        train_lib.train(
+            dataclasses.replace(config, train_steps=6, disc_normalization="spectral"),
+            data=stroke_data,
+        )
+    assert (
+        train_lib.train(dataclasses.replace(config, train_steps=6), data=stroke_data)["step"] == 6
+    )
 
 
 @pytest.mark.parametrize(

@@ -89,6 +89,7 @@ _BEFORE_THEY_EXISTED = {
         "learning_rate_decay_steps",
         "instance_noise",
         "instance_noise_steps",
+        "disc_normalization",
     }
 }
 _FIGURE_SCALE = 3  # pixels per image pixel, so 32x32 digits are readable
