@@ -155,7 +155,9 @@ def build_discriminator(
     def normalized(conv):
         if not spectral:
             return conv
-        return keras.layers.SpectralNormalization(conv, dtype=dtype, name=f"{conv.name}_sn")
+        # The power iteration runs in float32 whatever the policy: in float16 its vectors
+        # underflow (a NaN score) and the kernel it writes back would be rounded to float16.
+        return keras.layers.SpectralNormalization(conv, dtype="float32", name=f"{conv.name}_sn")
 
     layers = [keras.Input((image_size, image_size, channels), name="image")]
     for i in range(int(math.log2(image_size // KERNEL_SIZE))):
