@@ -1,6 +1,7 @@
-"""Settings that change with the run's step: the energy weight and the learning rates.
+"""Settings that change with the run's step: the energy weight, the learning rates and the
+discriminator's instance noise.
 
-Both follow the trainer's step counter (the steps trained before the current one), so a
+All follow the trainer's step counter (the steps trained before the current one), so a
 schedule is a function of `--train_steps`' count and resumes with it.
 """
 
